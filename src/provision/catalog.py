@@ -1,0 +1,235 @@
+"""The one reader of the live catalog.
+
+A handful of set-based queries (never one query per object) turn `pg_catalog` into plain,
+frozen data: schemas and relations with owners and ACLs, extensions installed and available,
+the role facts that decide how ownership can change hands, and the rows of the version
+table. Everything downstream (inspect, plan, verify) is a pure function of this snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+from provision.layout import Layout
+
+SUPERUSER_GROUP = "cloudsqlsuperuser"
+
+RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence"}
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    kind: str
+    owner: str
+    acl: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    name: str
+    owner: str
+    acl: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Extension:
+    name: str
+    default_version: str | None  # what the server could install; None if not available
+    installed_version: str | None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    exists: bool
+    superuser: bool = False
+    login: bool = False
+    createrole: bool = False
+    member_of: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoleFacts:
+    """The memberships that decide ownership changes (shared/docs/cloudsql.md, section 2)."""
+
+    current_user: str
+    server_version_num: int
+    roles: dict[str, Role]
+    superuser_group_members: tuple[str, ...]
+    admin_can_set_owner: bool  # `SET ROLE owner` allowed for admin (PG16: SET option; older: membership)
+    admin_can_grant_owner: bool  # admin may `GRANT owner TO admin` (PG16: ADMIN OPTION; older: CREATEROLE)
+    admin_can_set_group: bool  # admin may hand objects to cloudsqlsuperuser
+    owner_inherits_group: bool  # owner acts as owner of what cloudsqlsuperuser owns
+
+    @property
+    def server_major(self) -> int:
+        return self.server_version_num // 10000
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    id: int
+    migration_name: str | None
+    applied_at: datetime | None
+    version: str | None = None
+    description: str | None = None
+    executed_at: datetime | None = None
+    checksum: str | None = None
+    execution_time_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MigrationsTableInfo:
+    exists: bool
+    owner: str | None = None
+    columns: tuple[str, ...] = ()
+    readable: bool = False
+    acl: tuple[str, ...] = ()
+    records: tuple[MigrationRecord, ...] = ()
+
+    @property
+    def recorded_versions(self) -> frozenset[str]:
+        """Versions recorded by this tool. Legacy rows (no version) never count, whatever their name."""
+        return frozenset(r.version for r in self.records if r.version is not None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    database: str
+    roles: RoleFacts
+    schemas: dict[str, SchemaInfo]
+    relations: dict[tuple[str, str], Relation]
+    extensions: dict[str, Extension]
+    migrations: MigrationsTableInfo
+    queries: int = field(default=0, compare=False)
+
+    def relations_in(self, schema: str) -> list[Relation]:
+        return sorted((r for (s, _), r in self.relations.items() if s == schema), key=lambda r: r.name)
+
+
+_ROLES_SQL = text("""
+WITH wanted(name) AS (SELECT unnest(CAST(:names AS text[]))),
+     pairs(member, role, privilege) AS (
+         SELECT * FROM unnest(CAST(:members AS text[]), CAST(:targets AS text[]), CAST(:privileges AS text[])))
+SELECT current_user AS current_user,
+       current_setting('server_version_num')::int AS version,
+       current_database() AS database,
+       (SELECT json_agg(json_build_object(
+                 'name', w.name, 'exists', r.oid IS NOT NULL, 'superuser', coalesce(r.rolsuper, false),
+                 'login', coalesce(r.rolcanlogin, false), 'createrole', coalesce(r.rolcreaterole, false),
+                 'member_of', ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                    WHERE m.member = r.oid ORDER BY 1)))
+          FROM wanted w LEFT JOIN pg_roles r ON r.rolname = w.name) AS roles,
+       ARRAY(SELECT u.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                JOIN pg_roles u ON u.oid = m.member
+             WHERE g.rolname = :group ORDER BY 1) AS group_members,
+       (SELECT json_agg(
+                 CASE WHEN to_regrole(quote_ident(p.member)) IS NULL OR to_regrole(quote_ident(p.role)) IS NULL THEN false
+                      WHEN p.privilege = 'GRANT' AND current_setting('server_version_num')::int < 160000
+                          THEN (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = p.member)
+                      WHEN p.privilege = 'GRANT' THEN pg_has_role(p.member, p.role, 'MEMBER WITH ADMIN OPTION')
+                      WHEN p.privilege = 'SET' AND current_setting('server_version_num')::int < 160000
+                          THEN pg_has_role(p.member, p.role, 'MEMBER')
+                      ELSE pg_has_role(p.member, p.role, p.privilege) END)
+          FROM pairs p) AS capabilities
+""")
+
+_RELATIONS_SQL = text("""
+SELECT n.nspname AS schema, NULL AS name, 'n' AS kind, pg_get_userbyid(n.nspowner) AS owner,
+       CAST(n.nspacl AS text[]) AS acl, NULL AS columns, NULL AS readable
+FROM pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), CAST(c.relacl AS text[]),
+       CASE WHEN n.nspname = :mschema AND c.relname = :mtable
+            THEN ARRAY(SELECT a.attname FROM pg_attribute a
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) END,
+       CASE WHEN n.nspname = :mschema AND c.relname = :mtable
+            THEN has_table_privilege(c.oid, 'SELECT') END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+""")
+
+_EXTENSIONS_SQL = text("""
+SELECT coalesce(a.name, e.extname) AS name, a.default_version, e.extversion, pg_get_userbyid(e.extowner) AS owner
+FROM pg_available_extensions a FULL JOIN pg_extension e ON e.extname = a.name
+WHERE a.name = ANY(CAST(:wanted AS text[])) OR e.extname IS NOT NULL
+""")
+
+
+def _records_sql(table: str, columns: tuple[str, ...]) -> str:
+    wanted = ("id", "migration_name", "applied_at", "version", "description", "executed_at", "checksum",
+              "execution_time_ms")
+    select = ", ".join(c if c in columns else f"NULL AS {c}" for c in wanted)
+    return f"SELECT {select} FROM {table} ORDER BY id"  # noqa: S608 - names come from the layout, not input
+
+
+def read_catalog(conn: Connection, layout: Layout) -> Catalog:
+    """Snapshot everything the layout cares about, in at most four queries."""
+    group = SUPERUSER_GROUP
+    pairs = [
+        (layout.admin, layout.owner, "SET"),
+        (layout.admin, layout.owner, "GRANT"),
+        (layout.admin, group, "SET"),
+        (layout.owner, group, "USAGE"),
+    ]
+    row = conn.execute(_ROLES_SQL, {
+        "names": [layout.admin, layout.owner, group],
+        "members": [p[0] for p in pairs], "targets": [p[1] for p in pairs], "privileges": [p[2] for p in pairs],
+        "group": group,
+    }).mappings().one()
+    set_owner, grant_owner, set_group, owner_usage = row["capabilities"]
+    roles = RoleFacts(
+        current_user=row["current_user"],
+        server_version_num=row["version"],
+        roles={r["name"]: Role(r["name"], r["exists"], r["superuser"], r["login"], r["createrole"],
+                               tuple(r["member_of"] or ())) for r in row["roles"]},
+        superuser_group_members=tuple(row["group_members"]),
+        admin_can_set_owner=set_owner,
+        admin_can_grant_owner=grant_owner,
+        admin_can_set_group=set_group,
+        owner_inherits_group=owner_usage,
+    )
+
+    mt = layout.migrations_table
+    schemas: dict[str, SchemaInfo] = {}
+    relations: dict[tuple[str, str], Relation] = {}
+    migrations = MigrationsTableInfo(exists=False)
+    for r in conn.execute(_RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name}).mappings():
+        acl = tuple(r["acl"] or ())
+        if r["kind"] == "n":
+            schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], acl)
+            continue
+        relations[(r["schema"], r["name"])] = Relation(r["schema"], r["name"], RELATION_KINDS[r["kind"]], r["owner"], acl)
+        if r["columns"] is not None:
+            migrations = MigrationsTableInfo(True, r["owner"], tuple(r["columns"]), bool(r["readable"]), acl)
+
+    extensions = {
+        r["name"]: Extension(r["name"], r["default_version"], r["extversion"], r["owner"])
+        for r in conn.execute(_EXTENSIONS_SQL, {"wanted": list(layout.extensions)}).mappings()
+    }
+
+    queries = 3
+    if migrations.exists and migrations.readable:
+        from sqlalchemy.dialects import postgresql
+
+        quote = postgresql.dialect().identifier_preparer.quote
+        rows = conn.execute(text(_records_sql(f"{quote(mt.schema)}.{quote(mt.name)}", migrations.columns))).mappings()
+        records = tuple(
+            MigrationRecord(**{k: (str(v) if k in ("version", "checksum") and v is not None else v) for k, v in r.items()})
+            for r in rows
+        )
+        migrations = MigrationsTableInfo(**{**migrations.__dict__, "records": records})
+        queries += 1
+    return Catalog(row["database"], roles, schemas, relations, extensions, migrations, queries)

@@ -1,0 +1,192 @@
+"""The `nucleus-provision` command line.
+
+This layer only parses arguments, calls one function per verb and turns `ProvisionError`
+into a message, a hint and an exit code. Exit codes (like `terraform plan -detailed-exitcode`):
+0 success / nothing to do, 1 error (including bad usage), 2 changes pending (`plan`).
+`--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from provision.errors import ProvisionError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+FORMATS = click.Choice(["text", "markdown", "json"], case_sensitive=False)
+
+
+class Context:
+    def __init__(self, debug: bool, config: str | None) -> None:
+        self.debug = debug
+        self.config = config
+
+
+def _state_dir_option(func):
+    return click.option(
+        "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Where the local instance keeps its state [default: $NUCLEUS_LOCAL_STATE_DIR or a per-user dir].",
+    )(func)
+
+
+def target_options(func):
+    """TARGET: `--dsn URL [--owner-dsn URL]` or `--env NAME`."""
+    func = click.option("--env", "env_name", metavar="NAME",
+                        help="An environment of environments.toml, reached through the Cloud SQL Connector.")(func)
+    func = click.option("--owner-dsn", metavar="URL",
+                        help="Direct connection as the owner role (nucleus), for ownership hand-offs and migrations.")(func)
+    func = click.option("--dsn", metavar="URL",
+                        help="Direct connection as the admin role: postgresql://postgres:PASSWORD@HOST:PORT/DB.")(func)
+    return func
+
+
+def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None):
+    from provision import db
+    from provision.errors import ConfigError
+
+    if bool(dsn) == bool(env_name):
+        raise ConfigError("give exactly one of --dsn URL or --env NAME",
+                          hint="e.g. --dsn postgresql://postgres:PASSWORD@127.0.0.1:5432/nucleus_v12, or --env local")
+    if owner_dsn and not dsn:
+        raise ConfigError("--owner-dsn goes with --dsn", hint="with --env, the owner connection comes from the environment")
+    if dsn:
+        admin = db.engine_for_dsn(dsn)
+        owner = db.engine_for_dsn(owner_dsn) if owner_dsn else None
+        return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
+    from provision import cloudsql
+
+    return cloudsql.target_for_environment(env_name, config_path=ctx.config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--config", metavar="PATH", help="environments.toml to use [default: $NUCLEUS_PROVISION_CONFIG or "
+                                               "the nearest environments.toml].")
+@click.version_option(package_name="nucleus-provision")
+@click.pass_context
+def cli(click_ctx: click.Context, debug: bool, config: str | None) -> None:
+    """Bring the Nucleus database on Cloud SQL to the layout the code expects.
+
+    \b
+    Like Terraform: inspect, plan, apply, verify. Every rerun is a no-op, legacy
+    schemas and their rows are never touched, and `postgres` is not a superuser.
+
+    \b
+    Typical session against the local Cloud SQL emulation:
+      nucleus-provision local up --scenario legacy-nucleus-v12
+      nucleus-provision inspect --env local --format markdown
+      nucleus-provision plan --env local      # exit 2: changes pending
+      nucleus-provision apply --env local
+      nucleus-provision verify --env local    # exit 0: matches the layout
+      nucleus-provision local down
+    """
+    click_ctx.obj = Context(debug, config)
+
+
+# -- local ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def local() -> None:
+    """The embedded Cloud SQL emulation (PostgreSQL 16 + pgvector, postgres not a superuser)."""
+
+
+@local.command("up")
+@click.option("--scenario", default="legacy-nucleus-v12", show_default=True,
+              type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
+              help="The database state to start from.")
+@_state_dir_option
+def local_up(scenario: str, state_dir: Path | None) -> None:
+    """Start an instance in the background and print its DSNs as JSON.
+
+    \b
+    Scenarios:
+      empty                       what a fresh Terraform deploy leaves
+      legacy-nucleus-v12          the seed's production state (old schemas, data)
+      legacy-nucleus-v12-partial  the same plus migration 001 half run, unrecorded
+    """
+    from provision.local import server
+
+    instance = server.Server(state_dir or server.default_state_dir()).start(scenario)
+    click.echo(json.dumps(instance.summary(), indent=2))
+
+
+@local.command("status")
+@_state_dir_option
+def local_status(state_dir: Path | None) -> None:
+    """Print the running instance as JSON; exit 1 if none runs."""
+    from provision.errors import LocalInstanceError
+    from provision.local import server
+
+    directory = state_dir or server.default_state_dir()
+    instance = server.Server(directory).status()
+    if instance is None or not instance.is_running():
+        raise LocalInstanceError(f"no local instance runs from {directory}",
+                                 hint="start one with `nucleus-provision local up`")
+    click.echo(json.dumps(instance.summary(), indent=2))
+
+
+@local.command("down")
+@_state_dir_option
+def local_down(state_dir: Path | None) -> None:
+    """Stop the instance and delete its data (no process is left behind)."""
+    from provision.local import server
+
+    directory = state_dir or server.default_state_dir()
+    stopped = server.Server(directory).stop()
+    click.echo(f"stopped the local instance in {directory}" if stopped else f"no local instance in {directory}")
+
+
+# -- inspect ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@target_options
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def inspect(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None, fmt: str) -> None:
+    """Report the live database against the layout the code expects.
+
+    Reads the catalog with a few set-based queries (read-only) and lists schemas,
+    tables and owners, the migrations table, extensions, the role memberships that
+    decide ownership changes, and findings with stable codes (JSON: code, severity,
+    message). Exit 0 whether or not there are findings; use `verify` to gate.
+    """
+    from provision import commands
+
+    report = commands.inspect(resolve_target(ctx, dsn, owner_dsn, env_name))
+    from provision import render
+
+    if fmt == "json":
+        click.echo(render.to_json(report.to_dict()))
+    elif fmt == "markdown":
+        click.echo(render.report_markdown(report))
+    else:
+        click.echo(render.report_text(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="nucleus-provision", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        code = EXIT_ERROR
+    except click.ClickException as exc:  # bad usage: exit 1 so that 2 always means "changes pending"
+        exc.show()
+        code = EXIT_ERROR
+    except ProvisionError as exc:
+        if debug:
+            raise
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        code = exc.exit_code
+    sys.exit(code or 0)

@@ -1,0 +1,358 @@
+"""Typed environment configuration: one source of truth for the stacks and for `--env NAME`.
+
+`environments.toml` describes each environment (prod, staging, local). An environment may
+`extends` another; its table is then merged over the parent's, so staging states only what
+differs from prod. Everything is validated by pydantic: a typo in a key or an unknown
+value is an error that names the file, the environment and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from provision.errors import ConfigError
+
+CONFIG_ENV_VAR = "NUCLEUS_PROVISION_CONFIG"
+CONFIG_FILE_NAME = "environments.toml"
+
+
+class IpType(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    PSC = "psc"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# IAM member prefixes that name one identity or a bounded group. `allUsers` and
+# `allAuthenticatedUsers` are refused: a password secret must never be public.
+_MEMBER_PREFIXES = ("serviceAccount:", "user:", "group:", "domain:", "principal:", "principalSet:")
+# Secret Manager secret ids: letters, digits, '-' and '_', at most 255 characters.
+_SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def _check_members(value: tuple[str, ...]) -> tuple[str, ...]:
+    for member in value:
+        if not member.startswith(_MEMBER_PREFIXES) or member.endswith(":"):
+            raise ValueError(
+                f"{member!r} is not an IAM member; write e.g. "
+                "'serviceAccount:NAME@PROJECT.iam.gserviceaccount.com' or 'user:EMAIL' "
+                "(allUsers and allAuthenticatedUsers are refused)"
+            )
+    if len(set(value)) != len(value):
+        raise ValueError("lists the same member twice")
+    return value
+
+
+class UserConfig(_Model):
+    """A built-in database user and where its password lives."""
+
+    name: str
+    secret: str | None = Field(
+        default=None, description="Secret Manager secret id holding the password"
+    )
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the password"
+    )
+    secret_accessors: tuple[str, ...] = Field(
+        default=(),
+        description="members that may read this user's secret, in addition to the environment's secret_accessors",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SECRET_ID.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a Secret Manager secret id (letters, digits, '-', '_')"
+            )
+        return value
+
+    @field_validator("secret_accessors")
+    @classmethod
+    def _members(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_members(value)
+
+
+class Users(_Model):
+    admin: UserConfig = UserConfig(name="postgres")
+    owner: UserConfig = UserConfig(name="nucleus")
+
+
+class BackupConfig(_Model):
+    start_time: str = "02:00"
+    point_in_time_recovery: bool = True
+    transaction_log_retention_days: int = Field(default=7, ge=1, le=35)
+    retained_backups: int = Field(default=14, ge=1, le=365)
+
+    @field_validator("start_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError(f"must be a UTC time written HH:MM, got {value!r}")
+        return value
+
+
+class MaintenanceConfig(_Model):
+    day: int = Field(default=7, ge=1, le=7)
+    hour: int = Field(default=3, ge=0, le=23)
+    update_track: str = "stable"
+
+    @field_validator("update_track")
+    @classmethod
+    def _known_track(cls, value: str) -> str:
+        return _one_of(value, ("canary", "stable", "week5"))
+
+
+class DatabaseFlag(_Model):
+    """A Cloud SQL database flag (`settings.database_flags`), e.g. log_min_duration_statement."""
+
+    name: str
+    value: str
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+class Environment(_Model):
+    """One environment: a Cloud SQL instance, its database and its users."""
+
+    name: str
+    project: str
+    region: str
+    instance: str
+    database: str = "nucleus_v12"
+    database_version: str = "POSTGRES_16"
+    edition: str = "ENTERPRISE"
+    tier: str = "db-custom-2-7680"
+    availability_type: str = "ZONAL"
+    disk_size_gb: int = Field(default=20, ge=10)
+    disk_type: str = "PD_SSD"
+    deletion_protection: bool = True
+    import_existing: bool = False
+    ip_type: IpType = IpType.PUBLIC
+    private_network: str | None = None
+    authorized_networks: tuple[str, ...] = ()
+    iam_auth: bool = False
+    iam_users: tuple[str, ...] = Field(
+        default=(), description="service-account emails given IAM database users"
+    )
+    secret_accessors: tuple[str, ...] = Field(
+        default=(), description="members that may read the password secrets"
+    )
+    lazy_refresh: bool = False
+    emulated: bool = Field(
+        default=False, description="reach the local Cloud SQL emulation (`local up`)"
+    )
+    state_bucket: str = "nucleus-terraform-state"
+    state_prefix: str = ""
+    backup: BackupConfig = BackupConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    users: Users = Users()
+    query_insights: bool = Field(
+        default=True, description="Cloud SQL Query Insights on the instance"
+    )
+    database_flags: tuple[DatabaseFlag, ...] = Field(
+        default=(),
+        description="extra database flags; cloudsql.iam_authentication is set from iam_auth",
+    )
+
+    @field_validator("edition")
+    @classmethod
+    def _known_edition(cls, value: str) -> str:
+        return _one_of(value, ("ENTERPRISE", "ENTERPRISE_PLUS"))
+
+    @field_validator("availability_type")
+    @classmethod
+    def _known_availability(cls, value: str) -> str:
+        return _one_of(value, ("ZONAL", "REGIONAL"))
+
+    @field_validator("disk_type")
+    @classmethod
+    def _known_disk_type(cls, value: str) -> str:
+        return _one_of(value, ("PD_SSD", "PD_HDD"))
+
+    @field_validator("private_network")
+    @classmethod
+    def _network_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"projects/[^/]+/global/networks/[^/]+", value):
+            raise ValueError(
+                f"must be a VPC path like projects/PROJECT/global/networks/NAME, got {value!r}"
+            )
+        return value
+
+    @field_validator("iam_users")
+    @classmethod
+    def _service_accounts(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # iam_auth is declared before iam_users, so it is already validated here.
+        if value and not info.data.get("iam_auth"):
+            raise ValueError("needs iam_auth = true (the cloudsql.iam_authentication flag)")
+        for email in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*@[a-z0-9.-]+\.gserviceaccount\.com", email):
+                raise ValueError(
+                    f"{email!r} is not a service-account email (NAME@PROJECT.iam.gserviceaccount.com)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("lists the same service account twice")
+        return value
+
+    @field_validator("secret_accessors")
+    @classmethod
+    def _members(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_members(value)
+
+    @field_validator("database_flags")
+    @classmethod
+    def _flags(cls, value: tuple[DatabaseFlag, ...]) -> tuple[DatabaseFlag, ...]:
+        names = [flag.name for flag in value]
+        if len(set(names)) != len(names):
+            raise ValueError("names the same flag twice")
+        if "cloudsql.iam_authentication" in names:
+            raise ValueError("cloudsql.iam_authentication is set from iam_auth; remove it here")
+        if "cloudsql.enable_pgvector" in names:
+            # An often-copied flag that does not exist; Cloud SQL rejects it (see docs/cloudsql.md).
+            raise ValueError("cloudsql.enable_pgvector does not exist; pgvector needs no flag")
+        return value
+
+    @field_validator("database_version")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith("POSTGRES_"):
+            raise ValueError(f"must be a PostgreSQL version such as POSTGRES_16, got {value!r}")
+        return value
+
+    @field_validator("authorized_networks")
+    @classmethod
+    def _no_open_network(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(cidr.strip() in ("0.0.0.0/0", "::/0") for cidr in value):
+            raise ValueError(
+                "0.0.0.0/0 would open the instance to the internet; use the Connector instead"
+            )
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR range such as 203.0.113.0/24") from None
+            # Catch the disguised forms too (0.0.0.0/00, ::0/0, 0/0 written otherwise) and
+            # ranges so wide they amount to the internet.
+            if network.prefixlen < 8:
+                raise ValueError(
+                    f"{cidr!r} would open the instance to a large part of the internet "
+                    "(like 0.0.0.0/0); use the Connector instead"
+                )
+        return value
+
+    @property
+    def connection_name(self) -> str:
+        """The Cloud SQL instance connection name, `project:region:instance`."""
+        return f"{self.project}:{self.region}:{self.instance}"
+
+
+def find_config_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """Locate environments.toml: the given path, $NUCLEUS_PROVISION_CONFIG, or the nearest
+    environments.toml in the working directory or one of its parents."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV_VAR) or None
+    if path is not None:
+        candidate = Path(path)
+        if not candidate.is_file():
+            raise ConfigError(
+                f"configuration file {candidate} does not exist",
+                hint=f"pass --config PATH or set {CONFIG_ENV_VAR} to the project's {CONFIG_FILE_NAME}",
+            )
+        return candidate
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILE_NAME} in {here} or any parent directory",
+        hint=f"run from the project checkout, pass --config PATH, or set {CONFIG_ENV_VAR}",
+    )
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve(
+    name: str, tables: dict[str, dict[str, Any]], seen: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(
+            f"environment {name!r} extends itself through {' -> '.join(seen + (name,))}"
+        )
+    table = dict(tables[name])
+    parent = table.pop("extends", None)
+    if parent is None:
+        return table
+    if parent not in tables:
+        raise ConfigError(
+            f"environment {name!r} extends unknown environment {parent!r}",
+            hint=f"known environments: {', '.join(sorted(tables))}",
+        )
+    return _merge(_resolve(parent, tables, seen + (name,)), table)
+
+
+def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, Environment]:
+    """Read and validate every environment of the configuration file."""
+    config_file = find_config_file(path)
+    try:
+        data = tomllib.loads(config_file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file} is not valid TOML: {exc}") from None
+    tables = data.get("environments")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{config_file} has no [environments.NAME] tables")
+    environments: dict[str, Environment] = {}
+    for name in tables:
+        try:
+            environments[name] = Environment(name=name, **_resolve(name, tables))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise ConfigError(
+                f"{config_file}: environment {name!r} is invalid: {problems}",
+                hint="fix the field named above",
+            ) from None
+    return environments
+
+
+def load_environment(name: str, path: str | os.PathLike[str] | None = None) -> Environment:
+    """One environment by name; an unknown name is an error that lists the known ones."""
+    environments = load_environments(path)
+    if name not in environments:
+        raise ConfigError(
+            f"unknown environment {name!r}",
+            hint=f"choose one of: {', '.join(sorted(environments))}",
+        )
+    return environments[name]

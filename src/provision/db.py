@@ -1,0 +1,128 @@
+"""Database connections: SQLAlchemy engines over pg8000, with bounded timeouts and clear errors.
+
+A `Target` names the two sessions a run may need: the admin session (`postgres`) and,
+optionally, the owner session (`nucleus`). This module builds engines for plain DSNs;
+Cloud SQL targets reached through the Cloud SQL Python Connector build theirs in
+`provision.cloudsql` with the same shape.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+
+from provision.errors import ConfigError, ConnectionFailed
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def parse_dsn(dsn: str) -> URL:
+    """`postgresql://user:password@host:port/db` (or with +pg8000) as a SQLAlchemy URL for pg8000."""
+    try:
+        url = make_url(dsn)
+    except ArgumentError:
+        raise ConfigError(
+            "the DSN is not a URL",
+            hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        ) from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"unsupported DSN scheme {url.drivername!r}", hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        )
+    if not url.username or not url.database:
+        raise ConfigError(
+            f"the DSN {mask(url)} lacks a user or a database",
+            hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+        )
+    return url.set(drivername="postgresql+pg8000")
+
+
+def mask(url: URL | str) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparseable DSN>"
+    return url.render_as_string(hide_password=True)
+
+
+def _unblock_after_connect(dbapi_connection, _record) -> None:
+    # pg8000 applies its `timeout` to connecting *and* to every later read on the socket. We
+    # want the bound on connecting (an unreachable host must fail fast) but not on statements
+    # (a migration may legitimately run long; PostgreSQL's statement_timeout bounds those).
+    sock = getattr(dbapi_connection, "_usock", None)
+    if isinstance(sock, socket.socket):
+        sock.settimeout(None)
+
+
+def engine_for_dsn(dsn: str | URL, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Engine:
+    url = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+    engine = sqlalchemy.create_engine(
+        url,
+        connect_args={"timeout": connect_timeout, "application_name": "nucleus-provision"},
+        pool_pre_ping=False,
+        poolclass=sqlalchemy.pool.NullPool,
+    )
+    event.listen(engine, "connect", _unblock_after_connect)
+    return engine
+
+
+def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
+    """Turn a driver error into one clear line (never with the password)."""
+    original = getattr(exc, "orig", exc)
+    fields = original.args[0] if original.args and isinstance(original.args[0], dict) else None
+    if fields:
+        code, message = fields.get("C"), fields.get("M", "")
+        if code == "28P01":
+            return ConnectionFailed(f"{where}: password authentication failed for user {_user_in(message)}",
+                                    hint="check the password (environment variable or Secret Manager secret)")
+        if code == "3D000":
+            return ConnectionFailed(f"{where}: {message}", hint="check the database name in the DSN or environment")
+        if code == "28000":
+            return ConnectionFailed(f"{where}: {message}", hint="check that the user exists and may log in")
+        return ConnectionFailed(f"{where}: {message} (SQLSTATE {code})")
+    text = str(original)
+    if "timed out" in text or isinstance(getattr(original, "__cause__", None), TimeoutError):
+        return ConnectionFailed(f"{where}: timed out connecting", hint="check the host, port and network path")
+    cause = original.__cause__
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text
+    return ConnectionFailed(f"{where}: cannot connect ({reason})", hint="check the host and port, and that the server runs")
+
+
+def _user_in(message: str) -> str:
+    return message.rsplit(" ", 1)[-1] if message else "?"
+
+
+@contextmanager
+def connect(engine: Engine, where: str) -> Iterator[Connection]:
+    """A connection whose connect-time failures become ConnectionFailed."""
+    try:
+        conn = engine.connect()
+    except (OperationalError, InterfaceError, DBAPIError) as exc:
+        raise describe_connect_error(exc, where) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass
+class Target:
+    """Where a run goes: the admin engine and, if given, the owner engine."""
+
+    admin: Engine
+    owner: Engine | None
+    description: str
+
+    def dispose(self) -> None:
+        self.admin.dispose()
+        if self.owner is not None:
+            self.owner.dispose()

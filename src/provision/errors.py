@@ -1,0 +1,57 @@
+"""The exceptions of nucleus-provision: one base class, a flat list of cases.
+
+Library code raises these with the facts (what went wrong, how to fix it); only the CLI turns
+them into a message, a hint and an exit code. Messages never contain passwords.
+"""
+
+from __future__ import annotations
+
+
+class ProvisionError(Exception):
+    """Base class: every error the CLI reports as a clear message with exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ProvisionError):
+    """Raised when environments.toml or a command-line option is missing or invalid."""
+
+
+class LocalInstanceError(ProvisionError):
+    """Raised when the embedded Cloud SQL emulation cannot be started, found or stopped."""
+
+
+class ConnectionFailed(ProvisionError):
+    """Raised when the database cannot be reached or refuses the credentials."""
+
+
+class CredentialsMissing(ProvisionError):
+    """Raised when no password (or IAM identity) could be found for a database user."""
+
+
+class MigrationFileError(ProvisionError):
+    """Raised when a file in bootstrap_sql/ is malformed, misnamed or breaks a guard rail."""
+
+
+class ChecksumMismatch(ProvisionError):
+    """Raised when an applied migration's file changed after it was applied."""
+
+
+class PermissionProblem(ProvisionError):
+    """Raised when a role lacks a membership or privilege the plan needs; the hint says how to grant it."""
+
+
+class ApplyFailed(ProvisionError):
+    """Raised when a statement of the plan fails; everything in its transaction was rolled back."""
+
+
+class VerifyFailed(ProvisionError):
+    """Raised when the live database does not match the desired state after apply."""
