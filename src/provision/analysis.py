@@ -140,7 +140,7 @@ def _layout_objects(layout: Layout, catalog: Catalog) -> list[tuple[str, str, st
     objects = [("schema", s.name, catalog.schemas[s.name].owner) for s in layout.schemas if s.name in catalog.schemas]
     layout_schemas = set(layout.schema_names)
     objects += [(r.kind, r.qualified, r.owner) for (schema, _), r in sorted(catalog.relations.items())
-                if schema in layout_schemas]
+                if schema in layout_schemas and r.ownable]
     return objects
 
 
@@ -187,7 +187,8 @@ def analyze(layout: Layout, catalog: Catalog) -> Report:
     schemas = [
         {
             "name": s.name, "owner": s.owner, "status": status(s.name),
-            "tables": [{"name": r.name, "kind": r.kind, "owner": r.owner} for r in catalog.relations_in(s.name)],
+            "tables": [{"name": r.name, "kind": r.kind, "owner": r.owner} for r in catalog.relations_in(s.name)
+                       if r.ownable],
         }
         for s in sorted(catalog.schemas.values(), key=lambda s: (status(s.name) != "legacy", s.name))
     ]

@@ -17,7 +17,10 @@ from provision.layout import Layout
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 
-RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence"}
+RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table",
+                  "S": "sequence", "i": "index", "I": "index"}
+# Kinds whose owner is their own: indexes and sequences owned by a column follow their table.
+OWNABLE_KINDS = {"table", "view", "materialized view", "foreign table", "sequence"}
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,16 @@ class Relation:
     kind: str
     owner: str
     acl: tuple[str, ...] = ()
+    follows_table: bool = False  # an index, or a sequence owned by a table column (serial/identity)
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def ownable(self) -> bool:
+        """Has an owner of its own (ALTER ... OWNER applies to it directly)."""
+        return self.kind in OWNABLE_KINDS and not self.follows_table
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,7 @@ SELECT current_user AS current_user,
 
 _RELATIONS_SQL = text("""
 SELECT n.nspname AS schema, NULL AS name, 'n' AS kind, pg_get_userbyid(n.nspowner) AS owner,
-       CAST(n.nspacl AS text[]) AS acl, NULL AS columns, NULL AS readable
+       CAST(n.nspacl AS text[]) AS acl, NULL AS columns, NULL AS readable, false AS follows_table
 FROM pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 UNION ALL
@@ -155,9 +164,12 @@ SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), CAST(c.rela
             THEN ARRAY(SELECT a.attname FROM pg_attribute a
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) END,
        CASE WHEN n.nspname = :mschema AND c.relname = :mtable
-            THEN has_table_privilege(c.oid, 'SELECT') END
+            THEN has_table_privilege(c.oid, 'SELECT') END,
+       c.relkind IN ('i', 'I') OR (c.relkind = 'S' AND EXISTS (
+           SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I')
   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 """)
 
@@ -211,7 +223,8 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
         if r["kind"] == "n":
             schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], acl)
             continue
-        relations[(r["schema"], r["name"])] = Relation(r["schema"], r["name"], RELATION_KINDS[r["kind"]], r["owner"], acl)
+        relations[(r["schema"], r["name"])] = Relation(
+            r["schema"], r["name"], RELATION_KINDS[r["kind"]], r["owner"], acl, bool(r["follows_table"]))
         if r["columns"] is not None:
             migrations = MigrationsTableInfo(True, r["owner"], tuple(r["columns"]), bool(r["readable"]), acl)
 

@@ -170,6 +170,155 @@ def inspect(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str 
         click.echo(render.report_text(report))
 
 
+# -- plan / apply / verify -----------------------------------------------------------------------
+
+
+def engine_options(func):
+    func = click.option("--accept-changed", "accept_changed", multiple=True, metavar="VERSION",
+                        help="Accept that applied migration VERSION's file changed (records the new checksum, "
+                             "like Flyway's repair). Repeatable.")(func)
+    func = click.option("--owner-role", default="nucleus", show_default=True,
+                        help="The role that owns the new layout.")(func)
+    func = click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                        help="Directory of NNN_name.sql files [default: ./bootstrap_sql or $NUCLEUS_BOOTSTRAP_SQL].")(func)
+    return func
+
+
+def _layout(owner_role: str):
+    from provision.layout import NUCLEUS
+
+    return NUCLEUS if owner_role == NUCLEUS.owner else NUCLEUS.with_owner(owner_role)
+
+
+def _plan_dict(plan) -> dict:
+    from provision import render
+
+    return {
+        "changes": len(plan.actions),
+        "route": {"name": plan.route.name.value, "reason": plan.route.reason} if plan.route else None,
+        "pending_migrations": list(plan.pending),
+        "actions": [
+            {"kind": a.kind, "session": a.session.value, "reason": a.reason, "transactional": a.transactional,
+             "migration": a.migration.filename if a.migration else None,
+             "sql": [render.display_sql(s) for s in a.statements]}
+            for a in plan.actions
+        ],
+    }
+
+
+def _echo_plan(plan) -> None:
+    from provision import render
+
+    if plan.empty:
+        click.echo("No changes. The database matches the desired state.")
+        return
+    if plan.route:
+        click.echo(f"Ownership route: {plan.route.name.value}\n  {plan.route.reason}\n")
+    for n, action in enumerate(plan.actions, 1):
+        session = "as owner" if action.session.value == "owner" else "as admin"
+        tx = "one transaction" if action.transactional else "NOT transactional"
+        click.echo(click.style(f"{n}. {action.kind}", bold=True) + f" ({session}, {tx})")
+        click.echo(f"   why: {action.reason}")
+        for sql in action.statements:
+            shown = render.display_sql(sql)
+            if action.migration and not sql.params and len(shown) > 100:
+                shown = shown.splitlines()[0][:100] + " ..."
+            click.echo(f"   {shown};")
+    click.echo(f"\nPlan: {len(plan.actions)} action(s). Run `apply` to execute exactly these.")
+
+
+@cli.command()
+@target_options
+@engine_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def plan(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+    """Show the ordered actions `apply` would run, each with its SQL and reason.
+
+    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error.
+    """
+    from provision import commands
+
+    result = commands.plan(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir,
+                           tuple(accept_changed))
+    if fmt == "json":
+        from provision import render
+
+        click.echo(render.to_json(_plan_dict(result)))
+    else:
+        _echo_plan(result)
+    sys.exit(EXIT_OK if result.empty else EXIT_CHANGES)
+
+
+@cli.command()
+@target_options
+@engine_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def apply(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+    """Run the plan: under an advisory lock, each step in its own transaction.
+
+    The plan is computed after the lock is taken, printed, and executed exactly;
+    afterwards the catalog is read again and the run fails if the database does not
+    match the desired state. A rerun is a no-op. Exit 0 on success, 1 on error.
+    """
+    from provision import commands
+
+    text_mode = fmt == "text"
+
+    def listener(event) -> None:
+        if event.kind == "waiting":
+            click.echo(f"waiting: {event.message}", err=True)
+        elif not text_mode:
+            return
+        elif event.kind == "plan":
+            _echo_plan(event.plan)
+            if not event.plan.empty:
+                click.echo("\nApplying:")
+        elif event.kind == "action-start":
+            click.echo(f"  - {event.action.kind}"
+                       + (f" {event.action.migration.filename}" if event.action.migration else "") + " ...", nl=False)
+        elif event.kind == "action-done":
+            click.echo(f" done ({event.seconds:.2f}s)")
+
+    result = commands.apply(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir,
+                            listener, tuple(accept_changed))
+    if fmt == "json":
+        from provision import render
+
+        click.echo(render.to_json({**_plan_dict(result.plan), "applied": [
+            {"kind": a.kind, "migration": a.migration.filename if a.migration else None, "seconds": round(s, 3)}
+            for a, s in result.timings]}))
+    elif not result.plan.empty:
+        click.echo(f"\nApply complete: {len(result.timings)} action(s); the database matches the desired state.")
+
+
+@cli.command()
+@target_options
+@engine_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+    """Check that the live database matches the desired state (a CI/CD gate).
+
+    Exit 0 when it matches; 1 with the differences listed.
+    """
+    from provision import commands
+
+    diffs = commands.verify(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir)
+    if fmt == "json":
+        from provision import render
+
+        click.echo(render.to_json({"matches": not diffs, "differences": diffs}))
+    elif diffs:
+        click.echo(f"The database differs from the desired state ({len(diffs)}):")
+        for d in diffs:
+            click.echo(f"  - {d}")
+    else:
+        click.echo("OK: the database matches the desired state.")
+    sys.exit(EXIT_ERROR if diffs else EXIT_OK)
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

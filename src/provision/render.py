@@ -98,3 +98,14 @@ def report_text(report: Report) -> str:
         if len(f.details) > 10:
             lines.append(f"      - ... and {len(f.details) - 10} more")
     return "\n".join(lines)
+
+
+def display_sql(sql) -> str:
+    """A statement as printed by `plan`: bound values shown as literals. Plans never carry
+    passwords (the engine sets none), so nothing here needs masking."""
+    from pg8000.native import literal
+
+    shown = sql.text
+    for name, value in sorted(sql.params.items(), key=lambda kv: -len(kv[0])):
+        shown = shown.replace(f":{name}", literal(value))
+    return shown
