@@ -79,6 +79,8 @@ class RoleFacts:
     admin_can_grant_owner: bool  # admin may `GRANT owner TO admin` (PG16: ADMIN OPTION; older: CREATEROLE)
     admin_can_set_group: bool  # admin may hand objects to cloudsqlsuperuser
     owner_inherits_group: bool  # owner acts as owner of what cloudsqlsuperuser owns
+    owner_can_create_schemas: bool = True  # CREATE on the database (migrations create schemas)
+    owner_can_create_in_migrations_schema: bool = True  # a new owner needs CREATE on the table's schema
 
     @property
     def server_major(self) -> int:
@@ -150,7 +152,11 @@ SELECT current_user AS current_user,
                       WHEN p.privilege = 'SET' AND current_setting('server_version_num')::int < 160000
                           THEN pg_has_role(p.member, p.role, 'MEMBER')
                       ELSE pg_has_role(p.member, p.role, p.privilege) END)
-          FROM pairs p) AS capabilities
+          FROM pairs p) AS capabilities,
+       CASE WHEN to_regrole(quote_ident(:owner)) IS NOT NULL
+            THEN has_database_privilege(:owner, current_database(), 'CREATE') END AS owner_create_db,
+       CASE WHEN to_regrole(quote_ident(:owner)) IS NOT NULL
+            THEN has_schema_privilege(:owner, :mschema, 'CREATE') END AS owner_create_mschema
 """)
 
 _RELATIONS_SQL = text("""
@@ -199,7 +205,7 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
     row = conn.execute(_ROLES_SQL, {
         "names": [layout.admin, layout.owner, group],
         "members": [p[0] for p in pairs], "targets": [p[1] for p in pairs], "privileges": [p[2] for p in pairs],
-        "group": group,
+        "group": group, "owner": layout.owner, "mschema": layout.migrations_table.schema,
     }).mappings().one()
     set_owner, grant_owner, set_group, owner_usage = row["capabilities"]
     roles = RoleFacts(
@@ -212,6 +218,8 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
         admin_can_grant_owner=grant_owner,
         admin_can_set_group=set_group,
         owner_inherits_group=owner_usage,
+        owner_can_create_schemas=bool(row["owner_create_db"]),
+        owner_can_create_in_migrations_schema=bool(row["owner_create_mschema"]),
     )
 
     mt = layout.migrations_table

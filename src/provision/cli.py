@@ -22,9 +22,10 @@ FORMATS = click.Choice(["text", "markdown", "json"], case_sensitive=False)
 
 
 class Context:
-    def __init__(self, debug: bool, config: str | None) -> None:
+    def __init__(self, debug: bool, config: str | None, connect_timeout: float = 10.0) -> None:
         self.debug = debug
         self.config = config
+        self.connect_timeout = connect_timeout
 
 
 def _state_dir_option(func):
@@ -55,8 +56,8 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
     if owner_dsn and not dsn:
         raise ConfigError("--owner-dsn goes with --dsn", hint="with --env, the owner connection comes from the environment")
     if dsn:
-        admin = db.engine_for_dsn(dsn)
-        owner = db.engine_for_dsn(owner_dsn) if owner_dsn else None
+        admin = db.engine_for_dsn(dsn, connect_timeout=ctx.connect_timeout)
+        owner = db.engine_for_dsn(owner_dsn, connect_timeout=ctx.connect_timeout) if owner_dsn else None
         return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
     from provision import cloudsql
 
@@ -67,9 +68,11 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--config", metavar="PATH", help="environments.toml to use [default: $NUCLEUS_PROVISION_CONFIG or "
                                                "the nearest environments.toml].")
+@click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="SECONDS",
+              help="Give up connecting after this long.")
 @click.version_option(package_name="nucleus-provision")
 @click.pass_context
-def cli(click_ctx: click.Context, debug: bool, config: str | None) -> None:
+def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeout: float) -> None:
     """Bring the Nucleus database on Cloud SQL to the layout the code expects.
 
     \b
@@ -85,7 +88,7 @@ def cli(click_ctx: click.Context, debug: bool, config: str | None) -> None:
       nucleus-provision verify --env local    # exit 0: matches the layout
       nucleus-provision local down
     """
-    click_ctx.obj = Context(debug, config)
+    click_ctx.obj = Context(debug, config, connect_timeout)
 
 
 # -- local ------------------------------------------------------------------------------------

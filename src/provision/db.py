@@ -90,7 +90,7 @@ def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
             return ConnectionFailed(f"{where}: {message}", hint="check that the user exists and may log in")
         return ConnectionFailed(f"{where}: {message} (SQLSTATE {code})")
     text = str(original)
-    if "timed out" in text or isinstance(getattr(original, "__cause__", None), TimeoutError):
+    if isinstance(original, TimeoutError) or "timed out" in text or isinstance(getattr(original, "__cause__", None), TimeoutError):
         return ConnectionFailed(f"{where}: timed out connecting", hint="check the host, port and network path")
     cause = original.__cause__
     reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text
@@ -106,7 +106,8 @@ def connect(engine: Engine, where: str) -> Iterator[Connection]:
     """A connection whose connect-time failures become ConnectionFailed."""
     try:
         conn = engine.connect()
-    except (OperationalError, InterfaceError, DBAPIError) as exc:
+    except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
+        # OSError: pg8000 lets a socket timeout during its startup handshake through unwrapped.
         raise describe_connect_error(exc, where) from None
     try:
         yield conn

@@ -142,6 +142,8 @@ def _schemas_named(node: object) -> Iterable[str]:
             yield child.schemaname
         elif isinstance(child, ast.String):
             yield child.sval
+        elif isinstance(child, ast.RenameStmt) and child.subname:  # ALTER SCHEMA x RENAME TO y
+            yield child.subname
 
 
 def _walk(node: object) -> Iterable[object]:

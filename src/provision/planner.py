@@ -306,6 +306,16 @@ def make_plan(layout: Layout, catalog: Catalog, migrations: list[Migration], *, 
                               f"{layout.admin}, a member of {SUPERUSER_GROUP}, may create it",
                               (Sql(f"CREATE EXTENSION IF NOT EXISTS {_quote(name)}"),)))
 
+    grants = []
+    if not facts.owner_can_create_schemas:
+        grants.append(Sql(f"GRANT CREATE ON DATABASE {_quote(catalog.database)} TO {_quote(layout.owner)}"))
+    if not facts.owner_can_create_in_migrations_schema:
+        grants.append(Sql(f"GRANT CREATE ON SCHEMA {_quote(layout.migrations_table.schema)} TO {_quote(layout.owner)}"))
+    if grants:
+        actions.append(Action("grant-privileges", Session.ADMIN,
+                              f"{layout.owner} is not a member of {SUPERUSER_GROUP} (a role created with SQL), so it "
+                              f"needs CREATE to own schemas and {layout.migrations_table.qualified}", tuple(grants)))
+
     objects = _objects_to_hand_over(layout, catalog)
     pending_migrations = [m for m in migrations
                           if m.version not in catalog.migrations.recorded_versions]
