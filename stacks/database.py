@@ -1,0 +1,355 @@
+"""The Nucleus database stack: one environment of environments.toml as Terraform resources.
+
+The stack is deliberately thin. Every decision that differs between environments (names,
+sizes, availability, protection, whether to adopt existing resources) is a field of the
+validated `Environment`; this module only translates it, identically for every
+environment, which is what lets staging reproduce prod (see `stacks.parity`).
+
+Resources, in dependency order:
+- the Google APIs the stack needs (`google_project_service`, never disabled on destroy:
+  other workloads in the project may use them);
+- the Cloud SQL instance, TLS only, with backups, point-in-time recovery, a maintenance
+  window and Query Insights;
+- the database and the two built-in users, `postgres` (admin) and `nucleus` (owner), with
+  `random_password` passwords, each stored in its own Secret Manager secret that only the
+  configured identities may read (secret-level IAM, never project-wide);
+- optional IAM database users for service accounts;
+- the post-provision hook (`stacks.hook`), once all of the above exist;
+- outputs naming everything a client needs, never a secret value.
+"""
+
+from __future__ import annotations
+
+# Must run before the first cdktf_cdktf_provider_google import; see its docstring.
+import stacks.bindings  # noqa: F401
+
+# isort: split
+from cdktf import (
+    DataResource,
+    GcsBackend,
+    ITerraformDependable,
+    LocalExecProvisioner,
+    TerraformOutput,
+    TerraformStack,
+)
+from cdktf_cdktf_provider_google.project_service import ProjectService
+from cdktf_cdktf_provider_google.provider import GoogleProvider
+from cdktf_cdktf_provider_google.secret_manager_secret import (
+    SecretManagerSecret,
+    SecretManagerSecretReplication,
+    SecretManagerSecretReplicationUserManaged,
+    SecretManagerSecretReplicationUserManagedReplicas,
+)
+from cdktf_cdktf_provider_google.secret_manager_secret_iam_member import (
+    SecretManagerSecretIamMember,
+)
+from cdktf_cdktf_provider_google.secret_manager_secret_version import SecretManagerSecretVersion
+from cdktf_cdktf_provider_google.sql_database import SqlDatabase
+from cdktf_cdktf_provider_google.sql_database_instance import (
+    SqlDatabaseInstance,
+    SqlDatabaseInstanceSettings,
+    SqlDatabaseInstanceSettingsBackupConfiguration,
+    SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings,
+    SqlDatabaseInstanceSettingsDatabaseFlags,
+    SqlDatabaseInstanceSettingsInsightsConfig,
+    SqlDatabaseInstanceSettingsIpConfiguration,
+    SqlDatabaseInstanceSettingsIpConfigurationAuthorizedNetworks,
+    SqlDatabaseInstanceSettingsMaintenanceWindow,
+)
+from cdktf_cdktf_provider_google.sql_user import SqlUser
+from cdktf_cdktf_provider_random.password import Password
+from cdktf_cdktf_provider_random.provider import RandomProvider
+from constructs import Construct
+
+from provision.config import Environment, IpType, UserConfig
+from provision.errors import ConfigError
+from stacks import hook
+from stacks.naming import iam_user_key, iam_user_name, member_key
+
+SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
+
+# Any character is fine for Cloud SQL, but these stay readable in a connection URL and in
+# a shell without quoting surprises (no '@', '/', ':', '%', quotes or '$').
+PASSWORD_SPECIALS = "-_.~!*+="
+
+
+def required_services(env: Environment) -> tuple[str, ...]:
+    """The Google APIs the stack's resources need in the environment's project."""
+    services = ["sqladmin.googleapis.com", "secretmanager.googleapis.com"]
+    if env.private_network:
+        # Private IP goes through private services access (VPC peering).
+        services.append("servicenetworking.googleapis.com")
+    return tuple(services)
+
+
+def database_flags(env: Environment) -> list[tuple[str, str]]:
+    """The instance's database flags, sorted by name so that the plan is stable."""
+    flags = {flag.name: flag.value for flag in env.database_flags}
+    if env.iam_auth:
+        flags["cloudsql.iam_authentication"] = "on"
+    return sorted(flags.items())
+
+
+def import_ids(env: Environment) -> dict[str, str]:
+    """Terraform import ids of the resources `import_existing` adopts, by construct id.
+
+    Formats from the google provider's import documentation: instances
+    `projects/{project}/instances/{name}`, databases
+    `projects/{project}/instances/{instance}/databases/{name}`, PostgreSQL users
+    `{project}/{instance}/{name}`.
+    """
+    instance = f"projects/{env.project}/instances/{env.instance}"
+    return {
+        "instance": instance,
+        "database": f"{instance}/databases/{env.database}",
+        "admin_user": f"{env.project}/{env.instance}/{env.users.admin.name}",
+        "owner_user": f"{env.project}/{env.instance}/{env.users.owner.name}",
+    }
+
+
+class NucleusDatabaseStack(TerraformStack):
+    """One environment's Cloud SQL instance, database, users, secrets and hook."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        env: Environment,
+        *,
+        desired_state_sha256: str,
+        hook_working_dir: str,
+    ) -> None:
+        super().__init__(scope, env.name)
+        self.env = env
+
+        GcsBackend(self, bucket=env.state_bucket, prefix=env.state_prefix)
+        # Resources name no project of their own: the provider's is the only place it is
+        # written, so that a stack cannot half-point at another environment's project.
+        GoogleProvider(self, "google", project=env.project, region=env.region)
+        RandomProvider(self, "random")
+
+        services = {
+            name: ProjectService(
+                self,
+                f"service_{name.split('.')[0]}",
+                service=name,
+                disable_on_destroy=False,
+            )
+            for name in required_services(env)
+        }
+
+        instance = self._instance(depends_on=[services["sqladmin.googleapis.com"]])
+        database = SqlDatabase(
+            self,
+            "database",
+            name=env.database,
+            instance=instance.name,
+            # charset and collation are left to Cloud SQL's defaults (UTF8, en_US.UTF8):
+            # stating them would force a replacement of an adopted database whose values
+            # are spelled differently. ABANDON: Terraform never drops the data; removing
+            # the resource only forgets it (Cloud SQL refuses the drop anyway while users
+            # other than cloudsqlsuperuser own objects in it).
+            deletion_policy="ABANDON",
+        )
+
+        secrets_api = services["secretmanager.googleapis.com"]
+        admin_user, admin_version, admin_secret = self._user(
+            "admin", env.users.admin, instance, secrets_api
+        )
+        owner_user, owner_version, owner_secret = self._user(
+            "owner", env.users.owner, instance, secrets_api
+        )
+        iam_users = [
+            SqlUser(
+                self,
+                f"iam_user_{iam_user_key(email)}",
+                name=iam_user_name(email),
+                instance=instance.name,
+                type="CLOUD_IAM_SERVICE_ACCOUNT",
+                deletion_policy="ABANDON",
+            )
+            for email in env.iam_users
+        ]
+
+        if env.import_existing:
+            # Production exists already: adopt it with import blocks instead of creating it.
+            # The passwords are not imported (Cloud SQL never returns them), so the first
+            # apply sets the random_password values; see the README, "First deploy of prod".
+            ids = import_ids(env)
+            instance.import_from(ids["instance"])
+            database.import_from(ids["database"])
+            admin_user.import_from(ids["admin_user"])
+            owner_user.import_from(ids["owner_user"])
+
+        DataResource(
+            self,
+            "post_provision",
+            triggers_replace={
+                "desired_state_sha256": desired_state_sha256,
+                # A replaced instance is a new, empty server: run the hook again.
+                "instance": instance.id,
+            },
+            # The hook reads both passwords from Secret Manager, so the secret versions
+            # must exist before it runs, not only the users.
+            depends_on=[
+                instance,
+                database,
+                admin_user,
+                owner_user,
+                admin_version,
+                owner_version,
+                *iam_users,
+            ],
+            provisioners=[
+                LocalExecProvisioner(
+                    type="local-exec",
+                    command=hook.hook_command(env.name),
+                    working_dir=hook_working_dir,
+                    environment=hook.hook_environment(),
+                )
+            ],
+        )
+
+        # Names and ids only: a client finds the password through the secret id, with its
+        # own permission to read it. Nothing here is sensitive, so nothing is marked so.
+        # (No list output for the IAM users: their names follow from the configuration,
+        # and a literal list makes cdktf 0.21 call Node's deprecated util.isArray, whose
+        # warning would clutter every synth.)
+        outputs: dict[str, str] = {
+            "connection_name": instance.connection_name,
+            "database_name": database.name,
+            "admin_user_name": admin_user.name,
+            "owner_user_name": owner_user.name,
+            "admin_password_secret_id": admin_secret.secret_id,
+            "owner_password_secret_id": owner_secret.secret_id,
+        }
+        for name, value in outputs.items():
+            TerraformOutput(self, name, value=value)
+
+    def _instance(self, depends_on: list[ITerraformDependable]) -> SqlDatabaseInstance:
+        env = self.env
+        public = env.ip_type is IpType.PUBLIC
+        return SqlDatabaseInstance(
+            self,
+            "instance",
+            name=env.instance,
+            region=env.region,
+            database_version=env.database_version,
+            # Terraform-level protection: plan fails before any destroy is attempted.
+            deletion_protection=env.deletion_protection,
+            depends_on=depends_on,
+            settings=SqlDatabaseInstanceSettings(
+                edition=env.edition,
+                tier=env.tier,
+                availability_type=env.availability_type,
+                disk_size=env.disk_size_gb,
+                disk_type=env.disk_type,
+                disk_autoresize=True,
+                # API-level protection: also refuses deletes from gcloud and the console.
+                deletion_protection_enabled=env.deletion_protection,
+                backup_configuration=SqlDatabaseInstanceSettingsBackupConfiguration(
+                    enabled=True,
+                    start_time=env.backup.start_time,
+                    point_in_time_recovery_enabled=env.backup.point_in_time_recovery,
+                    transaction_log_retention_days=env.backup.transaction_log_retention_days,
+                    backup_retention_settings=SqlDatabaseInstanceSettingsBackupConfigurationBackupRetentionSettings(
+                        retained_backups=env.backup.retained_backups,
+                        retention_unit="COUNT",
+                    ),
+                ),
+                maintenance_window=SqlDatabaseInstanceSettingsMaintenanceWindow(
+                    day=env.maintenance.day,
+                    hour=env.maintenance.hour,
+                    update_track=env.maintenance.update_track,
+                ),
+                insights_config=SqlDatabaseInstanceSettingsInsightsConfig(
+                    query_insights_enabled=env.query_insights,
+                    record_application_tags=env.query_insights,
+                    # Client addresses are personal data for some callers; not needed here.
+                    record_client_address=False,
+                ),
+                ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
+                    ipv4_enabled=public,
+                    private_network=env.private_network,
+                    # TLS only. The Connector brings its own client certificate, so it
+                    # works with this mode; plain-text clients are refused.
+                    ssl_mode="ENCRYPTED_ONLY",
+                    authorized_networks=[
+                        SqlDatabaseInstanceSettingsIpConfigurationAuthorizedNetworks(
+                            name=f"network-{index}", value=cidr.strip()
+                        )
+                        for index, cidr in enumerate(env.authorized_networks)
+                    ],
+                ),
+                database_flags=[
+                    SqlDatabaseInstanceSettingsDatabaseFlags(name=name, value=value)
+                    for name, value in database_flags(env)
+                ],
+            ),
+        )
+
+    def _user(
+        self,
+        role: str,
+        user: UserConfig,
+        instance: SqlDatabaseInstance,
+        secrets_api: ProjectService,
+    ) -> tuple[SqlUser, SecretManagerSecretVersion, SecretManagerSecret]:
+        """A built-in user, its random password, and the secret that holds it."""
+        env = self.env
+        password = Password(
+            self,
+            f"{role}_password",
+            length=32,
+            special=True,
+            override_special=PASSWORD_SPECIALS,
+            # Enough of every class to pass a Cloud SQL password validation policy.
+            min_lower=2,
+            min_upper=2,
+            min_numeric=2,
+            min_special=2,
+        )
+        sql_user = SqlUser(
+            self,
+            f"{role}_user",
+            name=user.name,
+            instance=instance.name,
+            password=password.result,
+            # `type` is left out on purpose: an adopted built-in user reads back without
+            # one, and stating BUILT_IN would plan its replacement. ABANDON: PostgreSQL
+            # refuses to drop a role that owns objects, and dropping `nucleus` would be a
+            # disaster anyway; removing the resource only forgets it.
+            deletion_policy="ABANDON",
+        )
+        if user.secret is None:  # stacks.checks reports this with the other problems first
+            raise ConfigError(f"environment {env.name!r}: users.{role}.secret is missing")
+        secret = SecretManagerSecret(
+            self,
+            f"{role}_secret",
+            secret_id=user.secret,
+            # Replicas in the database's own region: the password lives where the data
+            # lives, and is as available as the instance it opens.
+            replication=SecretManagerSecretReplication(
+                user_managed=SecretManagerSecretReplicationUserManaged(
+                    replicas=[
+                        SecretManagerSecretReplicationUserManagedReplicas(location=env.region)
+                    ]
+                )
+            ),
+            deletion_protection=env.deletion_protection,
+            depends_on=[secrets_api],
+        )
+        version = SecretManagerSecretVersion(
+            self,
+            f"{role}_secret_version",
+            secret=secret.id,
+            secret_data=password.result,
+        )
+        for member in dict.fromkeys((*env.secret_accessors, *user.secret_accessors)):
+            SecretManagerSecretIamMember(
+                self,
+                f"{role}_secret_reader_{member_key(member)}",
+                secret_id=secret.id,
+                role=SECRET_ACCESSOR_ROLE,
+                member=member,
+            )
+        return sql_user, version, secret
