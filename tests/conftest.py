@@ -42,7 +42,9 @@ class Database:
 
     def dsn(self, user: str, password: str | None = None) -> str:
         password = password if password is not None else self.instance.passwords[user]
-        return f"postgresql://{user}:{password}@{self.instance.host}:{self.instance.port}/{self.name}"
+        return (
+            f"postgresql://{user}:{password}@{self.instance.host}:{self.instance.port}/{self.name}"
+        )
 
     @property
     def admin_dsn(self) -> str:
@@ -54,8 +56,12 @@ class Database:
 
     def connect(self, user: str = BOOTSTRAP_SUPERUSER) -> pg8000.native.Connection:
         return pg8000.native.Connection(
-            user, host=self.instance.host, port=self.instance.port, database=self.name,
-            password=self.instance.passwords[user], timeout=30,
+            user,
+            host=self.instance.host,
+            port=self.instance.port,
+            database=self.name,
+            password=self.instance.passwords[user],
+            timeout=30,
         )
 
     def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER, **params):
@@ -82,8 +88,12 @@ _counter = itertools.count()
 def _database(instance: LocalInstance, scenario: str) -> tuple[DatabaseJanitor, Database]:
     name = f"t{os.getpid()}_{next(_counter)}"
     janitor = DatabaseJanitor(
-        user=BOOTSTRAP_SUPERUSER, host=instance.host, port=instance.port, dbname=name,
-        template_dbname=f"tmpl_{scenario.replace('-', '_')}", password=instance.passwords[BOOTSTRAP_SUPERUSER],
+        user=BOOTSTRAP_SUPERUSER,
+        host=instance.host,
+        port=instance.port,
+        dbname=name,
+        template_dbname=f"tmpl_{scenario.replace('-', '_')}",
+        password=instance.passwords[BOOTSTRAP_SUPERUSER],
     )
     janitor.init()
     db = Database(instance, name)

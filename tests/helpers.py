@@ -20,14 +20,23 @@ class Run:
 
 
 def cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "provision", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "provision", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "provision", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_clean_error(run: Run, *fragments: str) -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from helpers import cli
 
-SEED_CODES = ["schema-name-mismatch", "table-name-mismatch", "migrations-table-shape", "migrations-table-owner",
-              "extension-missing"]
+SEED_CODES = [
+    "schema-name-mismatch",
+    "table-name-mismatch",
+    "migrations-table-shape",
+    "migrations-table-owner",
+    "extension-missing",
+]
 
 
 def test_inspect_reports_exactly_the_seeds_five_problems_on_the_legacy_state(legacy_db):
@@ -14,7 +19,10 @@ def test_inspect_reports_exactly_the_seeds_five_problems_on_the_legacy_state(leg
     report = run.json
     assert [f["code"] for f in report["findings"]] == SEED_CODES
     assert all({"code", "severity", "message"} <= set(f) for f in report["findings"])
-    assert "vector" in next(f for f in report["findings"] if f["code"] == "extension-missing")["message"]
+    assert (
+        "vector"
+        in next(f for f in report["findings"] if f["code"] == "extension-missing")["message"]
+    )
     assert report["migrations_table"]["columns"] == ["id", "migration_name", "applied_at"]
     assert report["migrations_table"]["owner"] == "postgres"
     assert report["roles"]["admin_can_set_role_owner"] is False
@@ -24,15 +32,29 @@ def test_inspect_reports_exactly_the_seeds_five_problems_on_the_legacy_state(leg
 
 
 def test_inspect_reports_unrecorded_objects_on_the_half_run_state(partial_db):
-    codes = [f["code"] for f in cli("inspect", "--dsn", partial_db.admin_dsn, "--format", "json").json["findings"]]
+    codes = [
+        f["code"]
+        for f in cli("inspect", "--dsn", partial_db.admin_dsn, "--format", "json").json["findings"]
+    ]
     assert "unrecorded-objects" in codes and "layout-owner-mismatch" in codes
-    assert {"schema-name-mismatch", "migrations-table-shape", "migrations-table-owner", "extension-missing"} <= set(codes)
+    assert {
+        "schema-name-mismatch",
+        "migrations-table-shape",
+        "migrations-table-owner",
+        "extension-missing",
+    } <= set(codes)
 
 
 def test_markdown_reads_like_the_seed_document(legacy_db):
     text = cli("inspect", "--dsn", legacy_db.admin_dsn, "--format", "markdown").out
-    for heading in ("# Database State Analysis - ", "### Schemas Found", "### Tables in dna_schema (OLD)",
-                    "### Schemas Expected by Code", "## Issues Identified", "**Severity:** CRITICAL"):
+    for heading in (
+        "# Database State Analysis - ",
+        "### Schemas Found",
+        "### Tables in dna_schema (OLD)",
+        "### Schemas Expected by Code",
+        "## Issues Identified",
+        "**Severity:** CRITICAL",
+    ):
         assert heading in text
 
 

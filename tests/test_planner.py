@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from provision.analysis import analyze
-from provision.catalog import Catalog, Extension, MigrationRecord, MigrationsTableInfo, Relation, Role, RoleFacts, SchemaInfo
+from provision.catalog import (
+    Catalog,
+    Extension,
+    MigrationRecord,
+    MigrationsTableInfo,
+    Relation,
+    Role,
+    RoleFacts,
+    SchemaInfo,
+)
 from provision.errors import ChecksumMismatch, MigrationFileError, PermissionProblem
 from provision.layout import NUCLEUS
 from provision.migrations import check_protected, load_migrations, parse_migration
@@ -16,34 +25,65 @@ from provision.planner import RouteName, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
-COLUMNS = ("id", "migration_name", "applied_at", "version", "description", "executed_at", "checksum",
-           "execution_time_ms")
+COLUMNS = (
+    "id",
+    "migration_name",
+    "applied_at",
+    "version",
+    "description",
+    "executed_at",
+    "checksum",
+    "execution_time_ms",
+)
 
 
 def roles(**overrides) -> RoleFacts:
     base = RoleFacts(
-        current_user="postgres", server_version_num=160002,
-        roles={n: Role(n, True, login=n != "cloudsqlsuperuser") for n in ("postgres", "nucleus", "cloudsqlsuperuser")},
+        current_user="postgres",
+        server_version_num=160002,
+        roles={
+            n: Role(n, True, login=n != "cloudsqlsuperuser")
+            for n in ("postgres", "nucleus", "cloudsqlsuperuser")
+        },
         superuser_group_members=("nucleus", "postgres"),
-        admin_can_set_owner=False, admin_can_grant_owner=False, admin_can_set_group=True, owner_inherits_group=True,
+        admin_can_set_owner=False,
+        admin_can_grant_owner=False,
+        admin_can_set_group=True,
+        owner_inherits_group=True,
     )
     return replace(base, **overrides)
 
 
 def converged(**overrides) -> Catalog:
     """A snapshot of a database that matches the layout."""
-    schemas = {s.name: SchemaInfo(s.name, "nucleus") for s in NUCLEUS.schemas} | {"public": SchemaInfo("public", "x")}
-    relations = {(t.schema, t.name): Relation(t.schema, t.name, "table", "nucleus") for t in NUCLEUS.tables}
+    schemas = {s.name: SchemaInfo(s.name, "nucleus") for s in NUCLEUS.schemas} | {
+        "public": SchemaInfo("public", "x")
+    }
+    relations = {
+        (t.schema, t.name): Relation(t.schema, t.name, "table", "nucleus") for t in NUCLEUS.tables
+    }
     relations[("public", "migrations")] = Relation("public", "migrations", "table", "nucleus")
-    relations[("public", "migrations_version_key")] = Relation("public", "migrations_version_key", "index", "nucleus",
-                                                               follows_table=True)
-    records = tuple(MigrationRecord(i, m.name, None, m.version, m.description, None, m.checksum, 5)
-                    for i, m in enumerate(MIGRATIONS, 1))
+    relations[("public", "migrations_version_key")] = Relation(
+        "public", "migrations_version_key", "index", "nucleus", follows_table=True
+    )
+    records = tuple(
+        MigrationRecord(i, m.name, None, m.version, m.description, None, m.checksum, 5)
+        for i, m in enumerate(MIGRATIONS, 1)
+    )
     base = Catalog(
-        database="nucleus_v12", roles=roles(), schemas=schemas, relations=relations,
+        database="nucleus_v12",
+        roles=roles(),
+        schemas=schemas,
+        relations=relations,
         extensions={"vector": Extension("vector", "0.6.2", "0.6.2", "postgres")},
-        migrations=MigrationsTableInfo(True, "nucleus", COLUMNS, True, ("nucleus=arwdDxt/nucleus", "postgres=r/nucleus"),
-                                       records),
+        migrations=MigrationsTableInfo(
+            True,
+            "nucleus",
+            COLUMNS,
+            True,
+            ("nucleus=arwdDxt/nucleus", "postgres=r/nucleus"),
+            records,
+        ),
     )
     return replace(base, **overrides)
 
@@ -55,11 +95,15 @@ def test_a_converged_database_plans_nothing_and_reports_nothing():
 
 
 def test_the_admin_that_may_set_role_owner_hands_objects_over_directly():
-    catalog = converged(schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
-                        roles=roles(admin_can_set_owner=True))
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
+        roles=roles(admin_can_set_owner=True),
+    )
     plan = make_plan(NUCLEUS, catalog, MIGRATIONS, owner_session=False)
     assert plan.route.name == RouteName.DIRECT and plan.owner_via_set_role
-    assert [s.text for a in plan.actions for s in a.statements] == ["ALTER SCHEMA dna OWNER TO nucleus"]
+    assert [s.text for a in plan.actions for s in a.statements] == [
+        "ALTER SCHEMA dna OWNER TO nucleus"
+    ]
 
 
 def test_without_set_role_or_admin_option_the_two_step_route_goes_through_cloudsqlsuperuser():
@@ -73,18 +117,25 @@ def test_without_set_role_or_admin_option_the_two_step_route_goes_through_clouds
 
 
 def test_an_object_left_with_cloudsqlsuperuser_by_an_interrupted_run_needs_only_step_two():
-    catalog = converged(schemas={**converged().schemas, "dna": SchemaInfo("dna", "cloudsqlsuperuser")})
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "cloudsqlsuperuser")}
+    )
     plan = make_plan(NUCLEUS, catalog, MIGRATIONS, owner_session=True)
     assert [a.kind for a in plan.actions] == ["handoff-to-owner"]
 
 
 def test_no_route_names_the_missing_membership_and_the_fix():
-    catalog = converged(schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
-                        roles=roles(owner_inherits_group=False))
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
+        roles=roles(owner_inherits_group=False),
+    )
     with pytest.raises(PermissionProblem) as problem:
         make_plan(NUCLEUS, catalog, MIGRATIONS, owner_session=True)
     assert "nucleus is not a member of cloudsqlsuperuser" in problem.value.message
-    assert "GRANT nucleus TO postgres" in problem.value.hint and "gcloud sql users create" in problem.value.hint
+    assert (
+        "GRANT nucleus TO postgres" in problem.value.hint
+        and "gcloud sql users create" in problem.value.hint
+    )
 
 
 def test_a_legacy_row_named_like_a_version_is_not_taken_for_it():
@@ -92,7 +143,9 @@ def test_a_legacy_row_named_like_a_version_is_not_taken_for_it():
     info = replace(converged().migrations, records=(legacy,))
     plan = make_plan(NUCLEUS, converged(migrations=info), MIGRATIONS, owner_session=True)
     assert plan.pending == ("001", "002")
-    assert all(s.text.startswith("INSERT") for a in plan.actions if a.migration for s in a.statements[-1:])
+    assert all(
+        s.text.startswith("INSERT") for a in plan.actions if a.migration for s in a.statements[-1:]
+    )
 
 
 def test_a_legacy_row_claiming_our_migration_becomes_its_record_after_it_runs():
@@ -100,11 +153,16 @@ def test_a_legacy_row_claiming_our_migration_becomes_its_record_after_it_runs():
     info = replace(converged().migrations, records=(claimed,))
     plan = make_plan(NUCLEUS, converged(migrations=info), MIGRATIONS, owner_session=True)
     record = next(a for a in plan.actions if a.kind == "migrate").statements[-1]
-    assert record.text.startswith("UPDATE public.migrations SET version") and record.params["id"] == 7
+    assert (
+        record.text.startswith("UPDATE public.migrations SET version") and record.params["id"] == 7
+    )
 
 
 def test_an_edited_applied_migration_is_refused_unless_accepted():
-    records = tuple(replace(r, checksum="0" * 64) if r.version == "002" else r for r in converged().migrations.records)
+    records = tuple(
+        replace(r, checksum="0" * 64) if r.version == "002" else r
+        for r in converged().migrations.records
+    )
     catalog = converged(migrations=replace(converged().migrations, records=records))
     with pytest.raises(ChecksumMismatch) as mismatch:
         make_plan(NUCLEUS, catalog, MIGRATIONS, owner_session=True)
@@ -121,19 +179,28 @@ def test_a_missing_extension_is_created_by_the_admin_first():
 
 
 def test_the_guard_rail_sees_legacy_schemas_in_every_statement_shape(tmp_path):
-    for sql in ("DROP TABLE dna_schema.entities", "ALTER SCHEMA dna_schema OWNER TO nucleus",
-                "GRANT ALL ON ALL TABLES IN SCHEMA tasks_schema TO nucleus", "TRUNCATE agents_schema.agents",
-                "UPDATE results_schema.results SET score = 0", "ALTER SCHEMA results_schema RENAME TO r"):
+    for sql in (
+        "DROP TABLE dna_schema.entities",
+        "ALTER SCHEMA dna_schema OWNER TO nucleus",
+        "GRANT ALL ON ALL TABLES IN SCHEMA tasks_schema TO nucleus",
+        "TRUNCATE agents_schema.agents",
+        "UPDATE results_schema.results SET score = 0",
+        "ALTER SCHEMA results_schema RENAME TO r",
+    ):
         path = tmp_path / "009_x.sql"
         path.write_text(sql + ";\n")
         with pytest.raises(MigrationFileError):
             check_protected(parse_migration(path), NUCLEUS.protected_schemas)
     path = tmp_path / "010_ok.sql"
-    path.write_text("INSERT INTO dna.entity (name) VALUES ('dna_schema');\n")  # a literal is data, not a name
+    path.write_text(
+        "INSERT INTO dna.entity (name) VALUES ('dna_schema');\n"
+    )  # a literal is data, not a name
     check_protected(parse_migration(path), NUCLEUS.protected_schemas)
 
 
 def test_migration_files_are_versioned_as_written_and_checksummed():
     assert [(m.version, m.name, m.transactional) for m in MIGRATIONS] == [
-        ("001", "001_init_schemas", True), ("002", "002_add_entity_integrations", True)]
+        ("001", "001_init_schemas", True),
+        ("002", "002_add_entity_integrations", True),
+    ]
     assert all(len(m.checksum) == 64 for m in MIGRATIONS)

@@ -55,38 +55,67 @@ def _schema_findings(layout: Layout, catalog: Catalog) -> list[Finding]:
     missing = [s for s in layout.schemas if s.name not in catalog.schemas]
     if missing:
         details = tuple(
-            f"{s.name}: missing" + (f" (legacy {s.legacy} exists)" if s.legacy in catalog.schemas else "")
+            f"{s.name}: missing"
+            + (f" (legacy {s.legacy} exists)" if s.legacy in catalog.schemas else "")
             for s in missing
         )
         legacy_present = [s.legacy for s in missing if s.legacy in catalog.schemas]
-        message = f"{len(missing)} of {len(layout.schemas)} schemas the code expects are missing: " + ", ".join(
-            s.name for s in missing
+        message = (
+            f"{len(missing)} of {len(layout.schemas)} schemas the code expects are missing: "
+            + ", ".join(s.name for s in missing)
         )
         if legacy_present:
             message += f"; the database has the old names instead ({', '.join(legacy_present)})"
-        findings.append(Finding("schema-name-mismatch", Severity.CRITICAL, message,
-                                "SQLAlchemy models that use the new schema names fail", details))
+        findings.append(
+            Finding(
+                "schema-name-mismatch",
+                Severity.CRITICAL,
+                message,
+                "SQLAlchemy models that use the new schema names fail",
+                details,
+            )
+        )
 
-    renamed = [t for t in layout.tables
-               if t.legacy and (t.schema, t.name) not in catalog.relations and t.legacy in catalog.relations]
+    renamed = [
+        t
+        for t in layout.tables
+        if t.legacy
+        and (t.schema, t.name) not in catalog.relations
+        and t.legacy in catalog.relations
+    ]
     if renamed:
-        findings.append(Finding(
-            "table-name-mismatch", Severity.CRITICAL,
-            "tables exist only under their old names: "
-            + ", ".join(f"{t.legacy[0]}.{t.legacy[1]} (expected {t.qualified})" for t in renamed if t.legacy),
-            "foreign keys to the new table names fail",
-            tuple(t.qualified for t in renamed),
-        ))
+        findings.append(
+            Finding(
+                "table-name-mismatch",
+                Severity.CRITICAL,
+                "tables exist only under their old names: "
+                + ", ".join(
+                    f"{t.legacy[0]}.{t.legacy[1]} (expected {t.qualified})"
+                    for t in renamed
+                    if t.legacy
+                ),
+                "foreign keys to the new table names fail",
+                tuple(t.qualified for t in renamed),
+            )
+        )
 
-    missing_tables = [t for t in layout.tables
-                      if t.schema in catalog.schemas and (t.schema, t.name) not in catalog.relations
-                      and t not in renamed]
+    missing_tables = [
+        t
+        for t in layout.tables
+        if t.schema in catalog.schemas
+        and (t.schema, t.name) not in catalog.relations
+        and t not in renamed
+    ]
     if missing_tables:
-        findings.append(Finding(
-            "table-missing", Severity.HIGH,
-            "expected tables are missing: " + ", ".join(t.qualified for t in missing_tables),
-            "code that uses them fails", tuple(t.qualified for t in missing_tables),
-        ))
+        findings.append(
+            Finding(
+                "table-missing",
+                Severity.HIGH,
+                "expected tables are missing: " + ", ".join(t.qualified for t in missing_tables),
+                "code that uses them fails",
+                tuple(t.qualified for t in missing_tables),
+            )
+        )
     return findings
 
 
@@ -94,29 +123,45 @@ def _migrations_findings(layout: Layout, catalog: Catalog) -> list[Finding]:
     mt, info = layout.migrations_table, catalog.migrations
     findings = []
     if not info.exists:
-        findings.append(Finding("migrations-table-shape", Severity.HIGH, f"{mt.qualified} does not exist",
-                                "migrations cannot be tracked"))
+        findings.append(
+            Finding(
+                "migrations-table-shape",
+                Severity.HIGH,
+                f"{mt.qualified} does not exist",
+                "migrations cannot be tracked",
+            )
+        )
         return findings
     missing = [c for c in mt.required_columns if c not in info.columns]
     if missing:
-        findings.append(Finding(
-            "migrations-table-shape", Severity.HIGH,
-            f"{mt.qualified} has columns {', '.join(info.columns)}; expected {', '.join(mt.expected_columns)} "
-            f"(missing: {', '.join(missing)})",
-            "cannot track new migrations", tuple(missing),
-        ))
+        findings.append(
+            Finding(
+                "migrations-table-shape",
+                Severity.HIGH,
+                f"{mt.qualified} has columns {', '.join(info.columns)}; expected {', '.join(mt.expected_columns)} "
+                f"(missing: {', '.join(missing)})",
+                "cannot track new migrations",
+                tuple(missing),
+            )
+        )
     if info.owner != layout.owner:
-        findings.append(Finding(
-            "migrations-table-owner", Severity.HIGH,
-            f"{mt.qualified} is owned by {info.owner}, not {layout.owner}",
-            f"{layout.owner} cannot alter the table structure",
-        ))
+        findings.append(
+            Finding(
+                "migrations-table-owner",
+                Severity.HIGH,
+                f"{mt.qualified} is owned by {info.owner}, not {layout.owner}",
+                f"{layout.owner} cannot alter the table structure",
+            )
+        )
     if not info.readable:
-        findings.append(Finding(
-            "migrations-table-unreadable", Severity.MEDIUM,
-            f"{catalog.roles.current_user} cannot read {mt.qualified}, so recorded migrations are unknown",
-            "inspect cannot tell which migrations ran",
-        ))
+        findings.append(
+            Finding(
+                "migrations-table-unreadable",
+                Severity.MEDIUM,
+                f"{catalog.roles.current_user} cannot read {mt.qualified}, so recorded migrations are unknown",
+                "inspect cannot tell which migrations ran",
+            )
+        )
     return findings
 
 
@@ -125,22 +170,41 @@ def _extension_findings(layout: Layout, catalog: Catalog) -> list[Finding]:
     for name in layout.extensions:
         ext = catalog.extensions.get(name)
         if ext is None or ext.default_version is None and ext.installed_version is None:
-            findings.append(Finding("extension-missing", Severity.CRITICAL,
-                                    f"extension {name} is not installed and not available on this server",
-                                    "it cannot be created", (name,)))
+            findings.append(
+                Finding(
+                    "extension-missing",
+                    Severity.CRITICAL,
+                    f"extension {name} is not installed and not available on this server",
+                    "it cannot be created",
+                    (name,),
+                )
+            )
         elif ext.installed_version is None:
-            findings.append(Finding("extension-missing", Severity.MEDIUM,
-                                    f"extension {name} is not installed (version {ext.default_version} is available)",
-                                    "embeddings (memory schema) cannot be stored", (name,)))
+            findings.append(
+                Finding(
+                    "extension-missing",
+                    Severity.MEDIUM,
+                    f"extension {name} is not installed (version {ext.default_version} is available)",
+                    "embeddings (memory schema) cannot be stored",
+                    (name,),
+                )
+            )
     return findings
 
 
 def _layout_objects(layout: Layout, catalog: Catalog) -> list[tuple[str, str, str]]:
     """(kind, name, owner) of every object of the new layout that exists."""
-    objects = [("schema", s.name, catalog.schemas[s.name].owner) for s in layout.schemas if s.name in catalog.schemas]
+    objects = [
+        ("schema", s.name, catalog.schemas[s.name].owner)
+        for s in layout.schemas
+        if s.name in catalog.schemas
+    ]
     layout_schemas = set(layout.schema_names)
-    objects += [(r.kind, r.qualified, r.owner) for (schema, _), r in sorted(catalog.relations.items())
-                if schema in layout_schemas and r.ownable]
+    objects += [
+        (r.kind, r.qualified, r.owner)
+        for (schema, _), r in sorted(catalog.relations.items())
+        if schema in layout_schemas and r.ownable
+    ]
     return objects
 
 
@@ -148,31 +212,53 @@ def _ownership_and_record_findings(layout: Layout, catalog: Catalog) -> list[Fin
     findings = []
     owner = catalog.roles.roles.get(layout.owner)
     if owner is None or not owner.exists:
-        findings.append(Finding(
-            "owner-role-missing", Severity.CRITICAL, f"role {layout.owner} does not exist",
-            "the new layout has no owner", (layout.owner,),
-        ))
-    wrong = [f"{kind} {name} is owned by {owner}" for kind, name, owner in _layout_objects(layout, catalog)
-             if owner != layout.owner]
+        findings.append(
+            Finding(
+                "owner-role-missing",
+                Severity.CRITICAL,
+                f"role {layout.owner} does not exist",
+                "the new layout has no owner",
+                (layout.owner,),
+            )
+        )
+    wrong = [
+        f"{kind} {name} is owned by {owner}"
+        for kind, name, owner in _layout_objects(layout, catalog)
+        if owner != layout.owner
+    ]
     if wrong:
-        findings.append(Finding(
-            "layout-owner-mismatch", Severity.HIGH,
-            f"{len(wrong)} object(s) of the new layout are not owned by {layout.owner}",
-            f"{layout.owner} cannot alter them; migrations would fail with permission denied", tuple(wrong),
-        ))
+        findings.append(
+            Finding(
+                "layout-owner-mismatch",
+                Severity.HIGH,
+                f"{len(wrong)} object(s) of the new layout are not owned by {layout.owner}",
+                f"{layout.owner} cannot alter them; migrations would fail with permission denied",
+                tuple(wrong),
+            )
+        )
     if catalog.migrations.readable or not catalog.migrations.exists:
         recorded = catalog.migrations.recorded_versions
-        unexplained = [f"schema {s.name} (migration {s.migration})" for s in layout.schemas
-                       if s.name in catalog.schemas and s.migration not in recorded]
-        unexplained += [f"table {t.qualified} (migration {t.migration})" for t in layout.tables
-                        if (t.schema, t.name) in catalog.relations and t.migration not in recorded]
+        unexplained = [
+            f"schema {s.name} (migration {s.migration})"
+            for s in layout.schemas
+            if s.name in catalog.schemas and s.migration not in recorded
+        ]
+        unexplained += [
+            f"table {t.qualified} (migration {t.migration})"
+            for t in layout.tables
+            if (t.schema, t.name) in catalog.relations and t.migration not in recorded
+        ]
         if unexplained:
-            findings.append(Finding(
-                "unrecorded-objects", Severity.HIGH,
-                f"{len(unexplained)} object(s) of the new layout exist but no recorded migration created them "
-                "(a migration was run by hand or half run)",
-                "the next run must converge from a partial state", tuple(unexplained),
-            ))
+            findings.append(
+                Finding(
+                    "unrecorded-objects",
+                    Severity.HIGH,
+                    f"{len(unexplained)} object(s) of the new layout exist but no recorded migration created them "
+                    "(a migration was run by hand or half run)",
+                    "the next run must converge from a partial state",
+                    tuple(unexplained),
+                )
+            )
     return findings
 
 
@@ -186,11 +272,18 @@ def analyze(layout: Layout, catalog: Catalog) -> Report:
 
     schemas = [
         {
-            "name": s.name, "owner": s.owner, "status": status(s.name),
-            "tables": [{"name": r.name, "kind": r.kind, "owner": r.owner} for r in catalog.relations_in(s.name)
-                       if r.ownable],
+            "name": s.name,
+            "owner": s.owner,
+            "status": status(s.name),
+            "tables": [
+                {"name": r.name, "kind": r.kind, "owner": r.owner}
+                for r in catalog.relations_in(s.name)
+                if r.ownable
+            ],
         }
-        for s in sorted(catalog.schemas.values(), key=lambda s: (status(s.name) != "legacy", s.name))
+        for s in sorted(
+            catalog.schemas.values(), key=lambda s: (status(s.name) != "legacy", s.name)
+        )
     ]
     info, mt = catalog.migrations, layout.migrations_table
     roles = catalog.roles
@@ -200,34 +293,55 @@ def analyze(layout: Layout, catalog: Catalog) -> Report:
         server_version=roles.server_version_num,
         schemas=schemas,
         expected_schemas=[
-            {"name": s.name, "present": s.name in catalog.schemas,
-             "owner": catalog.schemas[s.name].owner if s.name in catalog.schemas else None, "legacy": s.legacy}
+            {
+                "name": s.name,
+                "present": s.name in catalog.schemas,
+                "owner": catalog.schemas[s.name].owner if s.name in catalog.schemas else None,
+                "legacy": s.legacy,
+            }
             for s in layout.schemas
         ],
         migrations_table={
-            "name": mt.qualified, "exists": info.exists, "owner": info.owner, "columns": list(info.columns),
+            "name": mt.qualified,
+            "exists": info.exists,
+            "owner": info.owner,
+            "columns": list(info.columns),
             "expected_columns": list(mt.expected_columns),
-            "missing_columns": [c for c in mt.required_columns if c not in info.columns] if info.exists else [],
+            "missing_columns": [c for c in mt.required_columns if c not in info.columns]
+            if info.exists
+            else [],
             "readable": info.readable,
             "legacy_rows": [r.migration_name for r in info.records if r.version is None],
             "recorded_versions": sorted(info.recorded_versions),
         },
         extensions=[
-            {"name": e.name, "installed_version": e.installed_version, "available_version": e.default_version,
-             "owner": e.owner}
+            {
+                "name": e.name,
+                "installed_version": e.installed_version,
+                "available_version": e.default_version,
+                "owner": e.owner,
+            }
             for e in sorted(catalog.extensions.values(), key=lambda e: e.name)
         ],
         roles={
-            "admin": layout.admin, "owner": layout.owner,
-            "admin_is_superuser": roles.roles.get(layout.admin, None) is not None and roles.roles[layout.admin].superuser,
-            "owner_exists": roles.roles[layout.owner].exists if layout.owner in roles.roles else False,
+            "admin": layout.admin,
+            "owner": layout.owner,
+            "admin_is_superuser": roles.roles.get(layout.admin, None) is not None
+            and roles.roles[layout.admin].superuser,
+            "owner_exists": roles.roles[layout.owner].exists
+            if layout.owner in roles.roles
+            else False,
             "admin_can_set_role_owner": roles.admin_can_set_owner,
             "admin_can_grant_owner": roles.admin_can_grant_owner,
             "admin_can_set_role_group": roles.admin_can_set_group,
             "owner_inherits_group": roles.owner_inherits_group,
             f"{SUPERUSER_GROUP}_members": list(roles.superuser_group_members),
         },
-        findings=(_schema_findings(layout, catalog) + _migrations_findings(layout, catalog)
-                  + _extension_findings(layout, catalog) + _ownership_and_record_findings(layout, catalog)),
+        findings=(
+            _schema_findings(layout, catalog)
+            + _migrations_findings(layout, catalog)
+            + _extension_findings(layout, catalog)
+            + _ownership_and_record_findings(layout, catalog)
+        ),
     )
     return report

@@ -17,8 +17,16 @@ from provision.layout import Layout
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 
-RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table",
-                  "S": "sequence", "i": "index", "I": "index"}
+RELATION_KINDS = {
+    "r": "table",
+    "p": "table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "S": "sequence",
+    "i": "index",
+    "I": "index",
+}
 # Kinds whose owner is their own: indexes and sequences owned by a column follow their table.
 OWNABLE_KINDS = {"table", "view", "materialized view", "foreign table", "sequence"}
 
@@ -75,12 +83,18 @@ class RoleFacts:
     server_version_num: int
     roles: dict[str, Role]
     superuser_group_members: tuple[str, ...]
-    admin_can_set_owner: bool  # `SET ROLE owner` allowed for admin (PG16: SET option; older: membership)
-    admin_can_grant_owner: bool  # admin may `GRANT owner TO admin` (PG16: ADMIN OPTION; older: CREATEROLE)
+    admin_can_set_owner: (
+        bool  # `SET ROLE owner` allowed for admin (PG16: SET option; older: membership)
+    )
+    admin_can_grant_owner: (
+        bool  # admin may `GRANT owner TO admin` (PG16: ADMIN OPTION; older: CREATEROLE)
+    )
     admin_can_set_group: bool  # admin may hand objects to cloudsqlsuperuser
     owner_inherits_group: bool  # owner acts as owner of what cloudsqlsuperuser owns
     owner_can_create_schemas: bool = True  # CREATE on the database (migrations create schemas)
-    owner_can_create_in_migrations_schema: bool = True  # a new owner needs CREATE on the table's schema
+    owner_can_create_in_migrations_schema: bool = (
+        True  # a new owner needs CREATE on the table's schema
+    )
 
     @property
     def server_major(self) -> int:
@@ -125,7 +139,9 @@ class Catalog:
     queries: int = field(default=0, compare=False)
 
     def relations_in(self, schema: str) -> list[Relation]:
-        return sorted((r for (s, _), r in self.relations.items() if s == schema), key=lambda r: r.name)
+        return sorted(
+            (r for (s, _), r in self.relations.items() if s == schema), key=lambda r: r.name
+        )
 
 
 _ROLES_SQL = text("""
@@ -187,8 +203,16 @@ WHERE a.name = ANY(CAST(:wanted AS text[])) OR e.extname IS NOT NULL
 
 
 def _records_sql(table: str, columns: tuple[str, ...]) -> str:
-    wanted = ("id", "migration_name", "applied_at", "version", "description", "executed_at", "checksum",
-              "execution_time_ms")
+    wanted = (
+        "id",
+        "migration_name",
+        "applied_at",
+        "version",
+        "description",
+        "executed_at",
+        "checksum",
+        "execution_time_ms",
+    )
     select = ", ".join(c if c in columns else f"NULL AS {c}" for c in wanted)
     return f"SELECT {select} FROM {table} ORDER BY id"  # noqa: S608 - names come from the layout, not input
 
@@ -202,17 +226,37 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
         (layout.admin, group, "SET"),
         (layout.owner, group, "USAGE"),
     ]
-    row = conn.execute(_ROLES_SQL, {
-        "names": [layout.admin, layout.owner, group],
-        "members": [p[0] for p in pairs], "targets": [p[1] for p in pairs], "privileges": [p[2] for p in pairs],
-        "group": group, "owner": layout.owner, "mschema": layout.migrations_table.schema,
-    }).mappings().one()
+    row = (
+        conn.execute(
+            _ROLES_SQL,
+            {
+                "names": [layout.admin, layout.owner, group],
+                "members": [p[0] for p in pairs],
+                "targets": [p[1] for p in pairs],
+                "privileges": [p[2] for p in pairs],
+                "group": group,
+                "owner": layout.owner,
+                "mschema": layout.migrations_table.schema,
+            },
+        )
+        .mappings()
+        .one()
+    )
     set_owner, grant_owner, set_group, owner_usage = row["capabilities"]
     roles = RoleFacts(
         current_user=row["current_user"],
         server_version_num=row["version"],
-        roles={r["name"]: Role(r["name"], r["exists"], r["superuser"], r["login"], r["createrole"],
-                               tuple(r["member_of"] or ())) for r in row["roles"]},
+        roles={
+            r["name"]: Role(
+                r["name"],
+                r["exists"],
+                r["superuser"],
+                r["login"],
+                r["createrole"],
+                tuple(r["member_of"] or ()),
+            )
+            for r in row["roles"]
+        },
         superuser_group_members=tuple(row["group_members"]),
         admin_can_set_owner=set_owner,
         admin_can_grant_owner=grant_owner,
@@ -232,9 +276,17 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
             schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], acl)
             continue
         relations[(r["schema"], r["name"])] = Relation(
-            r["schema"], r["name"], RELATION_KINDS[r["kind"]], r["owner"], acl, bool(r["follows_table"]))
+            r["schema"],
+            r["name"],
+            RELATION_KINDS[r["kind"]],
+            r["owner"],
+            acl,
+            bool(r["follows_table"]),
+        )
         if r["columns"] is not None:
-            migrations = MigrationsTableInfo(True, r["owner"], tuple(r["columns"]), bool(r["readable"]), acl)
+            migrations = MigrationsTableInfo(
+                True, r["owner"], tuple(r["columns"]), bool(r["readable"]), acl
+            )
 
     extensions = {
         r["name"]: Extension(r["name"], r["default_version"], r["extversion"], r["owner"])
@@ -246,9 +298,16 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
         from sqlalchemy.dialects import postgresql
 
         quote = postgresql.dialect().identifier_preparer.quote
-        rows = conn.execute(text(_records_sql(f"{quote(mt.schema)}.{quote(mt.name)}", migrations.columns))).mappings()
+        rows = conn.execute(
+            text(_records_sql(f"{quote(mt.schema)}.{quote(mt.name)}", migrations.columns))
+        ).mappings()
         records = tuple(
-            MigrationRecord(**{k: (str(v) if k in ("version", "checksum") and v is not None else v) for k, v in r.items()})
+            MigrationRecord(
+                **{
+                    k: (str(v) if k in ("version", "checksum") and v is not None else v)
+                    for k, v in r.items()
+                }
+            )
             for r in rows
         )
         migrations = MigrationsTableInfo(**{**migrations.__dict__, "records": records})

@@ -30,19 +30,31 @@ class Context:
 
 def _state_dir_option(func):
     return click.option(
-        "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
         help="Where the local instance keeps its state [default: $NUCLEUS_LOCAL_STATE_DIR or a per-user dir].",
     )(func)
 
 
 def target_options(func):
     """TARGET: `--dsn URL [--owner-dsn URL]` or `--env NAME`."""
-    func = click.option("--env", "env_name", metavar="NAME",
-                        help="An environment of environments.toml, reached through the Cloud SQL Connector.")(func)
-    func = click.option("--owner-dsn", metavar="URL",
-                        help="Direct connection as the owner role (nucleus), for ownership hand-offs and migrations.")(func)
-    func = click.option("--dsn", metavar="URL",
-                        help="Direct connection as the admin role: postgresql://postgres:PASSWORD@HOST:PORT/DB.")(func)
+    func = click.option(
+        "--env",
+        "env_name",
+        metavar="NAME",
+        help="An environment of environments.toml, reached through the Cloud SQL Connector.",
+    )(func)
+    func = click.option(
+        "--owner-dsn",
+        metavar="URL",
+        help="Direct connection as the owner role (nucleus), for ownership hand-offs and migrations.",
+    )(func)
+    func = click.option(
+        "--dsn",
+        metavar="URL",
+        help="Direct connection as the admin role: postgresql://postgres:PASSWORD@HOST:PORT/DB.",
+    )(func)
     return func
 
 
@@ -51,13 +63,20 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
     from provision.errors import ConfigError
 
     if bool(dsn) == bool(env_name):
-        raise ConfigError("give exactly one of --dsn URL or --env NAME",
-                          hint="e.g. --dsn postgresql://postgres:PASSWORD@127.0.0.1:5432/nucleus_v12, or --env local")
+        raise ConfigError(
+            "give exactly one of --dsn URL or --env NAME",
+            hint="e.g. --dsn postgresql://postgres:PASSWORD@127.0.0.1:5432/nucleus_v12, or --env local",
+        )
     if owner_dsn and not dsn:
-        raise ConfigError("--owner-dsn goes with --dsn", hint="with --env, the owner connection comes from the environment")
+        raise ConfigError(
+            "--owner-dsn goes with --dsn",
+            hint="with --env, the owner connection comes from the environment",
+        )
     if dsn:
         admin = db.engine_for_dsn(dsn, connect_timeout=ctx.connect_timeout)
-        owner = db.engine_for_dsn(owner_dsn, connect_timeout=ctx.connect_timeout) if owner_dsn else None
+        owner = (
+            db.engine_for_dsn(owner_dsn, connect_timeout=ctx.connect_timeout) if owner_dsn else None
+        )
         return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
     from provision import cloudsql
 
@@ -66,10 +85,20 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.option("--config", metavar="PATH", help="environments.toml to use [default: $NUCLEUS_PROVISION_CONFIG or "
-                                               "the nearest environments.toml].")
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="SECONDS",
-              help="Give up connecting after this long.")
+@click.option(
+    "--config",
+    metavar="PATH",
+    help="environments.toml to use [default: $NUCLEUS_PROVISION_CONFIG or "
+    "the nearest environments.toml].",
+)
+@click.option(
+    "--connect-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up connecting after this long.",
+)
 @click.version_option(package_name="nucleus-provision")
 @click.pass_context
 def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeout: float) -> None:
@@ -100,9 +129,13 @@ def local() -> None:
 
 
 @local.command("up")
-@click.option("--scenario", default="legacy-nucleus-v12", show_default=True,
-              type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
-              help="The database state to start from.")
+@click.option(
+    "--scenario",
+    default="legacy-nucleus-v12",
+    show_default=True,
+    type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
+    help="The database state to start from.",
+)
 @_state_dir_option
 def local_up(scenario: str, state_dir: Path | None) -> None:
     """Start an instance in the background and print its DSNs as JSON.
@@ -129,8 +162,10 @@ def local_status(state_dir: Path | None) -> None:
     directory = state_dir or server.default_state_dir()
     instance = server.Server(directory).status()
     if instance is None or not instance.is_running():
-        raise LocalInstanceError(f"no local instance runs from {directory}",
-                                 hint="start one with `nucleus-provision local up`")
+        raise LocalInstanceError(
+            f"no local instance runs from {directory}",
+            hint="start one with `nucleus-provision local up`",
+        )
     click.echo(json.dumps(instance.summary(), indent=2))
 
 
@@ -142,7 +177,11 @@ def local_down(state_dir: Path | None) -> None:
 
     directory = state_dir or server.default_state_dir()
     stopped = server.Server(directory).stop()
-    click.echo(f"stopped the local instance in {directory}" if stopped else f"no local instance in {directory}")
+    click.echo(
+        f"stopped the local instance in {directory}"
+        if stopped
+        else f"no local instance in {directory}"
+    )
 
 
 # -- inspect ----------------------------------------------------------------------------------
@@ -152,7 +191,9 @@ def local_down(state_dir: Path | None) -> None:
 @target_options
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
-def inspect(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None, fmt: str) -> None:
+def inspect(
+    ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None, fmt: str
+) -> None:
     """Report the live database against the layout the code expects.
 
     Reads the catalog with a few set-based queries (read-only) and lists schemas,
@@ -177,13 +218,26 @@ def inspect(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str 
 
 
 def engine_options(func):
-    func = click.option("--accept-changed", "accept_changed", multiple=True, metavar="VERSION",
-                        help="Accept that applied migration VERSION's file changed (records the new checksum, "
-                             "like Flyway's repair). Repeatable.")(func)
-    func = click.option("--owner-role", default="nucleus", show_default=True,
-                        help="The role that owns the new layout.")(func)
-    func = click.option("--migrations", "migrations_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-                        help="Directory of NNN_name.sql files [default: ./bootstrap_sql or $NUCLEUS_BOOTSTRAP_SQL].")(func)
+    func = click.option(
+        "--accept-changed",
+        "accept_changed",
+        multiple=True,
+        metavar="VERSION",
+        help="Accept that applied migration VERSION's file changed (records the new checksum, "
+        "like Flyway's repair). Repeatable.",
+    )(func)
+    func = click.option(
+        "--owner-role",
+        default="nucleus",
+        show_default=True,
+        help="The role that owns the new layout.",
+    )(func)
+    func = click.option(
+        "--migrations",
+        "migrations_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Directory of NNN_name.sql files [default: ./bootstrap_sql or $NUCLEUS_BOOTSTRAP_SQL].",
+    )(func)
     return func
 
 
@@ -198,12 +252,19 @@ def _plan_dict(plan) -> dict:
 
     return {
         "changes": len(plan.actions),
-        "route": {"name": plan.route.name.value, "reason": plan.route.reason} if plan.route else None,
+        "route": {"name": plan.route.name.value, "reason": plan.route.reason}
+        if plan.route
+        else None,
         "pending_migrations": list(plan.pending),
         "actions": [
-            {"kind": a.kind, "session": a.session.value, "reason": a.reason, "transactional": a.transactional,
-             "migration": a.migration.filename if a.migration else None,
-             "sql": [render.display_sql(s) for s in a.statements]}
+            {
+                "kind": a.kind,
+                "session": a.session.value,
+                "reason": a.reason,
+                "transactional": a.transactional,
+                "migration": a.migration.filename if a.migration else None,
+                "sql": [render.display_sql(s) for s in a.statements],
+            }
             for a in plan.actions
         ],
     }
@@ -233,17 +294,25 @@ def _echo_plan(plan) -> None:
 @cli.command()
 @target_options
 @engine_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_obj
-def plan(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+def plan(
+    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
+) -> None:
     """Show the ordered actions `apply` would run, each with its SQL and reason.
 
     Read-only. Exit 0: nothing to do; 2: changes pending; 1: error.
     """
     from provision import commands
 
-    result = commands.plan(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir,
-                           tuple(accept_changed))
+    result = commands.plan(
+        resolve_target(ctx, dsn, owner_dsn, env_name),
+        _layout(owner_role),
+        migrations_dir,
+        tuple(accept_changed),
+    )
     if fmt == "json":
         from provision import render
 
@@ -256,9 +325,13 @@ def plan(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, acc
 @cli.command()
 @target_options
 @engine_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_obj
-def apply(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+def apply(
+    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
+) -> None:
     """Run the plan: under an advisory lock, each step in its own transaction.
 
     The plan is computed after the lock is taken, printed, and executed exactly;
@@ -279,36 +352,65 @@ def apply(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, ac
             if not event.plan.empty:
                 click.echo("\nApplying:")
         elif event.kind == "action-start":
-            click.echo(f"  - {event.action.kind}"
-                       + (f" {event.action.migration.filename}" if event.action.migration else "") + " ...", nl=False)
+            click.echo(
+                f"  - {event.action.kind}"
+                + (f" {event.action.migration.filename}" if event.action.migration else "")
+                + " ...",
+                nl=False,
+            )
         elif event.kind == "action-done":
             click.echo(f" done ({event.seconds:.2f}s)")
 
-    result = commands.apply(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir,
-                            listener, tuple(accept_changed))
+    result = commands.apply(
+        resolve_target(ctx, dsn, owner_dsn, env_name),
+        _layout(owner_role),
+        migrations_dir,
+        listener,
+        tuple(accept_changed),
+    )
     if fmt == "json":
         from provision import render
 
-        click.echo(render.to_json({**_plan_dict(result.plan), "applied": [
-            {"kind": a.kind, "migration": a.migration.filename if a.migration else None, "seconds": round(s, 3)}
-            for a, s in result.timings]}))
+        click.echo(
+            render.to_json(
+                {
+                    **_plan_dict(result.plan),
+                    "applied": [
+                        {
+                            "kind": a.kind,
+                            "migration": a.migration.filename if a.migration else None,
+                            "seconds": round(s, 3),
+                        }
+                        for a, s in result.timings
+                    ],
+                }
+            )
+        )
     elif not result.plan.empty:
-        click.echo(f"\nApply complete: {len(result.timings)} action(s); the database matches the desired state.")
+        click.echo(
+            f"\nApply complete: {len(result.timings)} action(s); the database matches the desired state."
+        )
 
 
 @cli.command()
 @target_options
 @engine_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_obj
-def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt) -> None:
+def verify(
+    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
+) -> None:
     """Check that the live database matches the desired state (a CI/CD gate).
 
     Exit 0 when it matches; 1 with the differences listed.
     """
     from provision import commands
 
-    diffs = commands.verify(resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir)
+    diffs = commands.verify(
+        resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir
+    )
     if fmt == "json":
         from provision import render
 
@@ -322,6 +424,87 @@ def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, a
     sys.exit(EXIT_ERROR if diffs else EXIT_OK)
 
 
+@cli.command()
+@click.option(
+    "--scenario",
+    default="legacy-nucleus-v12",
+    show_default=True,
+    type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
+)
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the instance running afterwards (stop it with `local down`).",
+)
+@click.pass_obj
+def demo(ctx: Context, scenario: str, keep: bool) -> None:
+    """Start the embedded legacy instance, then inspect, plan, apply, inspect, verify.
+
+    Everything goes through the same path as production: the Cloud SQL Python
+    Connector, against the local Cloud SQL emulation (`--env local`).
+    """
+    import os
+    import tempfile
+
+    from provision import commands, render
+    from provision.local import server
+
+    def banner(title: str) -> None:
+        click.echo(
+            "\n"
+            + click.style(f"== {title} ", bold=True, fg="cyan")
+            + click.style("=" * (70 - len(title)), fg="cyan")
+        )
+
+    state_dir = Path(
+        os.environ.get(server.STATE_ENV_VAR) or tempfile.mkdtemp(prefix="nucleus-demo-")
+    )
+    os.environ[server.STATE_ENV_VAR] = str(state_dir)
+    banner(f"1. start the local Cloud SQL emulation ({scenario})")
+    instance = server.Server(state_dir).start(scenario)
+    click.echo(f"PostgreSQL 16 + pgvector on {instance.host}:{instance.port}, state in {state_dir}")
+    try:
+        target = lambda: _demo_target(ctx, instance)  # noqa: E731 - a fresh target per step, as separate CLI runs would
+        banner("2. inspect (before)")
+        click.echo(render.report_text(commands.inspect(target())))
+        banner("3. plan")
+        planned = commands.plan(target())
+        _echo_plan(planned)
+        banner("4. apply")
+        commands.apply(
+            target(),
+            listener=lambda e: (
+                click.echo(
+                    f"  - {e.action.kind} {e.action.migration.filename if e.action.migration else ''} done ({e.seconds:.2f}s)"
+                )
+                if e.kind == "action-done"
+                else None
+            ),
+        )
+        banner("5. inspect (after)")
+        click.echo(render.report_text(commands.inspect(target())))
+        banner("6. verify")
+        diffs = commands.verify(target())
+        click.echo("OK: the database matches the desired state." if not diffs else "\n".join(diffs))
+        banner("7. apply again (a rerun is a no-op)")
+        again = commands.apply(target())
+        click.echo("No changes." if again.plan.empty else f"{len(again.plan.actions)} action(s)?!")
+    finally:
+        if not keep:
+            server.Server(state_dir).stop()
+            click.echo(f"\nstopped the local instance ({state_dir})")
+    if diffs:
+        sys.exit(EXIT_ERROR)
+
+
+def _demo_target(ctx: Context, instance):
+    from provision import db
+
+    admin = db.engine_for_dsn(instance.admin_dsn, connect_timeout=ctx.connect_timeout)
+    owner = db.engine_for_dsn(instance.owner_dsn, connect_timeout=ctx.connect_timeout)
+    return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -331,7 +514,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         code = EXIT_ERROR
-    except click.ClickException as exc:  # bad usage: exit 1 so that 2 always means "changes pending"
+    except (
+        click.ClickException
+    ) as exc:  # bad usage: exit 1 so that 2 always means "changes pending"
         exc.show()
         code = EXIT_ERROR
     except ProvisionError as exc:

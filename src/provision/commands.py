@@ -24,29 +24,47 @@ def inspect(target: db.Target, layout: Layout = NUCLEUS) -> Report:
         target.dispose()
 
 
-def plan(target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None,
-         accept_changed: tuple[str, ...] = ()) -> Plan:
+def plan(
+    target: db.Target,
+    layout: Layout = NUCLEUS,
+    migrations_dir: Path | None = None,
+    accept_changed: tuple[str, ...] = (),
+) -> Plan:
     """What `apply` would run now (read-only)."""
     migrations = load_migrations(migrations_dir)
     try:
         with db.connect(target.admin, target.description) as conn:
-            return executor.plan_for(conn, layout, migrations, owner_session=target.owner is not None,
-                                     accept_changed=accept_changed)[1]
+            return executor.plan_for(
+                conn,
+                layout,
+                migrations,
+                owner_session=target.owner is not None,
+                accept_changed=accept_changed,
+            )[1]
     finally:
         target.dispose()
 
 
-def apply(target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None,
-          listener: executor.Listener = lambda e: None, accept_changed: tuple[str, ...] = ()) -> executor.ApplyResult:
+def apply(
+    target: db.Target,
+    layout: Layout = NUCLEUS,
+    migrations_dir: Path | None = None,
+    listener: executor.Listener = lambda e: None,
+    accept_changed: tuple[str, ...] = (),
+) -> executor.ApplyResult:
     """Run the plan under the advisory lock, then check the result."""
     migrations = load_migrations(migrations_dir)
     try:
-        return executor.apply(target, layout, migrations, listener=listener, accept_changed=accept_changed)
+        return executor.apply(
+            target, layout, migrations, listener=listener, accept_changed=accept_changed
+        )
     finally:
         target.dispose()
 
 
-def verify(target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None) -> list[str]:
+def verify(
+    target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None
+) -> list[str]:
     """The differences between the live database and the desired state (empty: it matches)."""
     migrations = load_migrations(migrations_dir)
     try:

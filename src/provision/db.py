@@ -9,9 +9,9 @@ Cloud SQL targets reached through the Cloud SQL Python Connector build theirs in
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, event
@@ -34,7 +34,8 @@ def parse_dsn(dsn: str) -> URL:
         ) from None
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(
-            f"unsupported DSN scheme {url.drivername!r}", hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            f"unsupported DSN scheme {url.drivername!r}",
+            hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         )
     if not url.username or not url.database:
         raise ConfigError(
@@ -82,19 +83,34 @@ def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
     if fields:
         code, message = fields.get("C"), fields.get("M", "")
         if code == "28P01":
-            return ConnectionFailed(f"{where}: password authentication failed for user {_user_in(message)}",
-                                    hint="check the password (environment variable or Secret Manager secret)")
+            return ConnectionFailed(
+                f"{where}: password authentication failed for user {_user_in(message)}",
+                hint="check the password (environment variable or Secret Manager secret)",
+            )
         if code == "3D000":
-            return ConnectionFailed(f"{where}: {message}", hint="check the database name in the DSN or environment")
+            return ConnectionFailed(
+                f"{where}: {message}", hint="check the database name in the DSN or environment"
+            )
         if code == "28000":
-            return ConnectionFailed(f"{where}: {message}", hint="check that the user exists and may log in")
+            return ConnectionFailed(
+                f"{where}: {message}", hint="check that the user exists and may log in"
+            )
         return ConnectionFailed(f"{where}: {message} (SQLSTATE {code})")
     text = str(original)
-    if isinstance(original, TimeoutError) or "timed out" in text or isinstance(getattr(original, "__cause__", None), TimeoutError):
-        return ConnectionFailed(f"{where}: timed out connecting", hint="check the host, port and network path")
+    if (
+        isinstance(original, TimeoutError)
+        or "timed out" in text
+        or isinstance(getattr(original, "__cause__", None), TimeoutError)
+    ):
+        return ConnectionFailed(
+            f"{where}: timed out connecting", hint="check the host, port and network path"
+        )
     cause = original.__cause__
     reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text
-    return ConnectionFailed(f"{where}: cannot connect ({reason})", hint="check the host and port, and that the server runs")
+    return ConnectionFailed(
+        f"{where}: cannot connect ({reason})",
+        hint="check the host and port, and that the server runs",
+    )
 
 
 def _user_in(message: str) -> str:
@@ -117,13 +133,22 @@ def connect(engine: Engine, where: str) -> Iterator[Connection]:
 
 @dataclass
 class Target:
-    """Where a run goes: the admin engine and, if given, the owner engine."""
+    """Where a run goes: the admin engine and, if given, the owner engine.
+
+    `closers` release what the engines share (the Cloud SQL Connector of a `--env` target);
+    they run once, after the engines are disposed. `owner_unavailable` says why there is no
+    owner engine, when the environment has no credentials for the owner.
+    """
 
     admin: Engine
     owner: Engine | None
     description: str
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    owner_unavailable: str | None = None
 
     def dispose(self) -> None:
         self.admin.dispose()
         if self.owner is not None:
             self.owner.dispose()
+        while self.closers:
+            self.closers.pop()()

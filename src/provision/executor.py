@@ -47,12 +47,20 @@ class ApplyResult:
     after: Report | None = None
 
 
-def plan_for(conn: Connection, layout: Layout, migrations: list[Migration], *, owner_session: bool,
-             accept_changed: tuple[str, ...] = ()) -> tuple[Catalog, Plan]:
+def plan_for(
+    conn: Connection,
+    layout: Layout,
+    migrations: list[Migration],
+    *,
+    owner_session: bool,
+    accept_changed: tuple[str, ...] = (),
+) -> tuple[Catalog, Plan]:
     for migration in migrations:  # guard rails first: nothing runs if one file is refused
         check_protected(migration, layout.protected_schemas)
     catalog = read_catalog(conn, layout)
-    return catalog, make_plan(layout, catalog, migrations, owner_session=owner_session, accept_changed=accept_changed)
+    return catalog, make_plan(
+        layout, catalog, migrations, owner_session=owner_session, accept_changed=accept_changed
+    )
 
 
 def differences(layout: Layout, catalog: Catalog, plan: Plan) -> list[str]:
@@ -65,10 +73,19 @@ def differences(layout: Layout, catalog: Catalog, plan: Plan) -> list[str]:
 def _acquire_lock(conn: Connection, listener: Listener) -> None:
     got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
     if not got:
-        holder = conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND ((classid::bigint << 32) | objid::bigint) = :k LIMIT 1"), {"k": LOCK_KEY}).scalar()
-        listener(Event("waiting", f"another nucleus-provision run holds the lock (backend pid {holder}); waiting"))
+        holder = conn.execute(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = :k LIMIT 1"
+            ),
+            {"k": LOCK_KEY},
+        ).scalar()
+        listener(
+            Event(
+                "waiting",
+                f"another nucleus-provision run holds the lock (backend pid {holder}); waiting",
+            )
+        )
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
     conn.commit()
 
@@ -105,8 +122,10 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
             if set_role:
                 auto.exec_driver_sql("RESET ROLE")
     except (OperationalError, InterfaceError) as exc:
-        raise ApplyFailed(f"{where}: the connection was lost ({_first_line(exc)}); its transaction was rolled back",
-                          hint="run apply again: it resumes from what is committed") from None
+        raise ApplyFailed(
+            f"{where}: the connection was lost ({_first_line(exc)}); its transaction was rolled back",
+            hint="run apply again: it resumes from what is committed",
+        ) from None
     except DBAPIError as exc:
         fields = exc.orig.args[0] if exc.orig.args and isinstance(exc.orig.args[0], dict) else {}
         message = fields.get("M", _first_line(exc))
@@ -116,10 +135,12 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
             found = next((s for s in action.migration.statements if s.sql == statement.text), None)
             line = f":{found.line}" if found else ""
         error = PermissionProblem if fields.get("C") == "42501" else ApplyFailed
-        raise error(f"{where}{line}: {message}" + (f" (SQLSTATE {fields['C']})" if fields.get("C") else ""),
-                    hint="nothing of this step was applied (its transaction was rolled back); fix and run again"
-                    if action.transactional else "this step is not transactional: check what it left before rerunning"
-                    ) from None
+        raise error(
+            f"{where}{line}: {message}" + (f" (SQLSTATE {fields['C']})" if fields.get("C") else ""),
+            hint="nothing of this step was applied (its transaction was rolled back); fix and run again"
+            if action.transactional
+            else "this step is not transactional: check what it left before rerunning",
+        ) from None
     return time.monotonic() - started
 
 
@@ -127,14 +148,25 @@ def _first_line(exc: BaseException) -> str:
     return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
 
 
-def apply(target: db.Target, layout: Layout, migrations: list[Migration], *, listener: Listener = lambda e: None,
-          accept_changed: tuple[str, ...] = ()) -> ApplyResult:
+def apply(
+    target: db.Target,
+    layout: Layout,
+    migrations: list[Migration],
+    *,
+    listener: Listener = lambda e: None,
+    accept_changed: tuple[str, ...] = (),
+) -> ApplyResult:
     with ExitStack() as stack:
         admin = stack.enter_context(db.connect(target.admin, target.description))
         _acquire_lock(admin, listener)
         try:
-            catalog, plan = plan_for(admin, layout, migrations, owner_session=target.owner is not None,
-                                     accept_changed=accept_changed)
+            catalog, plan = plan_for(
+                admin,
+                layout,
+                migrations,
+                owner_session=target.owner is not None,
+                accept_changed=accept_changed,
+            )
             admin.commit()
             listener(Event("plan", plan=plan))
             result = ApplyResult(plan)
@@ -143,7 +175,9 @@ def apply(target: db.Target, layout: Layout, migrations: list[Migration], *, lis
                 if action.session == Session.OWNER and not plan.owner_via_set_role:
                     if owner_conn is None:
                         assert target.owner is not None
-                        owner_conn = stack.enter_context(db.connect(target.owner, f"{target.description} (owner)"))
+                        owner_conn = stack.enter_context(
+                            db.connect(target.owner, f"{target.description} (owner)")
+                        )
                     conn, role = owner_conn, None
                 else:
                     conn, role = admin, (layout.owner if action.session == Session.OWNER else None)
@@ -152,13 +186,17 @@ def apply(target: db.Target, layout: Layout, migrations: list[Migration], *, lis
                 result.timings.append((action, seconds))
                 listener(Event("action-done", action=action, seconds=seconds))
             if plan.actions:
-                after, again = plan_for(admin, layout, migrations, owner_session=target.owner is not None)
+                after, again = plan_for(
+                    admin, layout, migrations, owner_session=target.owner is not None
+                )
                 admin.commit()
                 remaining = differences(layout, after, again)
                 if remaining:
-                    raise VerifyFailed("after apply the database still differs from the desired state: "
-                                       + "; ".join(remaining),
-                                       hint="this is a bug or a concurrent change; run `plan` to see what is left")
+                    raise VerifyFailed(
+                        "after apply the database still differs from the desired state: "
+                        + "; ".join(remaining),
+                        hint="this is a bug or a concurrent change; run `plan` to see what is left",
+                    )
             return result
         finally:
             try:

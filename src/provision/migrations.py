@@ -80,7 +80,9 @@ def parse_migration(path: Path) -> Migration:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MigrationFileError(f"{path.name}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8") from None
+        raise MigrationFileError(
+            f"{path.name}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
     try:
         slices = list(pglast.split(text, with_parser=True, only_slices=True))
     except ParseError as exc:
@@ -91,7 +93,9 @@ def parse_migration(path: Path) -> Migration:
             hint="fix the SQL at that position; nothing was applied",
         ) from None
     if not slices:
-        raise MigrationFileError(f"{path.name}: contains no SQL statement", hint="remove the file or add its SQL")
+        raise MigrationFileError(
+            f"{path.name}: contains no SQL statement", hint="remove the file or add its SQL"
+        )
     statements = tuple(Statement(text[s].strip(), _line_col(text, s.start)[0]) for s in slices)
     return Migration(
         version=match["version"],
@@ -128,10 +132,26 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 # -- guard rail: migrations must not touch protected schemas ---------------------------------
 
 _DESTRUCTIVE = (
-    ast.DropStmt, ast.AlterTableStmt, ast.RenameStmt, ast.AlterObjectSchemaStmt, ast.AlterOwnerStmt,
-    ast.TruncateStmt, ast.DeleteStmt, ast.UpdateStmt, ast.InsertStmt, ast.GrantStmt, ast.AlterDefaultPrivilegesStmt,
-    ast.CommentStmt, ast.CreateTrigStmt, ast.RuleStmt, ast.IndexStmt, ast.AlterSeqStmt, ast.CreateStmt,
-    ast.ViewStmt, ast.CreateTableAsStmt, ast.CreateFunctionStmt,
+    ast.DropStmt,
+    ast.AlterTableStmt,
+    ast.RenameStmt,
+    ast.AlterObjectSchemaStmt,
+    ast.AlterOwnerStmt,
+    ast.TruncateStmt,
+    ast.DeleteStmt,
+    ast.UpdateStmt,
+    ast.InsertStmt,
+    ast.GrantStmt,
+    ast.AlterDefaultPrivilegesStmt,
+    ast.CommentStmt,
+    ast.CreateTrigStmt,
+    ast.RuleStmt,
+    ast.IndexStmt,
+    ast.AlterSeqStmt,
+    ast.CreateStmt,
+    ast.ViewStmt,
+    ast.CreateTableAsStmt,
+    ast.CreateFunctionStmt,
 )
 
 

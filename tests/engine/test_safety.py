@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import assert_clean_error, cli, start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,33 +22,55 @@ def migrations_copy(tmp_path: Path, extra: dict[str, str] | None = None) -> Path
 
 
 def state(db):
-    return db.query("SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
-                    "ORDER BY 1, 2") + db.query("SELECT extname FROM pg_extension ORDER BY 1")
+    return db.query(
+        "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' "
+        "ORDER BY 1, 2"
+    ) + db.query("SELECT extname FROM pg_extension ORDER BY 1")
 
 
 def test_eight_concurrent_applies_apply_each_migration_once(legacy_db):
-    procs = [start("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn) for _ in range(8)]
-    results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
-    for code, out, err in results:
+    procs = [
+        start("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn)
+        for _ in range(8)
+    ]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+    for code, _, err in results:
         assert code == 0, err
         assert "Traceback" not in err
     assert sum("Apply complete" in out for _, out, _ in results) == 1
-    assert any("waiting: another nucleus-provision run holds the lock" in err for _, _, err in results)
-    assert legacy_db.query("SELECT version, count(*) FROM public.migrations WHERE version IS NOT NULL "
-                           "GROUP BY 1 ORDER BY 1") == [["001", 1], ["002", 1]]
+    assert any(
+        "waiting: another nucleus-provision run holds the lock" in err for _, _, err in results
+    )
+    assert legacy_db.query(
+        "SELECT version, count(*) FROM public.migrations WHERE version IS NOT NULL "
+        "GROUP BY 1 ORDER BY 1"
+    ) == [["001", 1], ["002", 1]]
     assert cli("verify", "--dsn", legacy_db.admin_dsn).code == 0
 
 
 def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, tmp_path):
-    slow = migrations_copy(tmp_path, {"003_slow.sql": "CREATE TABLE dna.slow_step (id int);\nSELECT pg_sleep(2);\n"})
-    args = ("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn, "--migrations", str(slow))
+    slow = migrations_copy(
+        tmp_path, {"003_slow.sql": "CREATE TABLE dna.slow_step (id int);\nSELECT pg_sleep(2);\n"}
+    )
+    args = (
+        "apply",
+        "--dsn",
+        legacy_db.admin_dsn,
+        "--owner-dsn",
+        legacy_db.owner_dsn,
+        "--migrations",
+        str(slow),
+    )
     proc = start(*args)
     deadline = time.monotonic() + 60
     killed = []
     while not killed and time.monotonic() < deadline:
-        killed = legacy_db.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE query LIKE 'SELECT pg_sleep(2)%' AND pid <> pg_backend_pid()")
+        killed = legacy_db.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'SELECT pg_sleep(2)%' AND pid <> pg_backend_pid()"
+        )
         time.sleep(0.05)
     assert killed, "the migration never reached its sleep"
     code = proc.wait(timeout=60)
@@ -59,8 +80,9 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '003'") == [[0]]
     # 001 and 002 committed before 003 started; the rerun converges.
     assert cli(*args).code == 0
-    assert legacy_db.query("SELECT version FROM public.migrations WHERE version IS NOT NULL ORDER BY 1") == [
-        ["001"], ["002"], ["003"]]
+    assert legacy_db.query(
+        "SELECT version FROM public.migrations WHERE version IS NOT NULL ORDER BY 1"
+    ) == [["001"], ["002"], ["003"]]
 
 
 def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp_path):
@@ -68,32 +90,61 @@ def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp
     assert cli("apply", *dsns).code == 0
     edited = migrations_copy(tmp_path)
     (edited / "002_add_entity_integrations.sql").write_text(
-        (edited / "002_add_entity_integrations.sql").read_text() + "\n-- edited after it ran\n")
+        (edited / "002_add_entity_integrations.sql").read_text() + "\n-- edited after it ran\n"
+    )
     run = cli("apply", *dsns, "--migrations", str(edited))
-    assert_clean_error(run, "002_add_entity_integrations.sql changed after it was applied", "--accept-changed 002")
+    assert_clean_error(
+        run, "002_add_entity_integrations.sql changed after it was applied", "--accept-changed 002"
+    )
     accepted = cli("apply", *dsns, "--migrations", str(edited), "--accept-changed", "002")
     assert accepted.code == 0, accepted.err
     assert cli("plan", *dsns, "--migrations", str(edited)).code == 0
 
 
 def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db, tmp_path):
-    bad = migrations_copy(tmp_path, {"003_broken.sql": "CREATE TABLE dna.ok (id int);\n\nCREATE TABL dna.nope (id int);\n"})
+    bad = migrations_copy(
+        tmp_path,
+        {"003_broken.sql": "CREATE TABLE dna.ok (id int);\n\nCREATE TABL dna.nope (id int);\n"},
+    )
     before = state(legacy_db)
-    run = cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn, "--migrations", str(bad))
-    assert_clean_error(run, "003_broken.sql:3:8: syntax error at or near \"TABL\"")
+    run = cli(
+        "apply",
+        "--dsn",
+        legacy_db.admin_dsn,
+        "--owner-dsn",
+        legacy_db.owner_dsn,
+        "--migrations",
+        str(bad),
+    )
+    assert_clean_error(run, '003_broken.sql:3:8: syntax error at or near "TABL"')
     assert state(legacy_db) == before
 
 
-@pytest.mark.parametrize("sql", [
-    "DROP SCHEMA dna_schema CASCADE;",
-    "ALTER TABLE dna_schema.entities RENAME TO entity;",
-    "ALTER SCHEMA tasks_schema RENAME TO tasks_old;",
-    "DELETE FROM results_schema.results;",
-])
-def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(legacy_db, tmp_path, sql):
-    bad = migrations_copy(tmp_path, {"003_dangerous.sql": f"CREATE TABLE dna.fine (id int);\n{sql}\n"})
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP SCHEMA dna_schema CASCADE;",
+        "ALTER TABLE dna_schema.entities RENAME TO entity;",
+        "ALTER SCHEMA tasks_schema RENAME TO tasks_old;",
+        "DELETE FROM results_schema.results;",
+    ],
+)
+def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
+    legacy_db, tmp_path, sql
+):
+    bad = migrations_copy(
+        tmp_path, {"003_dangerous.sql": f"CREATE TABLE dna.fine (id int);\n{sql}\n"}
+    )
     before = state(legacy_db)
-    run = cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn, "--migrations", str(bad))
+    run = cli(
+        "apply",
+        "--dsn",
+        legacy_db.admin_dsn,
+        "--owner-dsn",
+        legacy_db.owner_dsn,
+        "--migrations",
+        str(bad),
+    )
     assert_clean_error(run, "003_dangerous.sql:2", "protected schema")
     assert state(legacy_db) == before
 
@@ -101,7 +152,9 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(le
 def test_a_missing_owner_role_is_a_clear_error(legacy_db):
     before = state(legacy_db)
     run = cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-role", "nucleus_gone")
-    assert_clean_error(run, "role nucleus_gone does not exist", "gcloud sql users create nucleus_gone")
+    assert_clean_error(
+        run, "role nucleus_gone does not exist", "gcloud sql users create nucleus_gone"
+    )
     assert state(legacy_db) == before
 
 
@@ -117,7 +170,13 @@ def test_an_unreachable_host_fails_within_the_connect_timeout():
         blackhole.listen(8)
         port = blackhole.getsockname()[1]
         started = time.monotonic()
-        run = cli("--connect-timeout", "1", "plan", "--dsn", f"postgresql://postgres:pw@127.0.0.1:{port}/nucleus_v12")
+        run = cli(
+            "--connect-timeout",
+            "1",
+            "plan",
+            "--dsn",
+            f"postgresql://postgres:pw@127.0.0.1:{port}/nucleus_v12",
+        )
         elapsed = time.monotonic() - started
     assert_clean_error(run, "127.0.0.1")
     assert elapsed < 15
@@ -135,5 +194,3 @@ def test_usage_errors_exit_1_so_that_2_always_means_changes_pending():
     run = cli("plan")
     assert_clean_error(run, "exactly one of --dsn URL or --env NAME")
     assert cli("plan", "--no-such-flag").code == 1
-
-

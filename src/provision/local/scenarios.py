@@ -61,7 +61,11 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("empty", "a fresh Terraform deploy: database and users, nothing else", _nothing),
-        Scenario("legacy-nucleus-v12", "the seed's production state of nucleus_v12", _run_file("legacy-nucleus-v12.sql")),
+        Scenario(
+            "legacy-nucleus-v12",
+            "the seed's production state of nucleus_v12",
+            _run_file("legacy-nucleus-v12.sql"),
+        ),
         Scenario(
             "legacy-nucleus-v12-partial",
             "the production state plus migration 001 half run by postgres, unrecorded",
@@ -92,8 +96,12 @@ def load(instance: LocalInstance, name: str, database: str | None = None) -> Non
     finally:
         admin.close()
     conn = pg8000.native.Connection(
-        ADMIN_USER, host=instance.host, port=instance.port, database=database,
-        password=instance.passwords[ADMIN_USER], timeout=60,
+        ADMIN_USER,
+        host=instance.host,
+        port=instance.port,
+        database=database,
+        password=instance.passwords[ADMIN_USER],
+        timeout=60,
     )
     try:
         conn.run("BEGIN")
