@@ -1,0 +1,64 @@
+"""`nucleus-provision local up | status | down` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pg8000.native
+from sqlalchemy.engine import make_url
+
+from helpers import assert_clean_error, cli
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (this sandbox's init does not reap orphans)."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return False
+    state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
+
+
+def test_up_status_down_round_trip_leaves_no_process_behind(tmp_path):
+    state_dir = tmp_path / "state"
+    up = cli("local", "up", "--scenario", "legacy-nucleus-v12", "--state-dir", str(state_dir))
+    assert up.code == 0, up.err
+    info = up.json
+    pid = info["pid"]
+    try:
+        for key, user in (("admin_dsn", "postgres"), ("owner_dsn", "nucleus")):
+            url = make_url(info[key])
+            assert (url.username, url.host, url.database) == (user, "127.0.0.1", "nucleus_v12")
+            conn = pg8000.native.Connection(url.username, host=url.host, port=url.port, database=url.database,
+                                            password=url.password)
+            assert conn.run("SELECT current_user") == [[user]]
+            conn.close()
+        status = cli("local", "status", "--state-dir", str(state_dir))
+        assert status.code == 0 and status.json["pid"] == pid
+        again = cli("local", "up", "--scenario", "legacy-nucleus-v12", "--state-dir", str(state_dir))
+        assert again.code == 0 and again.json["pid"] == pid  # idempotent: the running instance
+        other = cli("local", "up", "--scenario", "empty", "--state-dir", str(state_dir))
+        assert_clean_error(other, "already running", "local down")
+    finally:
+        down = cli("local", "down", "--state-dir", str(state_dir))
+    assert down.code == 0
+    assert not alive(pid)
+    assert_clean_error(cli("local", "status", "--state-dir", str(state_dir)), "no local instance")
+
+
+def test_the_state_dir_comes_from_the_environment(tmp_path):
+    env = {**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(tmp_path / "from-env")}
+    up = cli("local", "up", "--scenario", "empty", env=env)
+    try:
+        assert up.code == 0, up.err
+        assert up.json["state_dir"] == str(tmp_path / "from-env")
+        assert (tmp_path / "from-env" / "instance.json").stat().st_mode & 0o077 == 0  # passwords: owner-only
+    finally:
+        assert cli("local", "down", env=env).code == 0
+
+
+def test_an_unknown_scenario_is_refused_with_the_valid_names(tmp_path):
+    run = cli("local", "up", "--scenario", "prod-copy", "--state-dir", str(tmp_path))
+    assert run.code == 1 and "legacy-nucleus-v12-partial" in run.err
+    assert not (tmp_path / "instance.json").exists()
