@@ -25,6 +25,13 @@ def environment_problems(env: Environment) -> list[str]:
     """Everything that keeps one environment from being deployed, as readable sentences."""
     problems: list[str] = []
     for role, user in (("admin", env.users.admin), ("owner", env.users.owner)):
+        if "@" in user.name:
+            # The stack creates users.admin and users.owner as built-in users with a
+            # password; a service account logs in through iam_users instead.
+            problems.append(
+                f"users.{role}.name = {user.name!r} is an IAM identity; the stack creates "
+                "built-in users with passwords (list service accounts in iam_users)"
+            )
         if not user.secret:
             problems.append(
                 f"users.{role}.secret is missing: the stack stores the {user.name!r} password in "
