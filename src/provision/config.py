@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from provision.errors import ConfigError
@@ -74,6 +75,11 @@ class UserConfig(_Model):
     secret_accessors: tuple[str, ...] = Field(
         default=(),
         description="members that may read this user's secret, in addition to the environment's secret_accessors",
+    )
+    iam: bool = Field(
+        default=False,
+        description="log in with IAM database authentication as the service account `name` "
+        "(its email; one of the environment's iam_users) instead of a password",
     )
 
     @field_validator("secret")
@@ -261,6 +267,18 @@ class Environment(_Model):
                     "(like 0.0.0.0/0); use the Connector instead"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _iam_logins(self) -> Environment:
+        # An IAM login only works for a service account that has an IAM database user on an
+        # instance with the cloudsql.iam_authentication flag: both come from this file.
+        for role in ("admin", "owner"):
+            user: UserConfig = getattr(self.users, role)
+            if user.iam and user.name not in self.iam_users:
+                raise ValueError(
+                    f"users.{role}.iam needs iam_auth = true and {user.name!r} in iam_users"
+                )
+        return self
 
     @property
     def connection_name(self) -> str:

@@ -15,6 +15,10 @@ shared/docs/cloudsql.md, sections 1 to 3):
 
 PostgreSQL refuses to run as root, so under root the server runs as the unprivileged user
 `nobody` from a directory that user can reach (under the system temp dir).
+
+Beside PostgreSQL, `Server.start` starts the Cloud SQL side of the emulation (Admin API,
+CAs, mTLS proxy on 127.x.y.z:3307: `provision.local.emulator`), and `Server.stop` stops it,
+so that `--env local` reaches this server through the Cloud SQL Python Connector.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from provision.errors import LocalInstanceError
+from provision.local import emulator
+
+if TYPE_CHECKING:
+    from provision.config import Environment
 
 STATE_ENV_VAR = "NUCLEUS_LOCAL_STATE_DIR"
 STATE_FILE = "instance.json"
@@ -74,7 +83,9 @@ def _pgserver_package() -> Path:
     # Located without importing pgserver: its import has side effects (runtime dirs, warnings).
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise LocalInstanceError("the pgserver package is not installed", hint="pip install -e '.[dev]'")
+        raise LocalInstanceError(
+            "the pgserver package is not installed", hint="pip install -e '.[dev]'"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -87,8 +98,14 @@ def private_install() -> Path:
     ($ORIGIN/../../../pgserver.libs). The copy is made once per pgserver build and reused.
     """
     source = _pgserver_package()
-    key = hashlib.sha256(f"{source}:{source.stat().st_mtime_ns}:{_INSTALL_PATCH_VERSION}".encode()).hexdigest()[:12]
-    cache = _shared_base() if _running_as_root() else Path(platformdirs.user_cache_dir("nucleus-provision"))
+    key = hashlib.sha256(
+        f"{source}:{source.stat().st_mtime_ns}:{_INSTALL_PATCH_VERSION}".encode()
+    ).hexdigest()[:12]
+    cache = (
+        _shared_base()
+        if _running_as_root()
+        else Path(platformdirs.user_cache_dir("nucleus-provision"))
+    )
     target = cache / f"pginstall-{key}"
     install = target / "pgserver" / "pginstall"
     if (install / "bin" / "postgres").exists():
@@ -96,10 +113,26 @@ def private_install() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="pginstall-", dir=cache))
     try:
-        shutil.copytree(source / "pginstall", staging / "tree" / "pgserver" / "pginstall", symlinks=True)
-        shutil.copytree(source.parent / "pgserver.libs", staging / "tree" / "pgserver.libs", symlinks=True)
-        control = staging / "tree" / "pgserver" / "pginstall" / "share" / "postgresql" / "extension" / "vector.control"
-        control.write_text(control.read_text().rstrip("\n") + "\n# Cloud SQL allow-list emulation\ntrusted = true\n")
+        shutil.copytree(
+            source / "pginstall", staging / "tree" / "pgserver" / "pginstall", symlinks=True
+        )
+        shutil.copytree(
+            source.parent / "pgserver.libs", staging / "tree" / "pgserver.libs", symlinks=True
+        )
+        control = (
+            staging
+            / "tree"
+            / "pgserver"
+            / "pginstall"
+            / "share"
+            / "postgresql"
+            / "extension"
+            / "vector.control"
+        )
+        control.write_text(
+            control.read_text().rstrip("\n")
+            + "\n# Cloud SQL allow-list emulation\ntrusted = true\n"
+        )
         for path in (staging, *staging.rglob("*")):
             if path.is_dir():
                 path.chmod(0o755)
@@ -186,6 +219,7 @@ class LocalInstance:
             "owner_dsn": self.owner_dsn,
             "state_dir": self.state_dir,
             **(self.extra or {}),
+            **({"emulator_running": emulator.running(self.state_dir)} if self.extra else {}),
         }
 
     def save(self) -> None:
@@ -247,15 +281,26 @@ class Server:
                     hint="see the server log in the state directory; `local down` cleans up",
                 )
 
-    def start(self, scenario: str, *, host: str = "127.0.0.1") -> LocalInstance:
-        """Create a fresh cluster, start it, set up the Cloud SQL roles and load a scenario."""
+    def start(
+        self, scenario: str, *, host: str = "127.0.0.1", environment: Environment | None = None
+    ) -> LocalInstance:
+        """Create a fresh cluster, start it, set up the Cloud SQL roles and load a scenario,
+        then start the emulated Admin API and proxy in front of it.
+
+        `environment` names the emulated instance (project, region, instance, IAM users); by
+        default the `local` environment of environments.toml.
+        """
         from provision.local import scenarios
 
         scenarios.get(scenario)  # unknown names fail before anything is created
         existing = LocalInstance.load(self.state_dir)
         if existing is not None and existing.is_running():
             if existing.scenario == scenario:
-                return existing
+                if existing.extra and all(emulator.running(self.state_dir).values()):
+                    return existing
+                # PostgreSQL survived but the emulator did not (or predates it): restart that part.
+                emulator.stop(self.state_dir)
+                return self._start_emulator(existing, environment)
             raise LocalInstanceError(
                 f"an instance with scenario {existing.scenario!r} is already running from {self.state_dir}",
                 hint="run `nucleus-provision local down` first, or pass another --state-dir",
@@ -274,7 +319,10 @@ class Server:
             entry = pwd.getpwnam(run_as)
             os.chown(runtime, entry.pw_uid, entry.pw_gid)
         pgdata = runtime / "data"
-        passwords = {user: secrets.token_urlsafe(18) for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER)}
+        passwords = {
+            user: secrets.token_urlsafe(18)
+            for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER)
+        }
 
         pwfile = runtime / "pwfile"
         pwfile.write_text(passwords[BOOTSTRAP_SUPERUSER] + "\n")
@@ -284,8 +332,18 @@ class Server:
         try:
             self._run(
                 install,
-                ["initdb", "-D", str(pgdata), "-U", BOOTSTRAP_SUPERUSER, f"--pwfile={pwfile}",
-                 "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+                [
+                    "initdb",
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    BOOTSTRAP_SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
                 run_as,
             )
         finally:
@@ -308,15 +366,38 @@ class Server:
             )
 
         instance = LocalInstance(
-            state_dir=str(self.state_dir), pgdata=str(pgdata), install=str(install), host=host, port=0,
-            scenario=scenario, database=DATABASE, passwords=passwords, run_as=run_as,
+            state_dir=str(self.state_dir),
+            pgdata=str(pgdata),
+            install=str(install),
+            host=host,
+            port=0,
+            scenario=scenario,
+            database=DATABASE,
+            passwords=passwords,
+            run_as=run_as,
         )
         for attempt in range(5):  # a free port can be taken between probing and binding
             port = _free_port(host)
             instance = LocalInstance(**{**asdict(instance), "port": port})
             try:
-                self._run(install, ["pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "server.log"),
-                                    "-o", f"-p {port}", "-w", "-t", "60", "start"], run_as, timeout=90)
+                self._run(
+                    install,
+                    [
+                        "pg_ctl",
+                        "-D",
+                        str(pgdata),
+                        "-l",
+                        str(pgdata / "server.log"),
+                        "-o",
+                        f"-p {port}",
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ],
+                    run_as,
+                    timeout=90,
+                )
                 break
             except LocalInstanceError:
                 if attempt == 4:
@@ -326,9 +407,17 @@ class Server:
         try:
             _bootstrap_cloudsql(instance)
             scenarios.load(instance, scenario)
-        except Exception:
+            return self._start_emulator(instance, environment)
+        except BaseException:
             self._cleanup(instance)
             raise
+
+    def _start_emulator(
+        self, instance: LocalInstance, environment: Environment | None
+    ) -> LocalInstance:
+        state = emulator.start(instance, environment)
+        instance = LocalInstance(**{**asdict(instance), "extra": state.summary()})
+        instance.save()
         return instance
 
     def status(self) -> LocalInstance | None:
@@ -343,11 +432,16 @@ class Server:
         return True
 
     def _cleanup(self, instance: LocalInstance) -> None:
+        emulator.stop(instance.state_dir)
         pgdata = Path(instance.pgdata)
         if instance.is_running():
             try:
-                self._run(Path(instance.install), ["pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"],
-                          instance.run_as, timeout=60)
+                self._run(
+                    Path(instance.install),
+                    ["pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"],
+                    instance.run_as,
+                    timeout=60,
+                )
             except (LocalInstanceError, subprocess.TimeoutExpired):
                 pid = instance.pid
                 if pid is not None:
@@ -375,7 +469,9 @@ def api_create_user(conn, name: str, password: str) -> None:
     created by cloudsqladmin (so `postgres` gets no ADMIN OPTION on it)."""
     from pg8000.native import identifier, literal
 
-    conn.run(f"CREATE ROLE {identifier(name)} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} IN ROLE {SUPERUSER_GROUP}")
+    conn.run(
+        f"CREATE ROLE {identifier(name)} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} IN ROLE {SUPERUSER_GROUP}"
+    )
 
 
 def api_create_database(conn, name: str) -> None:
@@ -389,8 +485,12 @@ def superuser_connection(instance: LocalInstance, database: str = "postgres"):
     import pg8000.native
 
     return pg8000.native.Connection(
-        BOOTSTRAP_SUPERUSER, host=instance.host, port=instance.port, database=database,
-        password=instance.passwords[BOOTSTRAP_SUPERUSER], timeout=30,
+        BOOTSTRAP_SUPERUSER,
+        host=instance.host,
+        port=instance.port,
+        database=database,
+        password=instance.passwords[BOOTSTRAP_SUPERUSER],
+        timeout=30,
     )
 
 
@@ -401,7 +501,9 @@ def _bootstrap_cloudsql(instance: LocalInstance) -> None:
     try:
         for statement in filter(None, (s.strip() for s in _CLOUDSQL_ROLES.split(";"))):
             conn.run(statement)
-        conn.run(f"ALTER ROLE {identifier(ADMIN_USER)} PASSWORD {literal(instance.passwords[ADMIN_USER])}")
+        conn.run(
+            f"ALTER ROLE {identifier(ADMIN_USER)} PASSWORD {literal(instance.passwords[ADMIN_USER])}"
+        )
         api_create_user(conn, OWNER_USER, instance.passwords[OWNER_USER])
     finally:
         conn.close()

@@ -1,0 +1,264 @@
+"""Where the database logins of an environment come from: IAM, a password variable, Secret
+Manager, or the local emulation's state.
+
+For each user of an environment (`users.admin`, `users.owner` in environments.toml) the
+lookup is, in this order:
+
+1. `iam = true`: IAM database authentication as the service account `name`; no password.
+2. Emulated environments only: the password the running emulation generated for that user
+   (`local up` writes it to its state directory). It comes before the variable so that a
+   production password exported in the shell can never be sent to the local emulation, nor
+   a stale one be used after `local up` made new ones.
+3. The environment variable named by `password_env`, when it is set and not empty.
+4. Non-emulated environments only: the latest version of the Secret Manager secret `secret`
+   in the environment's project (the secret the stacks create).
+
+A `Login` keeps the password out of its repr, and errors name where they looked, never a
+value. Google credentials come from Application Default Credentials for real environments
+and from the emulation's static token for emulated ones (never `google.auth.default()`
+there, which could reach Google's metadata server).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from provision.errors import ConnectionFailed, CredentialsMissing
+
+if TYPE_CHECKING:
+    import google.auth.credentials
+
+    from provision.config import Environment, UserConfig
+    from provision.local.emulator import EmulatorState, IamUser
+    from provision.local.server import LocalInstance
+
+Role = Literal["admin", "owner"]
+# (project, secret id) -> the secret's latest payload. Injectable so that tests can point the
+# real Secret Manager client at a local fake.
+SecretReader = Callable[[str, str], str]
+
+# The Connector needs sqlservice.admin; Secret Manager needs cloud-platform, which covers both.
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SECRET_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Login:
+    """How one database user logs in. `source` says where the secret came from, for messages."""
+
+    user: str
+    password: str | None = field(repr=False)
+    iam: bool
+    source: str
+
+
+# -- Google credentials -----------------------------------------------------------------------
+
+
+def application_default_credentials() -> google.auth.credentials.Credentials:
+    """Application Default Credentials for the Admin API and Secret Manager, or a clear error."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    except DefaultCredentialsError:
+        raise CredentialsMissing(
+            "no Google credentials for the Cloud SQL Admin API (Application Default Credentials not found)",
+            hint="run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
+            "to a service-account key file",
+        ) from None
+    return credentials
+
+
+def static_token_credentials(token: str) -> google.auth.credentials.Credentials:
+    """Credentials that never need a refresh, for the local emulation: a static token, no expiry.
+
+    A subclass only so that a refresh keeps the token: IAM database authentication makes the
+    Connector copy the credentials, down-scope the copy and refresh it, and google-auth's
+    refresh_handler does not survive that copy. The emulation knows one token per identity,
+    so "refreshing" hands back the same token, valid for an hour.
+    """
+    import google.oauth2.credentials
+
+    class StaticTokenCredentials(google.oauth2.credentials.Credentials):
+        def refresh(self, request: object) -> None:
+            # google-auth compares expiries as naive UTC datetimes.
+            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+            self.expiry = now + datetime.timedelta(hours=1)
+
+    return StaticTokenCredentials(token=token)
+
+
+# -- Secret Manager ---------------------------------------------------------------------------
+
+
+def secret_manager_reader(
+    credentials: google.auth.credentials.Credentials | None = None,
+    *,
+    endpoint: str | None = None,
+    timeout: float = SECRET_TIMEOUT,
+) -> SecretReader:
+    """A SecretReader over the Secret Manager API.
+
+    Production: gRPC to secretmanager.googleapis.com with the given (or default) credentials.
+    With `endpoint="http://HOST:PORT"` it speaks Secret Manager's REST protocol to that
+    address instead, which is how tests reach a local fake with the real client.
+    """
+    from google.cloud import secretmanager
+
+    if endpoint is not None:
+        from google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest import (
+            SecretManagerServiceRestTransport,
+        )
+
+        scheme, _, host = endpoint.partition("://")
+        transport = SecretManagerServiceRestTransport(
+            host=host, credentials=credentials, url_scheme=scheme
+        )
+        client = secretmanager.SecretManagerServiceClient(transport=transport)
+    else:
+        client = secretmanager.SecretManagerServiceClient(credentials=credentials)
+
+    def read(project: str, secret: str) -> str:
+        from google.api_core import exceptions as api
+        from google.api_core.retry import Retry, if_exception_type
+
+        name = f"projects/{project}/secrets/{secret}/versions/latest"
+        # Retry transient errors briefly; the whole lookup stays within `timeout`.
+        retry = Retry(
+            predicate=if_exception_type(api.ServiceUnavailable),
+            initial=0.2,
+            maximum=2.0,
+            timeout=timeout,
+        )
+        try:
+            response = client.access_secret_version(name=name, timeout=timeout, retry=retry)
+        except api.NotFound:
+            raise _SecretNotFound(
+                f"Secret Manager secret {name}: not found (or it has no enabled version)"
+            ) from None
+        except (api.PermissionDenied, api.Unauthenticated):
+            raise CredentialsMissing(
+                f"no permission to read Secret Manager secret {name}",
+                hint="grant roles/secretmanager.secretAccessor on it (secret_accessors in environments.toml), "
+                "or export the password variable",
+            ) from None
+        except api.FailedPrecondition:
+            raise CredentialsMissing(
+                f"the latest version of Secret Manager secret {name} is disabled or destroyed",
+                hint="add a new version: `gcloud secrets versions add`",
+            ) from None
+        except (api.GoogleAPICallError, api.RetryError) as exc:
+            raise ConnectionFailed(
+                f"cannot read Secret Manager secret {name} ({type(exc).__name__})",
+                hint="check the network path to Secret Manager, or export the password variable",
+            ) from None
+        # A secret made with `echo ... | gcloud secrets create` ends in a newline that is not
+        # part of the password.
+        return response.payload.data.decode("utf-8").rstrip("\r\n")
+
+    return read
+
+
+class _SecretNotFound(Exception):
+    """Internal: the secret does not exist; the lookup goes on and reports it at the end."""
+
+
+# -- the lookup -------------------------------------------------------------------------------
+
+
+def _hint(environment: Environment, role: Role, user: UserConfig) -> str:
+    ways = []
+    if user.password_env:
+        ways.append(f"export {user.password_env}")
+    if user.secret and not environment.emulated:
+        ways.append(f"create Secret Manager secret {user.secret} in project {environment.project}")
+    ways.append(f"or set users.{role}.iam = true for a service account in iam_users")
+    if environment.emulated:
+        ways.insert(0, "start the emulation with `nucleus-provision local up`")
+    return "; ".join(ways)
+
+
+def login_for(
+    environment: Environment,
+    role: Role,
+    *,
+    secrets: SecretReader | None = None,
+    emulation: LocalInstance | None = None,
+) -> Login:
+    """The login of `users.<role>` (see the module docstring for the order), or CredentialsMissing
+    naming every place that was looked at."""
+    user: UserConfig = getattr(environment.users, role)
+    if user.iam:
+        return Login(user.name, None, True, f"IAM database authentication as {user.name}")
+
+    looked: list[str] = []
+    if environment.emulated:
+        if emulation is not None and user.name in emulation.passwords:
+            return Login(
+                user.name,
+                emulation.passwords[user.name],
+                False,
+                f"the local emulation in {emulation.state_dir}",
+            )
+        looked.append(
+            "the local emulation's state"
+            if emulation is not None
+            else "a running local emulation (none)"
+        )
+
+    if user.password_env:
+        value = os.environ.get(user.password_env)
+        if value:
+            return Login(user.name, value, False, f"environment variable {user.password_env}")
+        looked.append(f"environment variable {user.password_env} (not set)")
+
+    if user.secret and not environment.emulated:
+        if secrets is None:
+            secrets = secret_manager_reader(application_default_credentials())
+        try:
+            password = secrets(environment.project, user.secret)
+        except _SecretNotFound as exc:
+            looked.append(str(exc))
+        else:
+            return Login(
+                user.name,
+                password,
+                False,
+                f"Secret Manager secret projects/{environment.project}/secrets/{user.secret} (latest version)",
+            )
+
+    if not looked:
+        looked.append("nowhere: neither password_env nor secret is configured")
+    raise CredentialsMissing(
+        f"no password for database user {user.name!r} (users.{role} of environment {environment.name!r}); "
+        f"looked in: {'; '.join(looked)}",
+        hint=_hint(environment, role, user),
+    )
+
+
+def emulation_token(state: EmulatorState, environment: Environment) -> tuple[str, IamUser | None]:
+    """The static token for an emulated environment's Google credentials.
+
+    When a user logs in with IAM, the run acts as that service account (as it would with its
+    key on Google Cloud): the token is the one the emulation issued to it.
+    """
+    from provision.local.emulator import iam_users
+
+    known = iam_users(state.state_dir)
+    for role in ("admin", "owner"):
+        user: UserConfig = getattr(environment.users, role)
+        if user.iam:
+            if user.name not in known:
+                raise CredentialsMissing(
+                    f"the local emulation has no IAM service account {user.name} (users.{role})",
+                    hint="list it in the local environment's iam_users (with iam_auth = true) and run "
+                    "`nucleus-provision local down` and `local up` again",
+                )
+            return known[user.name].token, known[user.name]
+    return state.api_token, None
