@@ -30,13 +30,20 @@ def test_up_status_down_round_trip_leaves_no_process_behind(tmp_path):
         for key, user in (("admin_dsn", "postgres"), ("owner_dsn", "nucleus")):
             url = make_url(info[key])
             assert (url.username, url.host, url.database) == (user, "127.0.0.1", "nucleus_v12")
-            conn = pg8000.native.Connection(url.username, host=url.host, port=url.port, database=url.database,
-                                            password=url.password)
+            conn = pg8000.native.Connection(
+                url.username,
+                host=url.host,
+                port=url.port,
+                database=url.database,
+                password=url.password,
+            )
             assert conn.run("SELECT current_user") == [[user]]
             conn.close()
         status = cli("local", "status", "--state-dir", str(state_dir))
         assert status.code == 0 and status.json["pid"] == pid
-        again = cli("local", "up", "--scenario", "legacy-nucleus-v12", "--state-dir", str(state_dir))
+        again = cli(
+            "local", "up", "--scenario", "legacy-nucleus-v12", "--state-dir", str(state_dir)
+        )
         assert again.code == 0 and again.json["pid"] == pid  # idempotent: the running instance
         other = cli("local", "up", "--scenario", "empty", "--state-dir", str(state_dir))
         assert_clean_error(other, "already running", "local down")
@@ -53,7 +60,9 @@ def test_the_state_dir_comes_from_the_environment(tmp_path):
     try:
         assert up.code == 0, up.err
         assert up.json["state_dir"] == str(tmp_path / "from-env")
-        assert (tmp_path / "from-env" / "instance.json").stat().st_mode & 0o077 == 0  # passwords: owner-only
+        assert (
+            tmp_path / "from-env" / "instance.json"
+        ).stat().st_mode & 0o077 == 0  # passwords: owner-only
     finally:
         assert cli("local", "down", env=env).code == 0
 

@@ -191,7 +191,9 @@ SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), CAST(c.rela
            SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I')
+WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+       -- indexes only where the layout names one (the version table's); the rest follow their tables
+       OR (c.relkind IN ('i', 'I') AND n.nspname = :mschema))
   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 """)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from helpers import cli
 
 SCENARIOS = ["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]

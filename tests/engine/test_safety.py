@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import assert_clean_error, cli, start
 
 ROOT = Path(__file__).resolve().parents[2]
