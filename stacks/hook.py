@@ -19,9 +19,11 @@ import shlex
 from pathlib import Path
 
 from provision.config import CONFIG_ENV_VAR, CONFIG_FILE_NAME
+from provision.migrations import MIGRATIONS_ENV_VAR
 
 # Files, relative to the repository root, whose content is the desired database state.
-DESIRED_STATE_GLOBS: tuple[str, ...] = ("bootstrap_sql/*.sql", "src/provision/layout.py")
+MIGRATIONS_DIR = "bootstrap_sql"
+DESIRED_STATE_GLOBS: tuple[str, ...] = (f"{MIGRATIONS_DIR}/*.sql", "src/provision/layout.py")
 
 CLI_NAME = "nucleus-provision"
 
@@ -32,11 +34,11 @@ def hook_command(env_name: str) -> str:
 
 
 def hook_environment() -> dict[str, str]:
-    """Variables set for the hook. The config path is relative to the hook's working
-    directory (the repository root); pinning it keeps an operator's own
-    $NUCLEUS_PROVISION_CONFIG, inherited by local-exec, from pointing the hook at another
-    file than the one the stack was synthesized from."""
-    return {CONFIG_ENV_VAR: CONFIG_FILE_NAME}
+    """Variables set for the hook, as paths relative to its working directory (the
+    repository root). local-exec inherits the operator's environment; pinning these keeps
+    an operator's own $NUCLEUS_PROVISION_CONFIG or $NUCLEUS_BOOTSTRAP_SQL from pointing
+    the hook at other files than the ones the stack was synthesized (and hashed) from."""
+    return {CONFIG_ENV_VAR: CONFIG_FILE_NAME, MIGRATIONS_ENV_VAR: MIGRATIONS_DIR}
 
 
 def hook_working_dir(repo_root: Path, stack_dir: Path) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from stack_support import REAL_STACKS, REPO_ROOT
 
+from provision.config import load_environment
 from stacks import hook
 
 
@@ -32,7 +36,10 @@ def test_hook_runs_the_cli_for_its_environment_after_instance_database_users_and
             "local-exec": {
                 "command": f"nucleus-provision apply --env {name}",
                 "working_dir": os.path.relpath(REPO_ROOT, stack_dir),
-                "environment": {"NUCLEUS_PROVISION_CONFIG": "environments.toml"},
+                "environment": {
+                    "NUCLEUS_PROVISION_CONFIG": "environments.toml",
+                    "NUCLEUS_BOOTSTRAP_SQL": "bootstrap_sql",
+                },
             }
         }
     ]
@@ -50,6 +57,8 @@ def test_hook_working_dir_is_relative_and_leads_from_the_stack_to_this_repositor
         resolved = (synth_dir / "stacks" / name / working_dir).resolve()
         assert resolved == REPO_ROOT
         assert (resolved / local_exec["environment"]["NUCLEUS_PROVISION_CONFIG"]).is_file()
+        # The migrations the hook applies are the ones the trigger hash covers.
+        assert (resolved / local_exec["environment"]["NUCLEUS_BOOTSTRAP_SQL"]).is_dir()
 
 
 def test_in_the_default_layout_the_hook_runs_from_three_levels_up() -> None:
@@ -123,3 +132,37 @@ def test_desired_state_hash_is_defined_when_the_layout_does_not_exist_yet(tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     assert hook.desired_state_sha256(empty) == hashlib.sha256().hexdigest()
+
+
+def test_the_hook_command_is_one_the_cli_accepts(stacks: dict[str, Any]) -> None:
+    local_exec = stacks["prod"]["resource"]["terraform_data"]["post_provision"]["provisioner"][0][
+        "local-exec"
+    ]
+    program, verb, *options = shlex.split(local_exec["command"])
+    assert (program, verb, options) == ("nucleus-provision", "apply", ["--env", "prod"])
+    result = subprocess.run(
+        [sys.executable, "-m", "provision", verb, "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--env" in result.stdout
+
+
+def test_from_its_working_dir_the_hook_reads_the_configuration_the_stack_came_from(
+    stacks: dict[str, Any], synth_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local_exec = stacks["staging"]["resource"]["terraform_data"]["post_provision"]["provisioner"][
+        0
+    ]["local-exec"]
+    monkeypatch.chdir(synth_dir / "stacks" / "staging" / local_exec["working_dir"])
+    # An operator's own setting is overridden by the hook's environment.
+    monkeypatch.setenv("NUCLEUS_PROVISION_CONFIG", "/nonexistent/environments.toml")
+    for name, value in local_exec["environment"].items():
+        monkeypatch.setenv(name, value)
+    assert (
+        load_environment("staging").connection_name
+        == "nucleus-staging:europe-west1:nucleus-staging-db"
+    )

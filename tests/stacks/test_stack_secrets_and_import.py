@@ -28,7 +28,7 @@ def test_no_password_or_secret_value_appears_anywhere_in_the_synthesized_json(
             assert PASSWORD_REFERENCE.fullmatch(value), f"{name}: {path} holds a literal value"
         # The provisioner and its environment carry no credentials either.
         hook = stack["resource"]["terraform_data"]["post_provision"]["provisioner"][0]["local-exec"]
-        assert set(hook["environment"]) == {"NUCLEUS_PROVISION_CONFIG"}
+        assert set(hook["environment"]) == {"NUCLEUS_PROVISION_CONFIG", "NUCLEUS_BOOTSTRAP_SQL"}
         assert "password" not in hook["command"].lower()
         assert "random_password" not in str(hook)
 
