@@ -76,11 +76,6 @@ class UserConfig(_Model):
         default=(),
         description="members that may read this user's secret, in addition to the environment's secret_accessors",
     )
-    iam: bool = Field(
-        default=False,
-        description="log in with IAM database authentication as the service account `name` "
-        "(its email; one of the environment's iam_users) instead of a password",
-    )
 
     @field_validator("secret")
     @classmethod
@@ -165,6 +160,11 @@ class Environment(_Model):
     )
     secret_accessors: tuple[str, ...] = Field(
         default=(), description="members that may read the password secrets"
+    )
+    iam_login: str | None = Field(
+        default=None,
+        description="service account (one of iam_users) the admin session logs in as with IAM "
+        "database authentication, instead of users.admin with its password",
     )
     lazy_refresh: bool = False
     emulated: bool = Field(
@@ -269,15 +269,13 @@ class Environment(_Model):
         return value
 
     @model_validator(mode="after")
-    def _iam_logins(self) -> Environment:
+    def _iam_login_is_an_iam_user(self) -> Environment:
         # An IAM login only works for a service account that has an IAM database user on an
         # instance with the cloudsql.iam_authentication flag: both come from this file.
-        for role in ("admin", "owner"):
-            user: UserConfig = getattr(self.users, role)
-            if user.iam and user.name not in self.iam_users:
-                raise ValueError(
-                    f"users.{role}.iam needs iam_auth = true and {user.name!r} in iam_users"
-                )
+        if self.iam_login is not None and self.iam_login not in self.iam_users:
+            raise ValueError(
+                f"iam_login {self.iam_login!r} needs iam_auth = true and the same email in iam_users"
+            )
         return self
 
     @property

@@ -4,7 +4,8 @@ Manager, or the local emulation's state.
 For each user of an environment (`users.admin`, `users.owner` in environments.toml) the
 lookup is, in this order:
 
-1. `iam = true`: IAM database authentication as the service account `name`; no password.
+1. Admin only, when the environment sets `iam_login`: IAM database authentication as that
+   service account (one of `iam_users`); no password.
 2. Emulated environments only: the password the running emulation generated for that user
    (`local up` writes it to its state directory). It comes before the variable so that a
    production password exported in the shell can never be sent to the local emulation, nor
@@ -178,7 +179,8 @@ def _hint(environment: Environment, role: Role, user: UserConfig) -> str:
         ways.append(f"export {user.password_env}")
     if user.secret and not environment.emulated:
         ways.append(f"create Secret Manager secret {user.secret} in project {environment.project}")
-    ways.append(f"or set users.{role}.iam = true for a service account in iam_users")
+    if role == "admin":
+        ways.append("or log in with IAM: iam_login = a service account of iam_users")
     if environment.emulated:
         ways.insert(0, "start the emulation with `nucleus-provision local up`")
     return "; ".join(ways)
@@ -193,9 +195,14 @@ def login_for(
 ) -> Login:
     """The login of `users.<role>` (see the module docstring for the order), or CredentialsMissing
     naming every place that was looked at."""
+    if role == "admin" and environment.iam_login is not None:
+        return Login(
+            environment.iam_login,
+            None,
+            True,
+            f"IAM database authentication as {environment.iam_login}",
+        )
     user: UserConfig = getattr(environment.users, role)
-    if user.iam:
-        return Login(user.name, None, True, f"IAM database authentication as {user.name}")
 
     looked: list[str] = []
     if environment.emulated:
@@ -245,20 +252,19 @@ def login_for(
 def emulation_token(state: EmulatorState, environment: Environment) -> tuple[str, IamUser | None]:
     """The static token for an emulated environment's Google credentials.
 
-    When a user logs in with IAM, the run acts as that service account (as it would with its
-    key on Google Cloud): the token is the one the emulation issued to it.
+    With `iam_login`, the run acts as that service account (as it would with its key on
+    Google Cloud): the token is the one the emulation issued to it.
     """
     from provision.local.emulator import iam_users
 
+    if environment.iam_login is None:
+        return state.api_token, None
     known = iam_users(state.state_dir)
-    for role in ("admin", "owner"):
-        user: UserConfig = getattr(environment.users, role)
-        if user.iam:
-            if user.name not in known:
-                raise CredentialsMissing(
-                    f"the local emulation has no IAM service account {user.name} (users.{role})",
-                    hint="list it in the local environment's iam_users (with iam_auth = true) and run "
-                    "`nucleus-provision local down` and `local up` again",
-                )
-            return known[user.name].token, known[user.name]
-    return state.api_token, None
+    if environment.iam_login not in known:
+        raise CredentialsMissing(
+            f"the local emulation has no IAM service account {environment.iam_login}",
+            hint="list it in the emulated environment's iam_users (with iam_auth = true), then run "
+            "`nucleus-provision local down` and `local up` again",
+        )
+    user = known[environment.iam_login]
+    return user.token, user

@@ -187,6 +187,7 @@ def describe(cert: x509.Certificate) -> dict[str, object]:
         "not_after": cert.not_valid_after_utc.isoformat(),
         "sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
         "iam_user": iam_identity(cert),
+        "pem": _pem(cert),  # public: lets a reader check the signature against the CA itself
     }
 
 
