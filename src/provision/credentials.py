@@ -126,6 +126,7 @@ def secret_manager_reader(
         client = secretmanager.SecretManagerServiceClient(credentials=credentials)
 
     def read(project: str, secret: str) -> str:
+        import requests
         from google.api_core import exceptions as api
         from google.api_core.retry import Retry, if_exception_type
 
@@ -143,7 +144,7 @@ def secret_manager_reader(
             raise _SecretNotFound(
                 f"Secret Manager secret {name}: not found (or it has no enabled version)"
             ) from None
-        except (api.PermissionDenied, api.Unauthenticated):
+        except (api.Forbidden, api.Unauthorized):  # gRPC: PermissionDenied, Unauthenticated
             raise CredentialsMissing(
                 f"no permission to read Secret Manager secret {name}",
                 hint="grant roles/secretmanager.secretAccessor on it (secret_accessors in environments.toml), "
@@ -154,7 +155,8 @@ def secret_manager_reader(
                 f"the latest version of Secret Manager secret {name} is disabled or destroyed",
                 hint="add a new version: `gcloud secrets versions add`",
             ) from None
-        except (api.GoogleAPICallError, api.RetryError) as exc:
+        except (api.GoogleAPICallError, api.RetryError, requests.RequestException) as exc:
+            # gRPC reports an unreachable service as ServiceUnavailable; REST as requests' errors.
             raise ConnectionFailed(
                 f"cannot read Secret Manager secret {name} ({type(exc).__name__})",
                 hint="check the network path to Secret Manager, or export the password variable",

@@ -163,14 +163,52 @@ class Proxy:
     def __init__(self, state: EmulatorState, records: RecordLog) -> None:
         self.state = state
         self.records = records
+        self.context = server_context(state)
+        self.client_ca = state.keypair("client-ca").cert.subject.rfc4514_string()
         self.connections: set[asyncio.Task[Any]] = set()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, transport: asyncio.Transport
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """TLS on a fresh connection, as streams; None (and a record) when the client is refused.
+
+        The handshake is run here rather than by `asyncio.start_server(ssl=...)`, which drops
+        handshake failures silently: the records must show refused certificates too.
+        """
+        loop = asyncio.get_running_loop()
+        peer = "{}:{}".format(*transport.get_extra_info("peername")[:2])
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            tls = await loop.start_tls(
+                transport,
+                protocol,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self.records.write(COMPONENT, "handshake_failed", peer=peer, error=reason)
+            transport.close()
+            return None
+        if tls is None:  # the client went away during the handshake
+            transport.close()
+            return None
+        protocol.connection_made(tls)
+        return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
+
+    async def handle(self, transport: asyncio.Transport) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
+        writer: asyncio.StreamWriter | None = None
         upstream_writer: asyncio.StreamWriter | None = None
         try:
+            accepted = await self._accept(transport)
+            if accepted is None:
+                return
+            reader, writer = accepted
             ssl_object = writer.get_extra_info("ssl_object")
             cert = x509.load_der_x509_certificate(ssl_object.getpeercert(binary_form=True))
             described = certs.describe(cert)
@@ -180,7 +218,7 @@ class Proxy:
                 peer="{}:{}".format(*writer.get_extra_info("peername")[:2]),
                 tls_version=ssl_object.version(),
                 client_cert=described,
-                verified_by=self.state.keypair("client-ca").cert.subject.rfc4514_string(),
+                verified_by=self.client_ca,
             )
             try:
                 upstream_reader, upstream_writer = await asyncio.wait_for(
@@ -219,31 +257,25 @@ class Proxy:
                     stream.close()
 
 
+class _HoldUntilTls(asyncio.Protocol):
+    """Accepts a connection and stops reading at once, so that the client's TLS ClientHello
+    stays in the socket for `loop.start_tls` instead of being read as plain data."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        asyncio.get_running_loop().create_task(self.proxy.handle(transport))
+
+
 async def start(
     state: EmulatorState, sock: Any, records: RecordLog
 ) -> Callable[[], Awaitable[None]]:
     """Serve the proxy on the given listening socket; returns the coroutine that stops it."""
     proxy = Proxy(state, records)
-    context = server_context(state)
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-
-    def quiet_handshake_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # A client without a valid certificate is refused during the TLS handshake; asyncio
-        # reports that as an unhandled error. Record it instead of logging a traceback.
-        exc = context.get("exception")
-        if isinstance(exc, ssl.SSLError | ConnectionError):
-            records.write(COMPONENT, "handshake_failed", error=str(exc))
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(quiet_handshake_errors)
-    server = await asyncio.start_server(
-        proxy.handle, sock=sock, ssl=context, ssl_handshake_timeout=_HANDSHAKE_TIMEOUT
-    )
+    server = await asyncio.get_running_loop().create_server(lambda: _HoldUntilTls(proxy), sock=sock)
 
     async def close() -> None:
         server.close()
