@@ -31,7 +31,10 @@ def test_inspect_env_local_goes_through_the_admin_api_and_the_mtls_proxy(emulati
         ("admin-api", "connectSettings"),
         ("admin-api", "generateEphemeralCert"),
         ("proxy", "connection"),
+        ("proxy", "startup"),
     ]
+    (startup,) = [r for r in records if r["event"] == "startup"]
+    assert (startup["db_user"], startup["database"]) == ("postgres", "nucleus_v12")
     api_calls = [r for r in records if r["component"] == "admin-api"]
     for call in api_calls:
         assert call["status"] == 200
@@ -61,10 +64,12 @@ def test_admin_and_owner_sessions_share_one_connector_and_one_certificate(emulat
             assert conn.execute(text("SELECT current_database()")).scalar() == "nucleus_v12"
     finally:
         target.dispose()
-    events = _events(emulation.records(before))
+    records = emulation.records(before)
+    events = _events(records)
     assert events.count(("admin-api", "connectSettings")) == 1
     assert events.count(("admin-api", "generateEphemeralCert")) == 1
     assert events.count(("proxy", "connection")) == 2  # one per role, no pool left open
+    assert [r["db_user"] for r in records if r["event"] == "startup"] == ["postgres", "nucleus"]
     assert not [
         t for t in threading.enumerate() if t.name.startswith("cloudsql-connector") and t.is_alive()
     ]

@@ -34,6 +34,8 @@ from provision.local.emulator import EmulatorState, RecordLog, iam_users
 COMPONENT = "proxy"
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
+_PROTOCOL_3 = 196608
+_MAX_STARTUP = 10_000
 _UPSTREAM_TIMEOUT = 10.0
 _HANDSHAKE_TIMEOUT = 10.0
 
@@ -71,6 +73,8 @@ async def _read_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     tunnel is already TLS; pg8000 asks and carries on in plain text when told "N")."""
     while True:
         length = struct.unpack("!i", await reader.readexactly(4))[0]
+        if not 8 <= length <= _MAX_STARTUP:
+            raise ConnectionError(f"not a PostgreSQL startup packet (length {length})")
         body = await reader.readexactly(length - 4)
         code = struct.unpack("!i", body[:4])[0]
         if code in (_SSL_REQUEST, _GSSENC_REQUEST):
@@ -80,11 +84,16 @@ async def _read_startup(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         return struct.pack("!i", length) + body
 
 
-def _startup_user(startup: bytes) -> str | None:
+def _startup_params(startup: bytes) -> dict[str, str]:
+    """user, database, application_name... of a StartupMessage (after length and version)."""
+    if struct.unpack("!i", startup[4:8])[0] != _PROTOCOL_3:  # e.g. a CancelRequest
+        return {}
     parts = startup[8:].split(b"\0")
-    params = dict(zip(parts[0::2], parts[1::2], strict=False))
-    user = params.get(b"user")
-    return user.decode() if user else None
+    return {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in zip(parts[0::2], parts[1::2], strict=False)
+        if k
+    }
 
 
 async def _login_for_iam_user(
@@ -228,12 +237,18 @@ class Proxy:
             except (OSError, TimeoutError) as exc:
                 self.records.write(COMPONENT, "upstream_unreachable", error=str(exc))
                 return
+            # The StartupMessage is read here (not just piped) to record who logs in, and
+            # because an IAM login needs the user name.
+            startup = await _read_startup(reader, writer)
+            params = _startup_params(startup)
+            self.records.write(
+                COMPONENT, "startup", db_user=params.get("user"), database=params.get("database")
+            )
+            upstream_writer.write(startup)
             iam_email = described["iam_user"]
             if isinstance(iam_email, str):
-                startup = await _read_startup(reader, writer)
-                upstream_writer.write(startup)
                 user = iam_users(self.state.state_dir).get(iam_email)
-                if user is not None and _startup_user(startup) == user.db_user:
+                if user is not None and params.get("user") == user.db_user:
                     try:
                         await _login_for_iam_user(
                             writer, upstream_reader, upstream_writer, user.db_user, user.password
