@@ -80,7 +80,9 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
         return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
     from provision import cloudsql
 
-    return cloudsql.target_for_environment(env_name, config_path=ctx.config)
+    return cloudsql.target_for_environment(
+        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
