@@ -322,6 +322,13 @@ def describe_connector_error(
             hint=down_hint
             or f"check that the instance's {environment.ip_type.value} address is reachable from here",
         )
+    if login.password is None and isinstance(exc, AttributeError):
+        # pg8000 trips over the missing password when the server asks an IAM login for one.
+        return ConnectionFailed(
+            f"{where}: the server asked for a password, but this is an IAM login (it has none)",
+            hint="check that the instance has iam_auth = true and an IAM database user for "
+            f"{login.user} (iam_users in environments.toml)",
+        )
     return ConnectionFailed(f"{where}: {type(exc).__name__}: {exc}")
 
 
@@ -402,19 +409,26 @@ def target_for(
     else:
         google_credentials = credentials.application_default_credentials()
         endpoint = None
-        if secrets is None:
-            secrets = _lazy_secret_reader(google_credentials)
+    own_reader = None
+    if secrets is None and not environment.emulated:
+        secrets = own_reader = credentials.SecretManagerReader(google_credentials)
 
-    admin_login = credentials.login_for(environment, "admin", secrets=secrets, emulation=instance)
     owner_login: credentials.Login | None = None
     owner_unavailable: str | None = None
     try:
-        owner_login = credentials.login_for(
-            environment, "owner", secrets=secrets, emulation=instance
+        admin_login = credentials.login_for(
+            environment, "admin", secrets=secrets, emulation=instance
         )
-    except CredentialsMissing as exc:
-        # Not an error yet: only runs that hand objects over or run migrations need the owner.
-        owner_unavailable = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+        try:
+            owner_login = credentials.login_for(
+                environment, "owner", secrets=secrets, emulation=instance
+            )
+        except CredentialsMissing as exc:
+            # Not an error yet: only runs that hand objects over or run migrations need the owner.
+            owner_unavailable = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+    finally:
+        if own_reader is not None:
+            own_reader.close()
 
     session = ConnectorSession(
         google_credentials=google_credentials,
@@ -440,21 +454,6 @@ def target_for(
         closers=[session.close],
         owner_unavailable=owner_unavailable,
     )
-
-
-def _lazy_secret_reader(
-    google_credentials: google.auth.credentials.Credentials,
-) -> credentials.SecretReader:
-    # Secret Manager's client is built only if a password is actually looked up there.
-    reader: credentials.SecretReader | None = None
-
-    def read(project: str, secret: str) -> str:
-        nonlocal reader
-        if reader is None:
-            reader = credentials.secret_manager_reader(google_credentials)
-        return reader(project, secret)
-
-    return read
 
 
 def target_for_environment(

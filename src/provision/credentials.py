@@ -26,7 +26,7 @@ import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from provision.errors import ConnectionFailed, CredentialsMissing
 
@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from provision.local.server import LocalInstance
 
 Role = Literal["admin", "owner"]
-# (project, secret id) -> the secret's latest payload. Injectable so that tests can point the
-# real Secret Manager client at a local fake.
+# (project, secret id) -> the secret's latest payload (SecretManagerReader, or a stand-in).
 SecretReader = Callable[[str, str], str]
 
 # The Connector needs sqlservice.admin; Secret Manager needs cloud-platform, which covers both.
@@ -98,34 +97,50 @@ def static_token_credentials(token: str) -> google.auth.credentials.Credentials:
 # -- Secret Manager ---------------------------------------------------------------------------
 
 
-def secret_manager_reader(
-    credentials: google.auth.credentials.Credentials | None = None,
-    *,
-    endpoint: str | None = None,
-    timeout: float = SECRET_TIMEOUT,
-) -> SecretReader:
-    """A SecretReader over the Secret Manager API.
+class SecretManagerReader:
+    """A SecretReader over the Secret Manager API; the client is built on first use (so that
+    a run whose passwords all come from variables never loads it) and closed by `close`.
 
     Production: gRPC to secretmanager.googleapis.com with the given (or default) credentials.
     With `endpoint="http://HOST:PORT"` it speaks Secret Manager's REST protocol to that
     address instead, which is how tests reach a local fake with the real client.
     """
-    from google.cloud import secretmanager
 
-    if endpoint is not None:
-        from google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest import (
-            SecretManagerServiceRestTransport,
-        )
+    def __init__(
+        self,
+        credentials: google.auth.credentials.Credentials | None = None,
+        *,
+        endpoint: str | None = None,
+        timeout: float = SECRET_TIMEOUT,
+    ) -> None:
+        self.credentials = credentials
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._client_instance: Any = None
 
-        scheme, _, host = endpoint.partition("://")
-        transport = SecretManagerServiceRestTransport(
-            host=host, credentials=credentials, url_scheme=scheme
-        )
-        client = secretmanager.SecretManagerServiceClient(transport=transport)
-    else:
-        client = secretmanager.SecretManagerServiceClient(credentials=credentials)
+    def _client(self) -> Any:
+        if self._client_instance is None:
+            from google.cloud import secretmanager
 
-    def read(project: str, secret: str) -> str:
+            if self.endpoint is not None:
+                from google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest import (
+                    SecretManagerServiceRestTransport,
+                )
+
+                scheme, _, host = self.endpoint.partition("://")
+                transport = SecretManagerServiceRestTransport(
+                    host=host, credentials=self.credentials, url_scheme=scheme
+                )
+                self._client_instance = secretmanager.SecretManagerServiceClient(
+                    transport=transport
+                )
+            else:
+                self._client_instance = secretmanager.SecretManagerServiceClient(
+                    credentials=self.credentials
+                )
+        return self._client_instance
+
+    def __call__(self, project: str, secret: str) -> str:
         import requests
         from google.api_core import exceptions as api
         from google.api_core.retry import Retry, if_exception_type
@@ -136,10 +151,12 @@ def secret_manager_reader(
             predicate=if_exception_type(api.ServiceUnavailable),
             initial=0.2,
             maximum=2.0,
-            timeout=timeout,
+            timeout=self.timeout,
         )
         try:
-            response = client.access_secret_version(name=name, timeout=timeout, retry=retry)
+            response = self._client().access_secret_version(
+                name=name, timeout=self.timeout, retry=retry
+            )
         except api.NotFound:
             raise _SecretNotFound(
                 f"Secret Manager secret {name}: not found (or it has no enabled version)"
@@ -165,7 +182,11 @@ def secret_manager_reader(
         # part of the password.
         return response.payload.data.decode("utf-8").rstrip("\r\n")
 
-    return read
+    def close(self) -> None:
+        """Close the client's channel (gRPC keeps threads otherwise). Idempotent."""
+        if self._client_instance is not None:
+            self._client_instance.transport.close()
+            self._client_instance = None
 
 
 class _SecretNotFound(Exception):
@@ -228,8 +249,9 @@ def login_for(
         looked.append(f"environment variable {user.password_env} (not set)")
 
     if user.secret and not environment.emulated:
+        own_reader = None
         if secrets is None:
-            secrets = secret_manager_reader(application_default_credentials())
+            secrets = own_reader = SecretManagerReader(application_default_credentials())
         try:
             password = secrets(environment.project, user.secret)
         except _SecretNotFound as exc:
@@ -241,6 +263,9 @@ def login_for(
                 False,
                 f"Secret Manager secret projects/{environment.project}/secrets/{user.secret} (latest version)",
             )
+        finally:
+            if own_reader is not None:
+                own_reader.close()
 
     if not looked:
         looked.append("nowhere: neither password_env nor secret is configured")

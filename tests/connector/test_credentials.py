@@ -5,6 +5,7 @@ Missing credentials say where they were looked for; no password is ever shown.""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from connector_support import CONFIG, local_environment
@@ -24,12 +25,14 @@ def prod(monkeypatch) -> Environment:
 
 
 @pytest.fixture
-def reader(secret_manager) -> credentials.SecretReader:
-    return credentials.secret_manager_reader(
+def reader(secret_manager) -> Iterator[credentials.SecretManagerReader]:
+    reader = credentials.SecretManagerReader(
         credentials.static_token_credentials("test-token"),
         endpoint=secret_manager.endpoint,
         timeout=5,
     )
+    yield reader
+    reader.close()
 
 
 def test_the_password_comes_from_the_latest_version_of_the_secret(prod, secret_manager, reader):
@@ -77,7 +80,7 @@ def test_a_secret_the_caller_may_not_read_says_which_role_to_grant(prod, secret_
 
 
 def test_an_unreachable_secret_manager_fails_within_its_timeout(prod):
-    reader = credentials.secret_manager_reader(
+    reader = credentials.SecretManagerReader(
         credentials.static_token_credentials("test-token"), endpoint="http://127.0.0.1:9", timeout=2
     )
     started = time.monotonic()

@@ -10,7 +10,7 @@ import pytest
 from connector_support import IAM_ACCOUNT, config_variant, local_environment, nucleus
 from sqlalchemy import text
 
-from provision import cloudsql, credentials
+from provision import cloudsql, commands, credentials
 from provision.errors import ConnectionFailed
 from provision.local import emulator
 from provision.local.server import superuser_connection
@@ -111,7 +111,23 @@ def test_iam_and_password_sessions_share_the_run(emulation):
         assert target.owner is not None
         with target.owner.connect() as conn:
             assert conn.execute(text("SELECT current_user")).scalar() == "nucleus"
-    except ConnectionFailed as exc:  # pragma: no cover - shows the one line on failure
-        pytest.fail(f"{exc.message} / {exc.hint}")
     finally:
         target.dispose()
+
+
+def test_an_iam_login_without_a_database_user_is_one_clear_error(fragile_emulation):
+    ghost = "ghost@local-project.iam.gserviceaccount.com"
+    user = emulator.create_iam_user(fragile_emulation.instance, ghost)
+    conn = superuser_connection(fragile_emulation.instance)
+    try:
+        conn.run(f'DROP ROLE "{user.db_user}"')  # the IAM user was deleted on the instance
+    finally:
+        conn.close()
+    target = cloudsql.target_for(
+        local_environment(iam_auth=True, iam_users=[ghost], iam_login=ghost),
+        state_dir=fragile_emulation.state_dir,
+    )
+    with pytest.raises(ConnectionFailed) as failed:
+        commands.inspect(target)
+    assert 'password authentication failed for user "ghost@local-project.iam"' in failed.value.message
+    assert f"check that {ghost} has an IAM database user" in (failed.value.hint or "")
