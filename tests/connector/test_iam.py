@@ -129,5 +129,7 @@ def test_an_iam_login_without_a_database_user_is_one_clear_error(fragile_emulati
     )
     with pytest.raises(ConnectionFailed) as failed:
         commands.inspect(target)
-    assert 'password authentication failed for user "ghost@local-project.iam"' in failed.value.message
+    assert (
+        'password authentication failed for user "ghost@local-project.iam"' in failed.value.message
+    )
     assert f"check that {ghost} has an IAM database user" in (failed.value.hint or "")
