@@ -103,6 +103,15 @@ def iam_environment() -> Environment:
     return local_environment(iam_auth=True, iam_users=[IAM_ACCOUNT], iam_login=IAM_ACCOUNT)
 
 
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (this sandbox's init does not reap orphans)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def assert_one_clear_line(run: Run, *fragments: str, within: float = 15.0) -> None:
     """Exit 1, one `error:` line (plus at most a `hint:` line), no traceback, in bounded time."""
     assert run.code == 1, (run.code, run.out, run.err)

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from connector_support import SCENARIO, nucleus
+from connector_support import SCENARIO, alive, assert_one_clear_line, nucleus
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -225,10 +225,17 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
     finally:
         down = nucleus("local", "down", "--state-dir", str(state_dir), env=emulation.env())
     assert down.code == 0, down.err
-    assert not any(emulator._alive(pid) for pid in second.pids.values())
+    assert not any(alive(pid) for pid in second.pids.values())
     assert not (state_dir / emulator.EMULATOR_DIR).exists()
     with socket.socket() as probe:  # the address and port are free again
         probe.bind((second.address, emulator.PROXY_PORT))
+    after = nucleus(
+        "inspect",
+        "--env",
+        "local",
+        env={**emulation.env(), "NUCLEUS_LOCAL_STATE_DIR": str(state_dir)},
+    )
+    assert_one_clear_line(after, "no local Cloud SQL emulation runs from", within=5)
 
 
 def test_local_up_brings_back_a_dead_emulator_without_touching_postgres(fragile_emulation):
