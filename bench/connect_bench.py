@@ -1,5 +1,5 @@
 """Connect-time benchmark: the Cloud SQL Connector path through the local emulation against a
-direct DSN, and how many Connector connections one `inspect --env local` run opens.
+direct DSN, and how many Connector connections one CLI run over `--env local` opens.
 
     .venv/bin/python bench/connect_bench.py [--rounds 20] [--runs 5]
 
@@ -13,7 +13,8 @@ each followed by `SELECT 1`:
 - direct: `--dsn` to the embedded PostgreSQL over TCP with SCRAM, no TLS.
 
 Connections per run are read from the emulator's own records (proxy "startup" events per
-database user, Admin API calls), for `inspect --env local` run as a subprocess.
+database user, Admin API calls), for `inspect`, `apply` (the first one does the work, the
+others are no-ops) and `verify` over `--env local`, each run as a subprocess.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -52,6 +54,31 @@ def _time(action: Callable[[], None], rounds: int) -> list[float]:
         action()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+@dataclass(frozen=True)
+class Measured:
+    connections: Counter[str]  # Connector connections per database user
+    api_calls: int
+    seconds: float
+
+
+def _measure(state_dir: Path, env: dict[str, str], verb: list[str]) -> Measured:
+    """Run `nucleus-provision VERB --env local` once and count what the emulator saw."""
+    before = len(emulator.records(state_dir))
+    command = [sys.executable, "-m", "provision", "--config", str(ROOT / "environments.toml")]
+    command += [verb[0], "--env", "local", *verb[1:]]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(verb)} --env local failed: {result.stderr.strip()}")
+    records = emulator.records(state_dir)[before:]
+    return Measured(
+        Counter(r["db_user"] for r in records if r["event"] == "startup"),
+        sum(1 for r in records if r["component"] == "admin-api"),
+        seconds,
+    )
 
 
 def main() -> None:
@@ -97,39 +124,15 @@ def main() -> None:
             direct_samples = _time(direct, args.rounds)
 
             env = {**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(state_dir)}
-            per_run: list[tuple[Counter[str], Counter[str]]] = []
-            run_seconds = []
-            for _ in range(args.runs):
-                before = len(emulator.records(state_dir))
-                started = time.perf_counter()
-                result = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "provision",
-                        "--config",
-                        str(ROOT / "environments.toml"),
-                        "inspect",
-                        "--env",
-                        "local",
-                        "--format",
-                        "json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
-                run_seconds.append(time.perf_counter() - started)
-                if result.returncode != 0:
-                    sys.exit(f"inspect --env local failed: {result.stderr.strip()}")
-                records = emulator.records(state_dir)[before:]
-                per_run.append(
-                    (
-                        Counter(r["db_user"] for r in records if r["event"] == "startup"),
-                        Counter(r["event"] for r in records if r["component"] == "admin-api"),
-                    )
-                )
+            # inspect runs first, while the database is still in the legacy state; the first
+            # apply does the work, the later ones are no-ops; verify gates.
+            plan = [("inspect", ["inspect", "--format", "json"])] * args.runs
+            plan += [("apply (first)", ["apply"])]
+            plan += [("apply (rerun)", ["apply"])] * (args.runs - 1)
+            plan += [("verify", ["verify"])] * args.runs
+            per_command: dict[str, list[Measured]] = {}
+            for label, verb in plan:
+                per_command.setdefault(label, []).append(_measure(state_dir, env, verb))
         finally:
             server.stop()
 
@@ -139,19 +142,15 @@ def main() -> None:
     print(f"| Connector via emulation, cold (new Connector) | {_ms(cold_samples)} |")
     print(f"| Connector via emulation, warm (cached cert) | {_ms(warm)} |")
     print(f"| direct DSN (TCP + SCRAM, no TLS) | {_ms(direct_samples)} |")
-    print(f"\n## Per `inspect --env local` run ({args.runs} runs)\n")
-    print(
-        "| role | Connector connections per run | Admin API calls per run | wall time s (median) |"
-    )
-    print("|---|---:|---:|---:|")
-    users = sorted({user for connections, _ in per_run for user in connections})
-    api_calls = {sum(calls.values()) for _, calls in per_run}
-    for user in users:
-        counts = sorted({connections[user] for connections, _ in per_run})
-        print(
-            f"| {user} | {'/'.join(map(str, counts))} | {'/'.join(map(str, sorted(api_calls)))} "
-            f"| {statistics.median(run_seconds):.2f} |"
-        )
+    print(f"\n## Connector connections per CLI run over `--env local` ({args.runs} runs each)\n")
+    print("| command | as postgres | as nucleus | Admin API calls | wall time s (median) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, runs in per_command.items():
+        postgres = "/".join(str(n) for n in sorted({r.connections["postgres"] for r in runs}))
+        nucleus = "/".join(str(n) for n in sorted({r.connections["nucleus"] for r in runs}))
+        calls = "/".join(str(n) for n in sorted({r.api_calls for r in runs}))
+        seconds = statistics.median(r.seconds for r in runs)
+        print(f"| `{label}` | {postgres} | {nucleus} | {calls} | {seconds:.2f} |")
 
 
 if __name__ == "__main__":
