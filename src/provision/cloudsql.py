@@ -122,7 +122,6 @@ class ConnectorSession:
 
         self.connect_timeout = connect_timeout
         self.sqladmin_api_endpoint = sqladmin_api_endpoint
-        self.connections_opened = 0
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._loop.set_default_executor(_DaemonThreadExecutor())
@@ -169,7 +168,6 @@ class ConnectorSession:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
-        self.connections_opened += 1
         return connection
 
     def close(self) -> None:
