@@ -37,6 +37,8 @@ synth: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/connect_bench.py
+	$(PY) bench/synth_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules $(STAMPS) cdktf.out

@@ -464,9 +464,15 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     os.environ[server.STATE_ENV_VAR] = str(state_dir)
     banner(f"1. start the local Cloud SQL emulation ({scenario})")
     instance = server.Server(state_dir).start(scenario)
-    click.echo(f"PostgreSQL 16 + pgvector on {instance.host}:{instance.port}, state in {state_dir}")
+    summary = instance.summary()
+    click.echo(
+        f"PostgreSQL 16 + pgvector, reached as Cloud SQL instance {summary.get('connection_name')} "
+        f"through the Connector (Admin API {summary.get('admin_api')}, proxy {summary.get('proxy')})"
+    )
+    click.echo(f"state in {state_dir}")
     try:
-        target = lambda: _demo_target(ctx, instance)  # noqa: E731 - a fresh target per step, as separate CLI runs would
+        # The production path: the Cloud SQL Python Connector, against the local emulation.
+        target = lambda: resolve_target(ctx, None, None, "local")  # noqa: E731 - a fresh one per step, as separate runs
         banner("2. inspect (before)")
         click.echo(render.report_text(commands.inspect(target())))
         banner("3. plan")
@@ -497,14 +503,6 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
             click.echo(f"\nstopped the local instance ({state_dir})")
     if diffs:
         sys.exit(EXIT_ERROR)
-
-
-def _demo_target(ctx: Context, instance):
-    from provision import db
-
-    admin = db.engine_for_dsn(instance.admin_dsn, connect_timeout=ctx.connect_timeout)
-    owner = db.engine_for_dsn(instance.owner_dsn, connect_timeout=ctx.connect_timeout)
-    return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
 
 
 def main(argv: list[str] | None = None) -> None:

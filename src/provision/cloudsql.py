@@ -451,6 +451,10 @@ def target_for(
         ),
         closers=[session.close],
         owner_unavailable=owner_unavailable,
+        # Cloud SQL names an IAM service account's database role after the email, less its domain.
+        admin_role=admin_login.user.removesuffix(".gserviceaccount.com")
+        if admin_login.iam
+        else None,
     )
 
 

@@ -5,18 +5,38 @@ They return data and raise ProvisionError; printing and exit codes belong to the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from provision import db, executor
 from provision.analysis import Report, analyze
 from provision.catalog import read_catalog
+from provision.errors import PermissionProblem
 from provision.layout import NUCLEUS, Layout
 from provision.migrations import load_migrations
 from provision.planner import Plan
 
 
+@contextmanager
+def _explain_missing_owner(target: db.Target) -> Iterator[None]:
+    """When a step needs the owner session and the environment had no credentials for it, say where we looked."""
+    try:
+        yield
+    except PermissionProblem as exc:
+        if target.owner is None and target.owner_unavailable:
+            exc.hint = f"{exc.hint}. No owner session: {target.owner_unavailable}"
+        raise
+
+
+def _for_target(layout: Layout, target: db.Target) -> Layout:
+    """The layout as seen from this target: an IAM login is the admin of its run."""
+    return layout.with_owner(layout.owner, admin=target.admin_role) if target.admin_role else layout
+
+
 def inspect(target: db.Target, layout: Layout = NUCLEUS) -> Report:
     """Read the catalog (read-only) and compare it with the expected layout."""
+    layout = _for_target(layout, target)
     try:
         with db.connect(target.admin, target.description) as conn:
             return analyze(layout, read_catalog(conn, layout))
@@ -31,9 +51,10 @@ def plan(
     accept_changed: tuple[str, ...] = (),
 ) -> Plan:
     """What `apply` would run now (read-only)."""
+    layout = _for_target(layout, target)
     migrations = load_migrations(migrations_dir)
     try:
-        with db.connect(target.admin, target.description) as conn:
+        with _explain_missing_owner(target), db.connect(target.admin, target.description) as conn:
             return executor.plan_for(
                 conn,
                 layout,
@@ -53,11 +74,13 @@ def apply(
     accept_changed: tuple[str, ...] = (),
 ) -> executor.ApplyResult:
     """Run the plan under the advisory lock, then check the result."""
+    layout = _for_target(layout, target)
     migrations = load_migrations(migrations_dir)
     try:
-        return executor.apply(
-            target, layout, migrations, listener=listener, accept_changed=accept_changed
-        )
+        with _explain_missing_owner(target):
+            return executor.apply(
+                target, layout, migrations, listener=listener, accept_changed=accept_changed
+            )
     finally:
         target.dispose()
 
@@ -66,6 +89,7 @@ def verify(
     target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None
 ) -> list[str]:
     """The differences between the live database and the desired state (empty: it matches)."""
+    layout = _for_target(layout, target)
     migrations = load_migrations(migrations_dir)
     try:
         with db.connect(target.admin, target.description) as conn:

@@ -145,6 +145,8 @@ class Target:
     description: str
     closers: list[Callable[[], None]] = field(default_factory=list)
     owner_unavailable: str | None = None
+    # The role the admin session logs in as when it is not the layout's admin (an IAM login).
+    admin_role: str | None = None
 
     def dispose(self) -> None:
         self.admin.dispose()
