@@ -25,6 +25,7 @@ from provision.local.server import (
     SUPERUSER_GROUP,
     LocalInstance,
     Server,
+    connect_as,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +56,7 @@ class Database:
         return self.dsn(OWNER_USER)
 
     def connect(self, user: str = BOOTSTRAP_SUPERUSER) -> pg8000.native.Connection:
-        return pg8000.native.Connection(
-            user,
-            host=self.instance.host,
-            port=self.instance.port,
-            database=self.name,
-            password=self.instance.passwords[user],
-            timeout=30,
-        )
+        return connect_as(self.instance, user, self.name, timeout=30)
 
     def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER, **params):
         conn = self.connect(user)

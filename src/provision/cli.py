@@ -220,13 +220,9 @@ def inspect(
 
 
 def engine_options(func):
+    """Options of plan, apply and verify."""
     func = click.option(
-        "--accept-changed",
-        "accept_changed",
-        multiple=True,
-        metavar="VERSION",
-        help="Accept that applied migration VERSION's file changed (records the new checksum, "
-        "like Flyway's repair). Repeatable.",
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
     )(func)
     func = click.option(
         "--owner-role",
@@ -241,6 +237,17 @@ def engine_options(func):
         help="Directory of NNN_name.sql files [default: ./bootstrap_sql or $NUCLEUS_BOOTSTRAP_SQL].",
     )(func)
     return func
+
+
+def accept_changed_option(func):
+    return click.option(
+        "--accept-changed",
+        "accept_changed",
+        multiple=True,
+        metavar="VERSION",
+        help="Accept that applied migration VERSION's file changed (records the new checksum, "
+        "like Flyway's repair). Repeatable.",
+    )(func)
 
 
 def _layout(owner_role: str):
@@ -296,16 +303,20 @@ def _echo_plan(plan) -> None:
 @cli.command()
 @target_options
 @engine_options
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@accept_changed_option
 @click.pass_obj
 def plan(
     ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
 ) -> None:
     """Show the ordered actions `apply` would run, each with its SQL and reason.
 
-    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error.
+    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error (as
+    `terraform plan -detailed-exitcode`).
+
+    \b
+    Examples:
+      nucleus-provision plan --env staging
+      nucleus-provision plan --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --format json
     """
     from provision import commands
 
@@ -327,9 +338,7 @@ def plan(
 @cli.command()
 @target_options
 @engine_options
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@accept_changed_option
 @click.pass_obj
 def apply(
     ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
@@ -339,6 +348,15 @@ def apply(
     The plan is computed after the lock is taken, printed, and executed exactly;
     afterwards the catalog is read again and the run fails if the database does not
     match the desired state. A rerun is a no-op. Exit 0 on success, 1 on error.
+
+    \b
+    Needs two sessions on Cloud SQL (PostgreSQL 16): postgres, and nucleus for the
+    ownership hand-off and the migrations (--owner-dsn, or users.owner with --env).
+    \b
+    Examples:
+      nucleus-provision apply --env local
+      nucleus-provision apply --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"
+      nucleus-provision apply --env prod --accept-changed 002   # an edited, applied file
     """
     from provision import commands
 
@@ -397,16 +415,16 @@ def apply(
 @cli.command()
 @target_options
 @engine_options
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
 @click.pass_obj
-def verify(
-    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
-) -> None:
+def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, fmt) -> None:
     """Check that the live database matches the desired state (a CI/CD gate).
 
-    Exit 0 when it matches; 1 with the differences listed.
+    Read-only. Exit 0 when it matches; 1 with the differences listed (findings of
+    `inspect`, and anything `plan` would still do).
+
+    \b
+    Example (in CI, after deploy):
+      nucleus-provision verify --env staging --format json
     """
     from provision import commands
 

@@ -8,7 +8,7 @@ an object that exists without that migration being recorded can be reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,6 @@ class Layout:
 
     def with_owner(self, owner: str, admin: str | None = None) -> Layout:
         """The same layout for other role names (e.g. a test's own owner role)."""
-        from dataclasses import replace
-
         return replace(self, owner=owner, admin=admin or self.admin)
 
 

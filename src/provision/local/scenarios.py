@@ -86,7 +86,12 @@ def get(name: str) -> Scenario:
 
 def load(instance: LocalInstance, name: str, database: str | None = None) -> None:
     """Create `database` the way Cloud SQL's API does and load scenario `name` into it as `postgres`."""
-    from provision.local.server import ADMIN_USER, api_create_database, superuser_connection
+    from provision.local.server import (
+        ADMIN_USER,
+        api_create_database,
+        connect_as,
+        superuser_connection,
+    )
 
     scenario = get(name)
     database = database or instance.database
@@ -95,14 +100,7 @@ def load(instance: LocalInstance, name: str, database: str | None = None) -> Non
         api_create_database(admin, database)
     finally:
         admin.close()
-    conn = pg8000.native.Connection(
-        ADMIN_USER,
-        host=instance.host,
-        port=instance.port,
-        database=database,
-        password=instance.passwords[ADMIN_USER],
-        timeout=60,
-    )
+    conn = connect_as(instance, ADMIN_USER, database)
     try:
         conn.run("BEGIN")
         scenario.load(conn)

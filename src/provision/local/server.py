@@ -481,17 +481,25 @@ def api_create_database(conn, name: str) -> None:
     conn.run(f"CREATE DATABASE {identifier(name)} OWNER {SUPERUSER_GROUP}")
 
 
-def superuser_connection(instance: LocalInstance, database: str = "postgres"):
+def connect_as(
+    instance: LocalInstance, user: str, database: str | None = None, timeout: float = 60
+):
+    """A direct pg8000 connection to the embedded server as one of its built-in users."""
     import pg8000.native
 
     return pg8000.native.Connection(
-        BOOTSTRAP_SUPERUSER,
+        user,
         host=instance.host,
         port=instance.port,
-        database=database,
-        password=instance.passwords[BOOTSTRAP_SUPERUSER],
-        timeout=30,
+        database=database or instance.database,
+        password=instance.passwords[user],
+        timeout=timeout,
     )
+
+
+def superuser_connection(instance: LocalInstance, database: str = "postgres"):
+    """The emulated `cloudsqladmin`: what Cloud SQL itself does, never what the tool does."""
+    return connect_as(instance, BOOTSTRAP_SUPERUSER, database, timeout=30)
 
 
 def _bootstrap_cloudsql(instance: LocalInstance) -> None:
