@@ -6,8 +6,9 @@ provisioner). The command reads the passwords itself from Secret Manager, so not
 secret appears on its command line or in the synthesized Terraform.
 
 The resource is replaced, and the command re-run, when the desired database state
-changes: `desired_state_sha256` hashes the content of every `bootstrap_sql/*.sql` file and
-of `src/provision/layout.py`. The hash is computed at synth time, so `cdktf diff` shows
+changes: `desired_state_sha256` hashes the content of every `bootstrap_sql/*.sql` file, of
+`src/provision/layout.py` (the desired layout) and of `src/provision/planner.py` (what the
+desired state requires beyond the layout: grants, the version table's shape, hand-offs). The hash is computed at synth time, so `cdktf diff` shows
 that the hook will run again before anyone deploys.
 """
 
@@ -23,7 +24,11 @@ from provision.migrations import MIGRATIONS_ENV_VAR
 
 # Files, relative to the repository root, whose content is the desired database state.
 MIGRATIONS_DIR = "bootstrap_sql"
-DESIRED_STATE_GLOBS: tuple[str, ...] = (f"{MIGRATIONS_DIR}/*.sql", "src/provision/layout.py")
+DESIRED_STATE_GLOBS: tuple[str, ...] = (
+    f"{MIGRATIONS_DIR}/*.sql",
+    "src/provision/layout.py",
+    "src/provision/planner.py",
+)
 
 CLI_NAME = "nucleus-provision"
 

@@ -39,9 +39,11 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
-def assert_clean_error(run: Run, *fragments: str) -> None:
-    """One clear error line (plus an optional hint), exit 1, no traceback, no password."""
+def assert_clean_error(run: Run, *fragments: str, secrets: tuple[str, ...] = ()) -> None:
+    """One clear error line (plus an optional hint), exit 1, no traceback, and none of `secrets`."""
     assert run.code == 1, (run.code, run.out, run.err)
+    for secret in secrets:
+        assert secret not in run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out
     first = run.err.strip().splitlines()[0]
     assert first.startswith("error: "), run.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def test_up_status_down_round_trip_leaves_no_process_behind(tmp_path):
     assert up.code == 0, up.err
     info = up.json
     pid = info["pid"]
+    daemons = json.loads((state_dir / "emulator" / "emulator.json").read_text())["pids"]
+    assert set(daemons) == {"admin-api", "proxy"} and all(alive(p) for p in daemons.values())
     try:
         for key, user in (("admin_dsn", "postgres"), ("owner_dsn", "nucleus")):
             url = make_url(info[key])
@@ -51,6 +54,7 @@ def test_up_status_down_round_trip_leaves_no_process_behind(tmp_path):
         down = cli("local", "down", "--state-dir", str(state_dir))
     assert down.code == 0
     assert not alive(pid)
+    assert not any(alive(p) for p in daemons.values())
     assert_clean_error(cli("local", "status", "--state-dir", str(state_dir)), "no local instance")
 
 
@@ -71,3 +75,26 @@ def test_an_unknown_scenario_is_refused_with_the_valid_names(tmp_path):
     run = cli("local", "up", "--scenario", "prod-copy", "--state-dir", str(tmp_path))
     assert run.code == 1 and "legacy-nucleus-v12-partial" in run.err
     assert not (tmp_path / "instance.json").exists()
+
+
+def test_the_cli_offers_exactly_the_known_scenarios():
+    from provision.cli import SCENARIO_NAMES
+    from provision.local.scenarios import SCENARIOS
+
+    assert SCENARIO_NAMES == list(SCENARIOS)
+
+
+def test_demo_never_touches_an_instance_the_user_is_running(tmp_path):
+    env = {**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(tmp_path / "mine")}
+    mine = cli("local", "up", "--scenario", "legacy-nucleus-v12", env=env)
+    try:
+        demo = cli("demo", env=env, timeout=300)
+        assert demo.code == 0, demo.err
+        assert (
+            "schema-name-mismatch" in demo.out and "findings: none, the layout matches" in demo.out
+        )
+        assert "No changes." in demo.out
+        status = cli("local", "status", env=env)
+        assert status.code == 0 and status.json["pid"] == mine.json["pid"]
+    finally:
+        cli("local", "down", env=env)

@@ -77,12 +77,16 @@ def converged(**overrides) -> Catalog:
         relations=relations,
         extensions={"vector": Extension("vector", "0.6.2", "0.6.2", "postgres")},
         migrations=MigrationsTableInfo(
-            True,
-            "nucleus",
-            COLUMNS,
-            True,
-            ("nucleus=arwdDxt/nucleus", "postgres=r/nucleus"),
-            records,
+            exists=True,
+            owner="nucleus",
+            columns=COLUMNS,
+            readable=True,
+            insertable=True,
+            sequence="public.migrations_id_seq",
+            sequence_usable=True,
+            acl=("nucleus=arwdDxt/nucleus", "postgres=ar/nucleus"),
+            records=records,
+            records_known=True,
         ),
     )
     return replace(base, **overrides)
@@ -186,16 +190,71 @@ def test_the_guard_rail_sees_legacy_schemas_in_every_statement_shape(tmp_path):
         "TRUNCATE agents_schema.agents",
         "UPDATE results_schema.results SET score = 0",
         "ALTER SCHEMA results_schema RENAME TO r",
+        "WITH gone AS (DELETE FROM dna_schema.interests RETURNING 1) SELECT count(*) FROM gone",
+        "SET search_path TO dna_schema",
+        "SELECT set_config('search_path', 'dna_schema', true)",
+        "MERGE INTO dna_schema.entities e USING dna.entity n ON false WHEN NOT MATCHED THEN DO NOTHING",
+        "EXPLAIN ANALYZE DELETE FROM dna_schema.entities",
+        "DO $$ BEGIN DELETE FROM dna_schema.entities; END $$",
+        "DELETE FROM migrations",
+        "CREATE POLICY p ON dna_schema.entities USING (true)",
+        "CREATE TABLE dna.x (id int REFERENCES dna_schema.entities (id))",
+        "REASSIGN OWNED BY postgres TO nucleus",
+        "COMMIT",
+        "CREATE ROLE app LOGIN PASSWORD 'not-in-a-migration'",
     ):
         path = tmp_path / "009_x.sql"
         path.write_text(sql + ";\n")
         with pytest.raises(MigrationFileError):
             check_protected(parse_migration(path), NUCLEUS.protected_schemas)
-    path = tmp_path / "010_ok.sql"
-    path.write_text(
-        "INSERT INTO dna.entity (name) VALUES ('dna_schema');\n"
-    )  # a literal is data, not a name
-    check_protected(parse_migration(path), NUCLEUS.protected_schemas)
+    # Reading legacy tables is fine, and a string literal is data, not a name.
+    for n, sql in enumerate(
+        (
+            "INSERT INTO dna.entity (name) VALUES ('dna_schema')",
+            "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities",
+            "CREATE VIEW dna.legacy_names AS SELECT name FROM dna_schema.entities",
+            "SET LOCAL statement_timeout = '5s'",
+        )
+    ):
+        path = tmp_path / f"0{20 + n}_ok.sql"
+        path.write_text(sql + ";\n")
+        check_protected(parse_migration(path), NUCLEUS.protected_schemas)
+
+
+def test_an_unreadable_version_table_is_never_taken_for_an_empty_one():
+    info = replace(converged().migrations, readable=False, records=(), records_known=False)
+    with pytest.raises(PermissionProblem) as problem:
+        make_plan(NUCLEUS, converged(migrations=info), MIGRATIONS, owner_session=False)
+    assert "which migrations ran is unknown" in problem.value.message
+
+
+def test_accepting_an_edited_file_without_an_owner_session_chooses_a_route():
+    records = tuple(
+        replace(r, checksum="0" * 64) if r.version == "002" else r
+        for r in converged().migrations.records
+    )
+    catalog = converged(
+        migrations=replace(converged().migrations, records=records),
+        roles=roles(admin_can_set_owner=True),
+    )
+    plan = make_plan(NUCLEUS, catalog, MIGRATIONS, owner_session=False, accept_changed=["002"])
+    assert plan.owner_via_set_role and [a.kind for a in plan.actions] == ["accept-changed"]
+
+
+def test_rows_that_legacy_tooling_appends_later_are_not_drift():
+    late = MigrationRecord(99, "004_legacy_service", None)
+    info = replace(converged().migrations, records=converged().migrations.records + (late,))
+    assert make_plan(NUCLEUS, converged(migrations=info), MIGRATIONS, owner_session=False).empty
+
+
+def test_after_the_hand_over_the_admin_keeps_reading_and_appending():
+    info = replace(converged().migrations, owner="postgres", readable=True, insertable=True)
+    plan = make_plan(NUCLEUS, converged(migrations=info), MIGRATIONS, owner_session=True)
+    adopt = next(a for a in plan.actions if a.kind == "adopt-migrations-table")
+    assert [s.text for s in adopt.statements] == [
+        "GRANT SELECT, INSERT ON public.migrations TO postgres",
+        "GRANT USAGE ON SEQUENCE public.migrations_id_seq TO postgres",
+    ]
 
 
 def test_migration_files_are_versioned_as_written_and_checksummed():

@@ -236,7 +236,7 @@ def _ownership_and_record_findings(layout: Layout, catalog: Catalog) -> list[Fin
                 tuple(wrong),
             )
         )
-    if catalog.migrations.readable or not catalog.migrations.exists:
+    if catalog.migrations.records_known or not catalog.migrations.exists:
         recorded = catalog.migrations.recorded_versions
         unexplained = [
             f"schema {s.name} (migration {s.migration})"

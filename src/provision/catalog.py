@@ -8,7 +8,8 @@ table. Everything downstream (inspect, plan, verify) is a pure function of this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -118,9 +119,13 @@ class MigrationsTableInfo:
     exists: bool
     owner: str | None = None
     columns: tuple[str, ...] = ()
-    readable: bool = False
+    readable: bool = False  # the admin session may SELECT
+    insertable: bool = False  # the admin session may INSERT (as the legacy tooling did)
+    sequence: str | None = None  # the id column's sequence, quoted and qualified
+    sequence_usable: bool = False
     acl: tuple[str, ...] = ()
     records: tuple[MigrationRecord, ...] = ()
+    records_known: bool = False  # read by the admin, or through the owner session
 
     @property
     def recorded_versions(self) -> frozenset[str]:
@@ -177,16 +182,23 @@ SELECT current_user AS current_user,
 
 _RELATIONS_SQL = text("""
 SELECT n.nspname AS schema, NULL AS name, 'n' AS kind, pg_get_userbyid(n.nspowner) AS owner,
-       CAST(n.nspacl AS text[]) AS acl, NULL AS columns, NULL AS readable, false AS follows_table
+       CAST(n.nspacl AS text[]) AS acl, NULL AS version_table, false AS follows_table
 FROM pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 UNION ALL
 SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), CAST(c.relacl AS text[]),
-       CASE WHEN n.nspname = :mschema AND c.relname = :mtable
-            THEN ARRAY(SELECT a.attname FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) END,
-       CASE WHEN n.nspname = :mschema AND c.relname = :mtable
-            THEN has_table_privilege(c.oid, 'SELECT') END,
+       CASE WHEN n.nspname = :mschema AND c.relname = :mtable THEN json_build_object(
+            'columns', ARRAY(SELECT a.attname FROM pg_attribute a
+                             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+            'select', has_table_privilege(c.oid, 'SELECT'),
+            'insert', has_table_privilege(c.oid, 'INSERT'),
+            'sequence', (SELECT json_build_object('name', quote_ident(sn.nspname) || '.' || quote_ident(s.relname),
+                                                  'usage', has_sequence_privilege(s.oid, 'USAGE'))
+                         FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+                              JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                           AND d.refobjid = c.oid AND s.relkind = 'S' AND d.deptype IN ('a', 'i')
+                         LIMIT 1)) END,
        c.relkind IN ('i', 'I') OR (c.relkind = 'S' AND EXISTS (
            SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
@@ -219,8 +231,29 @@ def _records_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"SELECT {select} FROM {table} ORDER BY id"  # noqa: S608 - names come from the layout, not input
 
 
-def read_catalog(conn: Connection, layout: Layout) -> Catalog:
-    """Snapshot everything the layout cares about, in at most four queries."""
+def read_records(
+    conn: Connection, layout: Layout, columns: tuple[str, ...]
+) -> tuple[MigrationRecord, ...]:
+    mt = layout.migrations_table
+    rows = conn.execute(text(_records_sql(mt.ident, columns))).mappings()
+    return tuple(
+        MigrationRecord(
+            **{
+                k: (str(v) if k in ("version", "checksum") and v is not None else v)
+                for k, v in r.items()
+            }
+        )
+        for r in rows
+    )
+
+
+def read_catalog(
+    conn: Connection, layout: Layout, records_conn: Callable[[], Connection] | None = None
+) -> Catalog:
+    """Snapshot everything the layout cares about, in at most four queries.
+
+    `records_conn` opens (or returns) the owner session, used only to read the version table's
+    rows when the admin may not."""
     group = SUPERUSER_GROUP
     pairs = [
         (layout.admin, layout.owner, "SET"),
@@ -285,9 +318,17 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
             acl,
             bool(r["follows_table"]),
         )
-        if r["columns"] is not None:
+        if r["version_table"] is not None:
+            vt, seq = r["version_table"], r["version_table"]["sequence"] or {}
             migrations = MigrationsTableInfo(
-                True, r["owner"], tuple(r["columns"]), bool(r["readable"]), acl
+                exists=True,
+                owner=r["owner"],
+                columns=tuple(vt["columns"]),
+                readable=vt["select"],
+                insertable=vt["insert"],
+                sequence=seq.get("name"),
+                sequence_usable=bool(seq.get("usage")),
+                acl=acl,
             )
 
     extensions = {
@@ -296,22 +337,16 @@ def read_catalog(conn: Connection, layout: Layout) -> Catalog:
     }
 
     queries = 3
-    if migrations.exists and migrations.readable:
-        from sqlalchemy.dialects import postgresql
-
-        quote = postgresql.dialect().identifier_preparer.quote
-        rows = conn.execute(
-            text(_records_sql(f"{quote(mt.schema)}.{quote(mt.name)}", migrations.columns))
-        ).mappings()
-        records = tuple(
-            MigrationRecord(
-                **{
-                    k: (str(v) if k in ("version", "checksum") and v is not None else v)
-                    for k, v in r.items()
-                }
+    if migrations.exists:
+        # Once nucleus owns the table, the admin reads it only if granted; until then the owner
+        # session (when there is one) reads the records, so a run never mistakes "unreadable"
+        # for "nothing recorded".
+        reader = conn if migrations.readable else (records_conn() if records_conn else None)
+        if reader is not None:
+            migrations = replace(
+                migrations,
+                records=read_records(reader, layout, migrations.columns),
+                records_known=True,
             )
-            for r in rows
-        )
-        migrations = MigrationsTableInfo(**{**migrations.__dict__, "records": records})
-        queries += 1
+            queries += 1
     return Catalog(row["database"], roles, schemas, relations, extensions, migrations, queries)

@@ -20,6 +20,9 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 FORMATS = click.Choice(["text", "markdown", "json"], case_sensitive=False)
 
+# The database states `local up` and `demo` can start from (provision.local.scenarios).
+SCENARIO_NAMES = ["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]
+
 
 class Context:
     def __init__(self, debug: bool, config: str | None, connect_timeout: float = 10.0) -> None:
@@ -95,7 +98,7 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
 )
 @click.option(
     "--connect-timeout",
-    type=float,
+    type=click.FloatRange(min=0.5),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
@@ -135,7 +138,7 @@ def local() -> None:
     "--scenario",
     default="legacy-nucleus-v12",
     show_default=True,
-    type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
+    type=click.Choice(SCENARIO_NAMES),
     help="The database state to start from.",
 )
 @_state_dir_option
@@ -300,6 +303,25 @@ def _echo_plan(plan) -> None:
     click.echo(f"\nPlan: {len(plan.actions)} action(s). Run `apply` to execute exactly these.")
 
 
+def _progress(*, show_plan: bool, show_steps: bool):
+    """The listener of `apply`: lock waits always (on stderr), the plan and each step on request."""
+
+    def listener(event) -> None:
+        if event.kind == "waiting":
+            click.echo(f"waiting: {event.message}", err=True)
+        elif event.kind == "plan" and show_plan:
+            _echo_plan(event.plan)
+            if not event.plan.empty:
+                click.echo("\nApplying:")
+        elif event.kind == "action-start" and show_steps:
+            migration = f" {event.action.migration.filename}" if event.action.migration else ""
+            click.echo(f"  - {event.action.kind}{migration} ...", nl=False)
+        elif event.kind == "action-done" and show_steps:
+            click.echo(f" done ({event.seconds:.2f}s)")
+
+    return listener
+
+
 @cli.command()
 @target_options
 @engine_options
@@ -360,27 +382,7 @@ def apply(
     """
     from provision import commands
 
-    text_mode = fmt == "text"
-
-    def listener(event) -> None:
-        if event.kind == "waiting":
-            click.echo(f"waiting: {event.message}", err=True)
-        elif not text_mode:
-            return
-        elif event.kind == "plan":
-            _echo_plan(event.plan)
-            if not event.plan.empty:
-                click.echo("\nApplying:")
-        elif event.kind == "action-start":
-            click.echo(
-                f"  - {event.action.kind}"
-                + (f" {event.action.migration.filename}" if event.action.migration else "")
-                + " ...",
-                nl=False,
-            )
-        elif event.kind == "action-done":
-            click.echo(f" done ({event.seconds:.2f}s)")
-
+    listener = _progress(show_plan=fmt == "text", show_steps=fmt == "text")
     result = commands.apply(
         resolve_target(ctx, dsn, owner_dsn, env_name),
         _layout(owner_role),
@@ -449,7 +451,7 @@ def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, f
     "--scenario",
     default="legacy-nucleus-v12",
     show_default=True,
-    type=click.Choice(["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]),
+    type=click.Choice(SCENARIO_NAMES),
 )
 @click.option(
     "--keep",
@@ -464,6 +466,7 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     Connector, against the local Cloud SQL emulation (`--env local`).
     """
     import os
+    import shutil
     import tempfile
 
     from provision import commands, render
@@ -476,9 +479,8 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
             + click.style("=" * (70 - len(title)), fg="cyan")
         )
 
-    state_dir = Path(
-        os.environ.get(server.STATE_ENV_VAR) or tempfile.mkdtemp(prefix="nucleus-demo-")
-    )
+    # Always a fresh instance of its own: never one the user is running (it is stopped at the end).
+    state_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-"))
     os.environ[server.STATE_ENV_VAR] = str(state_dir)
     banner(f"1. start the local Cloud SQL emulation ({scenario})")
     instance = server.Server(state_dir).start(scenario)
@@ -497,16 +499,7 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
         planned = commands.plan(target())
         _echo_plan(planned)
         banner("4. apply")
-        commands.apply(
-            target(),
-            listener=lambda e: (
-                click.echo(
-                    f"  - {e.action.kind} {e.action.migration.filename if e.action.migration else ''} done ({e.seconds:.2f}s)"
-                )
-                if e.kind == "action-done"
-                else None
-            ),
-        )
+        commands.apply(target(), listener=_progress(show_plan=False, show_steps=True))
         banner("5. inspect (after)")
         click.echo(render.report_text(commands.inspect(target())))
         banner("6. verify")
@@ -518,7 +511,12 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     finally:
         if not keep:
             server.Server(state_dir).stop()
-            click.echo(f"\nstopped the local instance ({state_dir})")
+            shutil.rmtree(state_dir, ignore_errors=True)
+            click.echo("\nstopped the local instance and removed its state")
+        else:
+            click.echo(
+                f"\nleft running: NUCLEUS_LOCAL_STATE_DIR={state_dir} nucleus-provision local down"
+            )
     if diffs:
         sys.exit(EXIT_ERROR)
 
@@ -532,10 +530,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         code = EXIT_ERROR
-    except (
-        click.ClickException
-    ) as exc:  # bad usage: exit 1 so that 2 always means "changes pending"
+    except click.ClickException as exc:
+        # Bad usage exits 1 (not click's 2), so that 2 always means "changes pending".
         exc.show()
+        code = EXIT_ERROR
+    except OSError as exc:  # a file or directory the user named (state dir, migrations, config)
+        if debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.secho(f"error: {exc.strerror or exc}{where}", fg="red", err=True)
         code = EXIT_ERROR
     except ProvisionError as exc:
         if debug:

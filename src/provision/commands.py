@@ -54,13 +54,9 @@ def plan(
     layout = _for_target(layout, target)
     migrations = load_migrations(migrations_dir)
     try:
-        with _explain_missing_owner(target), db.connect(target.admin, target.description) as conn:
-            return executor.plan_for(
-                conn,
-                layout,
-                migrations,
-                owner_session=target.owner is not None,
-                accept_changed=accept_changed,
+        with _explain_missing_owner(target):
+            return executor.read_and_plan(
+                target, layout, migrations, accept_changed=accept_changed
             )[1]
     finally:
         target.dispose()
@@ -92,8 +88,9 @@ def verify(
     layout = _for_target(layout, target)
     migrations = load_migrations(migrations_dir)
     try:
-        with db.connect(target.admin, target.description) as conn:
-            catalog, plan = executor.plan_for(conn, layout, migrations, owner_session=True)
-            return executor.differences(layout, catalog, plan)
+        catalog, plan = executor.read_and_plan(
+            target, layout, migrations, assume_owner_session=True
+        )
+        return executor.differences(layout, catalog, plan)
     finally:
         target.dispose()

@@ -18,29 +18,32 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from provision.errors import ConfigError, ConnectionFailed
+from provision.errors import ConfigError, ConnectionFailed, ProvisionError
+from provision.sql import error_fields
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def parse_dsn(dsn: str) -> URL:
     """`postgresql://user:password@host:port/db` (or with +pg8000) as a SQLAlchemy URL for pg8000."""
+    usage = "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE, percent-encoding special characters in the password (@ as %40)"
     try:
         url = make_url(dsn)
-    except ArgumentError:
-        raise ConfigError(
-            "the DSN is not a URL",
-            hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-        ) from None
+        url.port  # noqa: B018 - a non-numeric port raises here
+    except (ArgumentError, ValueError):
+        raise ConfigError("the DSN is not a valid URL", hint=usage) from None
+    if url.host and "@" in url.host:
+        # An unencoded @ in the password: part of it would be taken for the host (and printed).
+        raise ConfigError("the DSN has an unencoded '@' in its password", hint=usage)
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(
             f"unsupported DSN scheme {url.drivername!r}",
             hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         )
-    if not url.username or not url.database:
+    if not url.username or not url.database or url.password is None:
         raise ConfigError(
-            f"the DSN {mask(url)} lacks a user or a database",
-            hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+            f"the DSN {mask(url)} lacks a user, a password or a database",
+            hint=usage + " (Cloud SQL requires a password for built-in users)",
         )
     return url.set(drivername="postgresql+pg8000")
 
@@ -79,7 +82,7 @@ def engine_for_dsn(dsn: str | URL, *, connect_timeout: float = DEFAULT_CONNECT_T
 def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
     """Turn a driver error into one clear line (never with the password)."""
     original = getattr(exc, "orig", exc)
-    fields = original.args[0] if original.args and isinstance(original.args[0], dict) else None
+    fields = error_fields(exc)
     if fields:
         code, message = fields.get("C"), fields.get("M", "")
         if code == "28P01":
@@ -119,7 +122,8 @@ def _user_in(message: str) -> str:
 
 @contextmanager
 def connect(engine: Engine, where: str) -> Iterator[Connection]:
-    """A connection whose connect-time failures become ConnectionFailed."""
+    """A connection whose failures become ProvisionErrors: at connect time ConnectionFailed,
+    later a lost connection or a failing statement that no step handled itself."""
     try:
         conn = engine.connect()
     except (OperationalError, InterfaceError, DBAPIError, OSError) as exc:
@@ -127,8 +131,23 @@ def connect(engine: Engine, where: str) -> Iterator[Connection]:
         raise describe_connect_error(exc, where) from None
     try:
         yield conn
+    except (OperationalError, InterfaceError) as exc:
+        raise ConnectionFailed(
+            f"{where}: the connection was lost ({first_line(exc)})",
+            hint="run again: every step is a transaction of its own",
+        ) from None
+    except DBAPIError as exc:
+        fields = error_fields(exc)
+        raise ProvisionError(
+            f"{where}: {fields.get('M') or first_line(exc)}"
+            + (f" (SQLSTATE {fields['C']})" if fields.get("C") else "")
+        ) from None
     finally:
         conn.close()
+
+
+def first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
 
 
 @dataclass

@@ -19,13 +19,15 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from provision import db
 from provision.analysis import Report, analyze
 from provision.catalog import Catalog, read_catalog
-from provision.errors import ApplyFailed, PermissionProblem, VerifyFailed
+from provision.errors import ApplyFailed, ConfigError, PermissionProblem, VerifyFailed
 from provision.layout import Layout
 from provision.migrations import Migration, check_protected
-from provision.planner import Action, Plan, Session, Sql, ident, make_plan
+from provision.planner import Action, Plan, Session, Sql, make_plan
+from provision.sql import error_fields, ident
 
 # pg_advisory_lock key shared by every nucleus-provision run on a database ("nucl").
 LOCK_KEY = 0x6E75636C
+LOCK_WAIT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,12 @@ def plan_for(
     *,
     owner_session: bool,
     accept_changed: tuple[str, ...] = (),
+    records_conn: Callable[[], Connection] | None = None,
 ) -> tuple[Catalog, Plan]:
+    mt = layout.migrations_table
     for migration in migrations:  # guard rails first: nothing runs if one file is refused
-        check_protected(migration, layout.protected_schemas)
-    catalog = read_catalog(conn, layout)
+        check_protected(migration, layout.protected_schemas, (mt.schema, mt.name))
+    catalog = read_catalog(conn, layout, records_conn)
     return catalog, make_plan(
         layout, catalog, migrations, owner_session=owner_session, accept_changed=accept_changed
     )
@@ -86,7 +90,16 @@ def _acquire_lock(conn: Connection, listener: Listener) -> None:
                 f"another nucleus-provision run holds the lock (backend pid {holder}); waiting",
             )
         )
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        try:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        except DBAPIError as exc:
+            if error_fields(exc).get("C") != "55P03":  # lock_not_available
+                raise
+            raise ApplyFailed(
+                f"gave up after waiting {LOCK_WAIT_SECONDS} s for the lock held by backend pid {holder}",
+                hint="another apply is still running (or hung): see pg_stat_activity for that pid",
+            ) from None
     conn.commit()
 
 
@@ -113,22 +126,15 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
                     extra["execution_time_ms"] = int((time.monotonic() - started) * 1000)
                     _run_sql(conn, sql, extra)
         else:
-            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-            if set_role:
-                auto.exec_driver_sql(f"SET ROLE {ident(set_role)}")
-            for sql in action.statements:
-                extra["execution_time_ms"] = int((time.monotonic() - started) * 1000)
-                _run_sql(auto, sql, extra)
-            if set_role:
-                auto.exec_driver_sql("RESET ROLE")
+            _run_autocommit(conn, action, set_role, started, extra)
     except (OperationalError, InterfaceError) as exc:
         raise ApplyFailed(
-            f"{where}: the connection was lost ({_first_line(exc)}); its transaction was rolled back",
+            f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was rolled back",
             hint="run apply again: it resumes from what is committed",
         ) from None
     except DBAPIError as exc:
-        fields = exc.orig.args[0] if exc.orig.args and isinstance(exc.orig.args[0], dict) else {}
-        message = fields.get("M", _first_line(exc))
+        fields = error_fields(exc)
+        message = fields.get("M", db.first_line(exc))
         statement = next((s for s in action.statements if s.text in str(exc.statement or "")), None)
         line = ""
         if action.migration and statement is not None:
@@ -144,8 +150,80 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
     return time.monotonic() - started
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+def _run_autocommit(
+    conn: Connection, action: Action, set_role: str | None, started: float, extra: dict[str, object]
+) -> None:
+    """A migration declared non-transactional (e.g. CREATE INDEX CONCURRENTLY): one statement at a time."""
+    conn.commit()  # no transaction may be open while the isolation level changes
+    # In SQLAlchemy 2 this changes the connection in place: restored below for the next action.
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        if set_role:
+            conn.exec_driver_sql(f"SET ROLE {ident(set_role)}")
+        for sql in action.statements:
+            extra["execution_time_ms"] = int((time.monotonic() - started) * 1000)
+            _run_sql(conn, sql, extra)
+    finally:
+        if set_role:
+            conn.exec_driver_sql("RESET ROLE")
+        conn.commit()
+        conn.execution_options(isolation_level=conn.default_isolation_level)
+
+
+def _end_reads(admin: Connection, owner: _OwnerSession | None) -> None:
+    """Close the read transactions the catalog reads opened (SQLAlchemy autobegins them)."""
+    admin.commit()
+    if owner is not None and owner.conn is not None:
+        owner.conn.commit()
+
+
+class _OwnerSession:
+    """The owner connection, opened on first need and checked to log in as the owner: a session
+    that logs in as anyone else would create objects owned by the wrong role."""
+
+    def __init__(self, stack: ExitStack, target: db.Target, layout: Layout) -> None:
+        self.stack, self.target, self.layout = stack, target, layout
+        self.conn: Connection | None = None
+
+    def __call__(self) -> Connection:
+        if self.conn is None:
+            assert self.target.owner is not None
+            conn = self.stack.enter_context(
+                db.connect(self.target.owner, f"{self.target.description} (owner)")
+            )
+            who = conn.execute(text("SELECT current_user")).scalar()
+            conn.commit()
+            if who != self.layout.owner:
+                raise ConfigError(
+                    f"the owner session logs in as {who}, not {self.layout.owner}",
+                    hint=f"--owner-dsn (or users.owner) must log in as {self.layout.owner}, "
+                    "so that what the migrations create belongs to it",
+                )
+            self.conn = conn
+        return self.conn
+
+
+def read_and_plan(
+    target: db.Target,
+    layout: Layout,
+    migrations: list[Migration],
+    *,
+    accept_changed: tuple[str, ...] = (),
+    assume_owner_session: bool = False,
+) -> tuple[Catalog, Plan]:
+    """`plan` and `verify`: read-only, no lock. `assume_owner_session` plans as if the owner
+    session were there (verify lists differences; it does not choose how to fix them)."""
+    with ExitStack() as stack:
+        admin = stack.enter_context(db.connect(target.admin, target.description))
+        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
+        return plan_for(
+            admin,
+            layout,
+            migrations,
+            owner_session=assume_owner_session or owner is not None,
+            accept_changed=accept_changed,
+            records_conn=owner,
+        )
 
 
 def apply(
@@ -158,27 +236,26 @@ def apply(
 ) -> ApplyResult:
     with ExitStack() as stack:
         admin = stack.enter_context(db.connect(target.admin, target.description))
+        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
         _acquire_lock(admin, listener)
         try:
             catalog, plan = plan_for(
                 admin,
                 layout,
                 migrations,
-                owner_session=target.owner is not None,
+                owner_session=owner is not None,
                 accept_changed=accept_changed,
+                records_conn=owner,
             )
-            admin.commit()
+            _end_reads(admin, owner)
+            uses_owner = plan.needs(Session.OWNER) and not plan.owner_via_set_role
+            if uses_owner and owner is not None:
+                owner()  # connect and check who it is before anything runs
             listener(Event("plan", plan=plan))
             result = ApplyResult(plan)
-            owner_conn: Connection | None = None
             for action in plan.actions:
-                if action.session == Session.OWNER and not plan.owner_via_set_role:
-                    if owner_conn is None:
-                        assert target.owner is not None
-                        owner_conn = stack.enter_context(
-                            db.connect(target.owner, f"{target.description} (owner)")
-                        )
-                    conn, role = owner_conn, None
+                if action.session == Session.OWNER and uses_owner and owner is not None:
+                    conn, role = owner(), None
                 else:
                     conn, role = admin, (layout.owner if action.session == Session.OWNER else None)
                 listener(Event("action-start", action=action))
@@ -187,9 +264,9 @@ def apply(
                 listener(Event("action-done", action=action, seconds=seconds))
             if plan.actions:
                 after, again = plan_for(
-                    admin, layout, migrations, owner_session=target.owner is not None
+                    admin, layout, migrations, owner_session=owner is not None, records_conn=owner
                 )
-                admin.commit()
+                _end_reads(admin, owner)
                 remaining = differences(layout, after, again)
                 if remaining:
                     raise VerifyFailed(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from provision.sql import ident
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -44,6 +46,11 @@ class MigrationsTable:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> str:
+        """The quoted, qualified name for SQL."""
+        return ident(self.schema, self.name)
 
     @property
     def required_columns(self) -> tuple[str, ...]:

@@ -130,65 +130,99 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 
 
 # -- guard rail: migrations must not touch protected schemas ---------------------------------
+#
+# A static check of the parse tree, before anything runs. Reading a legacy table is allowed
+# (SELECT, including the source of INSERT ... SELECT, CREATE VIEW, CREATE TABLE AS); naming a
+# protected schema anywhere else (DDL, DML targets, foreign keys, function calls) is refused.
+# What the parse tree cannot show (code in DO blocks or called procedures, a changed
+# search_path) is refused outright, and the executor pins search_path for every migration.
 
-_DESTRUCTIVE = (
-    ast.DropStmt,
-    ast.AlterTableStmt,
-    ast.RenameStmt,
-    ast.AlterObjectSchemaStmt,
-    ast.AlterOwnerStmt,
-    ast.TruncateStmt,
-    ast.DeleteStmt,
-    ast.UpdateStmt,
-    ast.InsertStmt,
-    ast.GrantStmt,
-    ast.AlterDefaultPrivilegesStmt,
-    ast.CommentStmt,
-    ast.CreateTrigStmt,
-    ast.RuleStmt,
-    ast.IndexStmt,
-    ast.AlterSeqStmt,
-    ast.CreateStmt,
-    ast.ViewStmt,
-    ast.CreateTableAsStmt,
-    ast.CreateFunctionStmt,
-)
+_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+_SESSION_SETTINGS = {"search_path", "role", "session_authorization"}
+_FORBIDDEN: dict[type, str] = {
+    ast.TransactionStmt: "transaction control belongs to nucleus-provision (each file runs as one transaction)",
+    ast.DoStmt: "DO blocks run code the guard rail cannot check; write plain statements",
+    ast.CallStmt: "CALL runs code the guard rail cannot check",
+    ast.ReassignOwnedStmt: "REASSIGN OWNED changes every object of a role",
+    ast.DropOwnedStmt: "DROP OWNED drops every object of a role",
+    ast.CreateRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
+    ast.AlterRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
+    ast.AlterRoleSetStmt: "role settings belong to Terraform, not to migrations",
+    ast.DropRoleStmt: "roles belong to Terraform (google_sql_user), not to migrations",
+    ast.GrantRoleStmt: "role memberships are managed by nucleus-provision and Terraform, not by migrations",
+}
 
 
-def _schemas_named(node: object) -> Iterable[str]:
-    """Every schema name a statement mentions: qualified relations, schema objects, name lists."""
-    for child in _walk(node):
-        if isinstance(child, ast.RangeVar) and child.schemaname:
-            yield child.schemaname
-        elif isinstance(child, ast.String):
-            yield child.sval
-        elif isinstance(child, ast.RenameStmt) and child.subname:  # ALTER SCHEMA x RENAME TO y
-            yield child.subname
-
-
-def _walk(node: object) -> Iterable[object]:
+def _walk(node: object, reading: bool = False) -> Iterable[tuple[object, bool]]:
+    """Every node with whether it sits in a read (a SELECT that is not itself inside a write)."""
     if isinstance(node, ast.A_Const):  # a string literal is data, not a name
         return
     if isinstance(node, ast.Node):
-        yield node
+        if isinstance(node, ast.SelectStmt):
+            reading = True
+        elif isinstance(node, _WRITES):
+            reading = False
+        yield node, reading
         for attr in node:
-            yield from _walk(getattr(node, attr))
+            yield from _walk(getattr(node, attr), reading)
     elif isinstance(node, (tuple, list)):
         for item in node:
-            yield from _walk(item)
+            yield from _walk(item, reading)
 
 
-def check_protected(migration: Migration, protected: Iterable[str]) -> None:
-    """Refuse, before anything runs, a statement that would change a protected schema or its contents."""
+def _names(node: object) -> list[str]:
+    if isinstance(node, ast.RangeVar):
+        return [node.schemaname or "", node.relname or ""]
+    if isinstance(node, ast.String):
+        return [node.sval]
+    if isinstance(node, ast.RenameStmt) and node.subname:  # ALTER SCHEMA x RENAME TO y
+        return [node.subname]
+    return []
+
+
+def _problem(stmt: object, protected: set[str], version_table: tuple[str, str]) -> str | None:
+    for node, reading in _walk(stmt):
+        reason = _FORBIDDEN.get(type(node))
+        if reason:
+            return reason
+        if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _SESSION_SETTINGS:
+            return f"changing {node.name} would let unqualified names reach other schemas"
+        if isinstance(node, ast.FuncCall):
+            name = [n.sval for n in node.funcname if isinstance(n, ast.String)]
+            if name and name[-1] == "set_config":
+                return (
+                    "set_config() can change search_path or the role behind the guard rail's back"
+                )
+            if len(name) > 1 and name[0] in protected:
+                return f"calls a function of protected schema {name[0]}"
+        if reading and not isinstance(node, ast.FuncCall):
+            continue
+        if (
+            isinstance(node, ast.RangeVar)
+            and (node.schemaname or "public", node.relname) == version_table
+        ):
+            return f"{'.'.join(version_table)} is managed by nucleus-provision; its legacy rows are never changed"
+        touched = protected.intersection(_names(node))
+        if touched:
+            return f"touches protected schema {', '.join(sorted(touched))}"
+    return None
+
+
+def check_protected(
+    migration: Migration,
+    protected: Iterable[str],
+    version_table: tuple[str, str] = ("public", "migrations"),
+) -> None:
+    """Refuse, before anything runs, a statement that could change a protected schema, its
+    contents or the version table's rows, or that escapes what this check can see."""
     protected = set(protected)
     for statement in migration.statements:
         for raw in pglast.parse_sql(statement.sql):
-            stmt = raw.stmt
-            touched = protected.intersection(_schemas_named(stmt))
-            if touched and isinstance(stmt, _DESTRUCTIVE + (ast.CreateSchemaStmt,)):
-                kind = type(stmt).__name__.removesuffix("Stmt")
+            problem = _problem(raw.stmt, protected, version_table)
+            if problem:
+                kind = type(raw.stmt).__name__.removesuffix("Stmt")
                 raise MigrationFileError(
-                    f"{migration.filename}:{statement.line}: {kind} statement touches protected schema "
-                    f"{', '.join(sorted(touched))}",
-                    hint="legacy schemas are never altered or dropped; create new objects in the new schemas instead",
+                    f"{migration.filename}:{statement.line}: refused {kind} statement: {problem}",
+                    hint="legacy schemas and their rows are never altered or dropped; create new objects "
+                    "in the new schemas (reading legacy tables in a SELECT is fine)",
                 )

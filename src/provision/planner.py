@@ -20,19 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy.dialects import postgresql
-
-from provision.catalog import SUPERUSER_GROUP, Catalog
+from provision.catalog import SUPERUSER_GROUP, Catalog, MigrationRecord
 from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError
 from provision.layout import Layout
 from provision.migrations import Migration
-
-_quote = postgresql.dialect().identifier_preparer.quote
-
-
-def ident(*parts: str) -> str:
-    """A (qualified) identifier, quoted only where PostgreSQL needs it (`dna."values"`)."""
-    return ".".join(_quote(p) for p in parts)
+from provision.sql import ident
 
 
 class Session(StrEnum):
@@ -123,7 +115,7 @@ def choose_route(layout: Layout, catalog: Catalog, owner_session: bool) -> Route
         f"on it, and {'; '.join(missing)}",
         hint=f"create {owner} through the Cloud SQL API (Terraform google_sql_user or `gcloud sql users create "
         f"{owner} --instance=INSTANCE`) so it joins {SUPERUSER_GROUP}, or have a role with ADMIN OPTION on "
-        f"{owner} run: GRANT {_quote(owner)} TO {_quote(admin)}",
+        f"{owner} run: GRANT {ident(owner)} TO {ident(admin)}",
     )
 
 
@@ -142,7 +134,7 @@ def _handoff_actions(
     if foreign:
         raise PermissionProblem(
             f"cannot hand to {owner} objects owned by neither {admin} nor {SUPERUSER_GROUP}: {', '.join(foreign)}",
-            hint=f"have their owner run ALTER ... OWNER TO {_quote(owner)}, or drop them if they are leftovers",
+            hint=f"have their owner run ALTER ... OWNER TO {ident(owner)}, or drop them if they are leftovers",
         )
     assert route is not None
     names = ", ".join(name for _, name, _ in objects)
@@ -152,7 +144,7 @@ def _handoff_actions(
             for kind, name, current in objects
             if current == admin
         ]
-        second = [Sql(f"ALTER {kind} {name} OWNER TO {_quote(owner)}") for kind, name, _ in objects]
+        second = [Sql(f"ALTER {kind} {name} OWNER TO {ident(owner)}") for kind, name, _ in objects]
         actions = []
         if first:
             actions.append(
@@ -172,7 +164,7 @@ def _handoff_actions(
             )
         )
         return actions
-    statements = [Sql(f"ALTER {kind} {name} OWNER TO {_quote(owner)}") for kind, name, _ in objects]
+    statements = [Sql(f"ALTER {kind} {name} OWNER TO {ident(owner)}") for kind, name, _ in objects]
     return [
         Action(
             "handoff",
@@ -210,7 +202,7 @@ def _objects_to_hand_over(layout: Layout, catalog: Catalog) -> list[tuple[str, s
 _COLUMN_TYPES = {
     "version": "varchar(50)",
     "description": "text",
-    "executed_at": "timestamptz",
+    "executed_at": "timestamptz DEFAULT CURRENT_TIMESTAMP",
     "checksum": "varchar(64)",
     "execution_time_ms": "integer",
 }
@@ -218,9 +210,10 @@ _COLUMN_TYPES = {
 
 def _adopt_actions(layout: Layout, catalog: Catalog) -> list[Action]:
     mt, info = layout.migrations_table, catalog.migrations
-    table = ident(mt.schema, mt.name)
+    table = mt.ident
     statements: list[Sql] = []
     reasons: list[str] = []
+    sequence = info.sequence
     if not info.exists:
         statements.append(
             Sql(
@@ -234,7 +227,7 @@ def _adopt_actions(layout: Layout, catalog: Catalog) -> list[Action]:
             f"{mt.qualified} does not exist: create it with the legacy and the expected columns, "
             "so every environment has the production shape"
         )
-        columns_after = set(mt.legacy_columns) | set(_COLUMN_TYPES)
+        sequence = ident(mt.schema, f"{mt.name}_id_seq")  # what `serial` names it
     else:
         missing = [c for c in _COLUMN_TYPES if c not in info.columns]
         if missing:
@@ -247,64 +240,68 @@ def _adopt_actions(layout: Layout, catalog: Catalog) -> list[Action]:
             reasons.append(
                 f"adopt {mt.qualified} in place: add {', '.join(missing)}; legacy columns and rows stay"
             )
-        columns_after = set(info.columns) | set(missing)
+            if {"migration_name", "applied_at"} <= set(info.columns):
+                # Once, when the columns arrive. Rows that legacy tooling inserts later keep NULL
+                # descriptions (and get executed_at from its default): they are not drift.
+                statements.append(
+                    Sql(
+                        f"UPDATE {table} SET description = migration_name, executed_at = applied_at "
+                        "WHERE version IS NULL"
+                    )
+                )
+                reasons.append(
+                    "backfill legacy rows (description, executed_at) without giving them a version"
+                )
     index = f"{mt.name}_version_key"
     if (mt.schema, index) not in catalog.relations:
         statements.append(
-            Sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {_quote(index)} ON {table} (version)")
+            Sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {ident(index)} ON {table} (version)")
         )
         reasons.append("each version recorded at most once")
-    legacy_unfilled = [r for r in info.records if r.version is None and r.description is None]
-    needs_backfill = info.exists and ("description" not in info.columns or legacy_unfilled)
-    if needs_backfill and {"migration_name", "applied_at"} <= columns_after:
-        statements.append(
-            Sql(
-                f"UPDATE {table} SET description = migration_name, executed_at = applied_at "
-                "WHERE version IS NULL AND description IS NULL"
-            )
-        )
+    # The admin (postgres) owned the table and its legacy tooling appended to it: once the owner
+    # owns it, the admin keeps reading and appending only if granted to.
+    handed_over = not info.exists or info.owner != layout.owner
+    if handed_over or not (info.readable and info.insertable):
+        statements.append(Sql(f"GRANT SELECT, INSERT ON {table} TO {ident(layout.admin)}"))
+    if sequence and (handed_over or not info.sequence_usable):
+        statements.append(Sql(f"GRANT USAGE ON SEQUENCE {sequence} TO {ident(layout.admin)}"))
+    if handed_over or not (info.readable and info.insertable and info.sequence_usable):
         reasons.append(
-            "backfill legacy rows (description, executed_at) without giving them a version"
-        )
-    # Once the owner owns the table the admin has no privilege on it unless granted one.
-    admin_reads = (
-        info.exists
-        and info.owner == layout.owner
-        and any(
-            entry.startswith(f"{layout.admin}=") and "r" in entry.split("=", 1)[1].split("/")[0]
-            for entry in info.acl
-        )
-    )
-    if not admin_reads:
-        statements.append(Sql(f"GRANT SELECT ON {table} TO {_quote(layout.admin)}"))
-        reasons.append(
-            f"{layout.admin} keeps reading the version table once {layout.owner} owns it (inspect, verify)"
+            f"{layout.admin} keeps reading and appending to the version table once {layout.owner} owns it"
         )
     if not statements:
         return []
     return [Action("adopt-migrations-table", Session.OWNER, "; ".join(reasons), tuple(statements))]
 
 
+def _claiming_row(catalog: Catalog, migration: Migration) -> MigrationRecord | None:
+    """A legacy row (no version) whose name says this migration ran: a claim, never proof."""
+    return next(
+        (
+            r
+            for r in catalog.migrations.records
+            if r.version is None and r.migration_name == migration.name
+        ),
+        None,
+    )
+
+
 def _record_sql(layout: Layout, migration: Migration, catalog: Catalog) -> Sql:
-    table = ident(layout.migrations_table.schema, layout.migrations_table.name)
+    table = layout.migrations_table.ident
     params = {
         "version": migration.version,
         "name": migration.name,
         "description": migration.description,
         "checksum": migration.checksum,
     }
-    claimed = [
-        r
-        for r in catalog.migrations.records
-        if r.version is None and r.migration_name == migration.name
-    ]
-    if claimed:
+    claimed = _claiming_row(catalog, migration)
+    if claimed is not None:
         # A hand-written legacy row claims this migration ran. The catalog decided what to run;
         # now that it has run, that row becomes the record (its legacy columns stay untouched).
         return Sql(
             f"UPDATE {table} SET version = :version, description = :description, executed_at = now(), "
             "checksum = :checksum, execution_time_ms = :execution_time_ms WHERE id = :id",
-            {**params, "id": claimed[0].id},
+            {**params, "id": claimed.id},
         )
     return Sql(
         f"INSERT INTO {table} (migration_name, applied_at, version, description, executed_at, checksum, "
@@ -321,20 +318,26 @@ def _migration_actions(
 ) -> list[Action]:
     recorded = {r.version: r for r in catalog.migrations.records if r.version is not None}
     actions = []
-    table = ident(layout.migrations_table.schema, layout.migrations_table.name)
+    table = layout.migrations_table.ident
     changed = []
     for migration in migrations:
         record = recorded.get(migration.version)
         if record is None:
-            claimed = any(
-                r.migration_name == migration.name and r.version is None
-                for r in catalog.migrations.records
-            )
             reason = f"{migration.filename} is not recorded"
-            if claimed:
+            if _claiming_row(catalog, migration) is not None:
                 reason += " (a legacy row names it, but the catalog decides: it runs idempotently and is then recorded)"
-            statements = (Sql("SET LOCAL lock_timeout = '10s'"),) if migration.transactional else ()
+            # Pinned for the migration: a role-level search_path (e.g. one naming a legacy schema)
+            # must not decide where unqualified names go, and DDL must not queue behind live traffic forever.
+            scope = "true" if migration.transactional else "false"
+            statements = (
+                Sql(
+                    f"SELECT set_config('search_path', 'public', {scope}), "
+                    f"set_config('lock_timeout', '10s', {scope})"
+                ),
+            )
             statements += tuple(Sql(s.sql) for s in migration.statements)
+            if not migration.transactional:
+                statements += (Sql("RESET search_path"), Sql("RESET lock_timeout"))
             actions.append(
                 Action(
                     "migrate",
@@ -415,19 +418,19 @@ def make_plan(
                 Session.ADMIN,
                 f"extension {name} is missing; version {ext.default_version} is available and "
                 f"{layout.admin}, a member of {SUPERUSER_GROUP}, may create it",
-                (Sql(f"CREATE EXTENSION IF NOT EXISTS {_quote(name)}"),),
+                (Sql(f"CREATE EXTENSION IF NOT EXISTS {ident(name)}"),),
             )
         )
 
     grants = []
     if not facts.owner_can_create_schemas:
         grants.append(
-            Sql(f"GRANT CREATE ON DATABASE {_quote(catalog.database)} TO {_quote(layout.owner)}")
+            Sql(f"GRANT CREATE ON DATABASE {ident(catalog.database)} TO {ident(layout.owner)}")
         )
     if not facts.owner_can_create_in_migrations_schema:
         grants.append(
             Sql(
-                f"GRANT CREATE ON SCHEMA {_quote(layout.migrations_table.schema)} TO {_quote(layout.owner)}"
+                f"GRANT CREATE ON SCHEMA {ident(layout.migrations_table.schema)} TO {ident(layout.owner)}"
             )
         )
     if grants:
@@ -441,12 +444,18 @@ def make_plan(
             )
         )
 
+    info = catalog.migrations
+    if info.exists and not info.records_known:
+        raise PermissionProblem(
+            f"{layout.admin} cannot read {layout.migrations_table.qualified}, so which migrations ran is unknown",
+            hint=f"give the run a session logged in as {layout.owner} (--owner-dsn, or users.owner with --env): "
+            f"it reads the records and grants {layout.admin} SELECT again",
+        )
     objects = _objects_to_hand_over(layout, catalog)
-    pending_migrations = [
-        m for m in migrations if m.version not in catalog.migrations.recorded_versions
-    ]
+    pending_migrations = [m for m in migrations if m.version not in info.recorded_versions]
     adopt = _adopt_actions(layout, catalog)
-    owner_work = bool(objects or adopt or pending_migrations)
+    migrate = _migration_actions(layout, catalog, migrations, frozenset(accept_changed))
+    owner_work = bool(objects or adopt or migrate)
     route = (
         choose_route(layout, catalog, owner_session)
         if (objects or (owner_work and not owner_session))
@@ -458,12 +467,12 @@ def make_plan(
                 "grant-membership",
                 Session.ADMIN,
                 route.reason,
-                (Sql(f"GRANT {_quote(layout.owner)} TO {_quote(layout.admin)}"),),
+                (Sql(f"GRANT {ident(layout.owner)} TO {ident(layout.admin)}"),),
             )
         )
     actions += _handoff_actions(layout, catalog, route, objects)
     actions += adopt
-    actions += _migration_actions(layout, catalog, migrations, frozenset(accept_changed))
+    actions += migrate
     owner_via_set_role = (
         not owner_session
         and route is not None

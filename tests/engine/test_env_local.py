@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_clean_error, cli
+from provision.local import emulator
 from provision.local.server import Server
 
 
@@ -23,8 +24,7 @@ def local_env(tmp_path):
 
 
 def records(state_dir: Path) -> list[dict]:
-    path = state_dir / "emulator" / "records.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return emulator.records(state_dir)
 
 
 def test_apply_and_verify_over_env_local_go_through_the_connector(local_env):

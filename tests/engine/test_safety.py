@@ -128,6 +128,8 @@ def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db,
         "ALTER TABLE dna_schema.entities RENAME TO entity;",
         "ALTER SCHEMA tasks_schema RENAME TO tasks_old;",
         "DELETE FROM results_schema.results;",
+        "WITH gone AS (DELETE FROM dna_schema.interests RETURNING 1) SELECT count(*) FROM gone;",
+        "SET search_path TO dna_schema;",
     ],
 )
 def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
@@ -146,7 +148,7 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
         "--migrations",
         str(bad),
     )
-    assert_clean_error(run, "003_dangerous.sql:2", "protected schema")
+    assert_clean_error(run, "003_dangerous.sql:2: refused")
     assert state(legacy_db) == before
 
 
@@ -161,8 +163,7 @@ def test_a_missing_owner_role_is_a_clear_error(legacy_db):
 
 def test_a_wrong_password_is_one_line_and_never_printed(legacy_db):
     run = cli("apply", "--dsn", legacy_db.dsn("postgres", "wrong-secret-pw"))
-    assert_clean_error(run, "password authentication failed for user")
-    assert "wrong-secret-pw" not in run.err + run.out
+    assert_clean_error(run, "password authentication failed for user", secrets=("wrong-secret-pw",))
 
 
 def test_an_unreachable_host_fails_within_the_connect_timeout():
@@ -195,3 +196,90 @@ def test_usage_errors_exit_1_so_that_2_always_means_changes_pending():
     run = cli("plan")
     assert_clean_error(run, "exactly one of --dsn URL or --env NAME")
     assert cli("plan", "--no-such-flag").code == 1
+
+
+def test_an_owner_dsn_that_logs_in_as_someone_else_is_refused_before_anything_runs(empty_db):
+    before = state(empty_db)
+    run = cli("apply", "--dsn", empty_db.admin_dsn, "--owner-dsn", empty_db.admin_dsn)
+    assert_clean_error(run, "the owner session logs in as postgres, not nucleus")
+    assert state(empty_db) == before
+
+
+def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db, tmp_path):
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "003_concurrent_index.sql": "-- nucleus-provision: no-transaction\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS entity_name_idx ON dna.entity (name);\n",
+            "004_after.sql": "CREATE TABLE IF NOT EXISTS dna.after_concurrent (id int);\n",
+        },
+    )
+    dsns = (
+        "--dsn",
+        legacy_db.admin_dsn,
+        "--owner-dsn",
+        legacy_db.owner_dsn,
+        "--migrations",
+        str(extra),
+    )
+    run = cli("apply", *dsns)
+    assert run.code == 0, run.err
+    assert "NOT transactional" in run.out
+    assert legacy_db.query(
+        "SELECT relname, pg_get_userbyid(relowner) FROM pg_class "
+        "WHERE relname IN ('entity_name_idx', 'after_concurrent') ORDER BY 1"
+    ) == [["after_concurrent", "nucleus"], ["entity_name_idx", "nucleus"]]
+    assert cli("plan", *dsns).code == 0
+
+
+def test_a_version_table_the_admin_cannot_read_is_read_through_the_owner_session(legacy_db):
+    dsns = ("--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn)
+    assert cli("apply", *dsns).code == 0
+    legacy_db.query("REVOKE SELECT ON public.migrations FROM postgres", user="nucleus")
+    alone = cli("plan", "--dsn", legacy_db.admin_dsn)
+    assert_clean_error(alone, "cannot read public.migrations", "--owner-dsn")
+    plan = cli("plan", *dsns, "--format", "json")
+    assert plan.code == 2 and plan.json["pending_migrations"] == []
+    assert [a["kind"] for a in plan.json["actions"]] == ["adopt-migrations-table"]
+    assert cli("apply", *dsns).code == 0
+    assert cli("verify", "--dsn", legacy_db.admin_dsn).code == 0
+
+
+def test_accepting_an_edited_file_without_an_owner_session_is_a_clear_error(legacy_db, tmp_path):
+    assert cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn).code == 0
+    edited = migrations_copy(tmp_path)
+    path = edited / "002_add_entity_integrations.sql"
+    path.write_text(path.read_text() + "\n-- edited\n")
+    run = cli(
+        "apply",
+        "--dsn",
+        legacy_db.admin_dsn,
+        "--migrations",
+        str(edited),
+        "--accept-changed",
+        "002",
+    )
+    assert_clean_error(run, "needs a session logged in as nucleus", "--owner-dsn")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ("plan", "--dsn", "postgresql://postgres:pw@127.0.0.1:abc/nucleus_v12"),
+            "not a valid URL",
+        ),
+        (
+            ("plan", "--dsn", "postgresql://postgres@127.0.0.1:5432/nucleus_v12"),
+            "lacks a user, a password",
+        ),
+        (("plan", "--dsn", "postgresql://postgres:se@cret@127.0.0.1:5432/db"), "unencoded '@'"),
+        (("--connect-timeout", "-5", "plan", "--dsn", "postgresql://p:w@127.0.0.1:1/db"), "-5"),
+        (("local", "up", "--state-dir", "/proc/no-such-place"), "/proc/no-such-place"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_1(args, fragment):
+    run = cli(*args)
+    assert run.code == 1, (run.out, run.err)
+    assert "Traceback" not in run.err and fragment in run.err
+    assert "cret" not in run.err

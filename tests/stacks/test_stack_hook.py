@@ -78,12 +78,14 @@ def test_hook_is_retriggered_by_the_content_hash_of_the_desired_state(
         }, name
 
 
-def test_desired_state_hash_covers_every_bootstrap_sql_file_and_the_layout_in_path_order() -> None:
+def test_desired_state_hash_covers_every_bootstrap_sql_file_the_layout_and_the_planner_in_path_order() -> (
+    None
+):
     files = hook.desired_state_files(REPO_ROOT)
     relative = [path.relative_to(REPO_ROOT).as_posix() for path in files]
     expected_files = sorted(
         [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "bootstrap_sql").glob("*.sql")]
-        + (["src/provision/layout.py"] if (REPO_ROOT / "src/provision/layout.py").is_file() else [])
+        + ["src/provision/layout.py", "src/provision/planner.py"]
     )
     assert relative == expected_files
     digest = hashlib.sha256()
@@ -120,6 +122,9 @@ def test_desired_state_hash_changes_with_content_and_names_but_not_with_unrelate
 
     layout_changed = {**base, "src/provision/layout.py": "X = 2\n"}
     assert hook.desired_state_sha256(_tree(tmp_path / "e", layout_changed)) != original
+
+    planner_added = {**base, "src/provision/planner.py": "GRANTS = 1\n"}
+    assert hook.desired_state_sha256(_tree(tmp_path / "g", planner_added)) != original
 
     unrelated = {**base, "bootstrap_sql/README.md": "notes", "src/provision/cli.py": "pass\n"}
     assert hook.desired_state_sha256(_tree(tmp_path / "f", unrelated)) == original

@@ -1,0 +1,20 @@
+"""Small SQL helpers shared by the catalog reader, the planner and the executor."""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql
+
+_quote = postgresql.dialect().identifier_preparer.quote
+
+
+def ident(*parts: str) -> str:
+    """A (qualified) identifier, quoted only where PostgreSQL needs it (`dna."values"`)."""
+    return ".".join(_quote(p) for p in parts)
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """PostgreSQL's error fields (C: SQLSTATE, M: message, ...) from a pg8000 error, wrapped by
+    SQLAlchemy or not; empty when the error did not come from the server."""
+    original = getattr(exc, "orig", None) or exc
+    args = getattr(original, "args", ())
+    return args[0] if args and isinstance(args[0], dict) else {}
