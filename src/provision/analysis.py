@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from provision.catalog import SUPERUSER_GROUP, Catalog
+from provision.catalog import SUPERUSER_GROUP, Catalog, layout_objects
 from provision.layout import Layout
 
 
@@ -192,22 +192,6 @@ def _extension_findings(layout: Layout, catalog: Catalog) -> list[Finding]:
     return findings
 
 
-def _layout_objects(layout: Layout, catalog: Catalog) -> list[tuple[str, str, str]]:
-    """(kind, name, owner) of every object of the new layout that exists."""
-    objects = [
-        ("schema", s.name, catalog.schemas[s.name].owner)
-        for s in layout.schemas
-        if s.name in catalog.schemas
-    ]
-    layout_schemas = set(layout.schema_names)
-    objects += [
-        (r.kind, r.qualified, r.owner)
-        for (schema, _), r in sorted(catalog.relations.items())
-        if schema in layout_schemas and r.ownable
-    ]
-    return objects
-
-
 def _ownership_and_record_findings(layout: Layout, catalog: Catalog) -> list[Finding]:
     findings = []
     owner = catalog.roles.roles.get(layout.owner)
@@ -222,9 +206,9 @@ def _ownership_and_record_findings(layout: Layout, catalog: Catalog) -> list[Fin
             )
         )
     wrong = [
-        f"{kind} {name} is owned by {owner}"
-        for kind, name, owner in _layout_objects(layout, catalog)
-        if owner != layout.owner
+        f"{o.kind} {o.qualified} is owned by {o.owner}"
+        for o in layout_objects(layout, catalog)
+        if o.owner != layout.owner
     ]
     if wrong:
         findings.append(

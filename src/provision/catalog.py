@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from provision.layout import Layout
+from provision.sql import ident
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 
@@ -147,6 +148,44 @@ class Catalog:
         return sorted(
             (r for (s, _), r in self.relations.items() if s == schema), key=lambda r: r.name
         )
+
+
+@dataclass(frozen=True)
+class OwnedObject:
+    """A schema, or a relation with an owner of its own, that the layout wants owned by its owner."""
+
+    kind: str  # "schema", "table", "view", "materialized view", "foreign table", "sequence"
+    schema: str
+    name: str | None
+    owner: str
+
+    @property
+    def qualified(self) -> str:
+        return self.schema if self.name is None else f"{self.schema}.{self.name}"
+
+    @property
+    def sql(self) -> str:
+        """As in `ALTER <sql> OWNER TO ...`: e.g. `TABLE dna."values"`."""
+        return f"{self.kind.upper()} {ident(self.schema) if self.name is None else ident(self.schema, self.name)}"
+
+
+def layout_objects(
+    layout: Layout, catalog: Catalog, *, with_version_table: bool = False
+) -> list[OwnedObject]:
+    """Every existing object of the new layout (schemas first), and optionally the version table."""
+    objects = [
+        OwnedObject("schema", s.name, None, catalog.schemas[s.name].owner)
+        for s in layout.schemas
+        if s.name in catalog.schemas
+    ]
+    layout_schemas = set(layout.schema_names)
+    version_table = (layout.migrations_table.schema, layout.migrations_table.name)
+    objects += [
+        OwnedObject(r.kind, r.schema, r.name, r.owner)
+        for key, r in sorted(catalog.relations.items())
+        if r.ownable and (key[0] in layout_schemas or (with_version_table and key == version_table))
+    ]
+    return objects
 
 
 _ROLES_SQL = text("""

@@ -47,6 +47,7 @@ from provision.errors import (
     LocalInstanceError,
     ProvisionError,
 )
+from provision.sql import error_fields
 
 if TYPE_CHECKING:
     import google.auth.credentials
@@ -297,7 +298,7 @@ def describe_connector_error(
         )
     if isinstance(exc, pg8000.exceptions.Error):
         described = db.describe_connect_error(exc, where)
-        fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        fields = error_fields(exc)
         if fields.get("C") in ("28P01", "28000"):
             if login.iam:
                 hint = f"check that {login.user} has an IAM database user on the instance and roles/cloudsql.instanceUser"

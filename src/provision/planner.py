@@ -20,7 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from provision.catalog import SUPERUSER_GROUP, Catalog, MigrationRecord
+from provision.catalog import (
+    SUPERUSER_GROUP,
+    Catalog,
+    MigrationRecord,
+    OwnedObject,
+    layout_objects,
+)
 from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError
 from provision.layout import Layout
 from provision.migrations import Migration
@@ -120,16 +126,15 @@ def choose_route(layout: Layout, catalog: Catalog, owner_session: bool) -> Route
 
 
 def _handoff_actions(
-    layout: Layout, catalog: Catalog, route: Route | None, objects: list[tuple[str, str, str]]
+    layout: Layout, route: Route | None, objects: list[OwnedObject]
 ) -> list[Action]:
-    """objects: (kind for ALTER, qualified name, current owner)."""
     if not objects:
         return []
     owner, admin = layout.owner, layout.admin
     foreign = [
-        f"{kind} {name} (owner {current})"
-        for kind, name, current in objects
-        if current not in (admin, SUPERUSER_GROUP)
+        f"{o.kind} {o.qualified} (owner {o.owner})"
+        for o in objects
+        if o.owner not in (admin, SUPERUSER_GROUP)
     ]
     if foreign:
         raise PermissionProblem(
@@ -137,64 +142,49 @@ def _handoff_actions(
             hint=f"have their owner run ALTER ... OWNER TO {ident(owner)}, or drop them if they are leftovers",
         )
     assert route is not None
-    names = ", ".join(name for _, name, _ in objects)
-    if route.name == RouteName.TWO_STEP:
-        first = [
-            Sql(f"ALTER {kind} {name} OWNER TO {SUPERUSER_GROUP}")
-            for kind, name, current in objects
-            if current == admin
-        ]
-        second = [Sql(f"ALTER {kind} {name} OWNER TO {ident(owner)}") for kind, name, _ in objects]
-        actions = []
-        if first:
-            actions.append(
-                Action(
-                    "handoff-to-group",
-                    Session.ADMIN,
-                    f"step 1 of 2: {admin} hands {names} to {SUPERUSER_GROUP} ({admin} cannot SET ROLE {owner})",
-                    tuple(first),
-                )
+    names = ", ".join(o.qualified for o in objects)
+    to_owner = tuple(Sql(f"ALTER {o.sql} OWNER TO {ident(owner)}") for o in objects)
+    if route.name != RouteName.TWO_STEP:
+        return [
+            Action(
+                "handoff",
+                Session.ADMIN,
+                f"{admin} hands {names} to {owner} ({route.reason})",
+                to_owner,
             )
+        ]
+    # Two sessions, two transactions: an interruption between them leaves objects with
+    # cloudsqlsuperuser, from where the next run's step 2 takes them.
+    to_group = tuple(
+        Sql(f"ALTER {o.sql} OWNER TO {SUPERUSER_GROUP}") for o in objects if o.owner == admin
+    )
+    actions = []
+    if to_group:
         actions.append(
             Action(
-                "handoff-to-owner",
-                Session.OWNER,
-                f"step 2 of 2: {owner} takes {names} from {SUPERUSER_GROUP}",
-                tuple(second),
+                "handoff-to-group",
+                Session.ADMIN,
+                f"step 1 of 2: {admin} hands {names} to {SUPERUSER_GROUP} ({admin} cannot SET ROLE {owner})",
+                to_group,
             )
         )
-        return actions
-    statements = [Sql(f"ALTER {kind} {name} OWNER TO {ident(owner)}") for kind, name, _ in objects]
-    return [
+    actions.append(
         Action(
-            "handoff",
-            Session.ADMIN,
-            f"{admin} hands {names} to {owner} ({route.reason})",
-            tuple(statements),
+            "handoff-to-owner",
+            Session.OWNER,
+            f"step 2 of 2: {owner} takes {names} from {SUPERUSER_GROUP}",
+            to_owner,
         )
+    )
+    return actions
+
+
+def _objects_to_hand_over(layout: Layout, catalog: Catalog) -> list[OwnedObject]:
+    return [
+        o
+        for o in layout_objects(layout, catalog, with_version_table=True)
+        if o.owner != layout.owner
     ]
-
-
-def _objects_to_hand_over(layout: Layout, catalog: Catalog) -> list[tuple[str, str, str]]:
-    objects: list[tuple[str, str, str]] = []
-    for schema in layout.schemas:
-        info = catalog.schemas.get(schema.name)
-        if info is not None and info.owner != layout.owner:
-            objects.append(("SCHEMA", ident(schema.name), info.owner))
-    kinds = {
-        "table": "TABLE",
-        "view": "VIEW",
-        "materialized view": "MATERIALIZED VIEW",
-        "foreign table": "FOREIGN TABLE",
-        "sequence": "SEQUENCE",
-    }
-    layout_schemas = set(layout.schema_names)
-    mt = layout.migrations_table
-    for (schema, name), rel in sorted(catalog.relations.items()):
-        in_scope = schema in layout_schemas or (schema, name) == (mt.schema, mt.name)
-        if in_scope and rel.ownable and rel.owner != layout.owner:
-            objects.append((kinds[rel.kind], ident(schema, name), rel.owner))
-    return objects
 
 
 # -- the migrations table -----------------------------------------------------------------------
@@ -470,7 +460,7 @@ def make_plan(
                 (Sql(f"GRANT {ident(layout.owner)} TO {ident(layout.admin)}"),),
             )
         )
-    actions += _handoff_actions(layout, catalog, route, objects)
+    actions += _handoff_actions(layout, route, objects)
     actions += adopt
     actions += migrate
     owner_via_set_role = (
