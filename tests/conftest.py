@@ -42,7 +42,8 @@ class Database:
     name: str
 
     def dsn(self, user: str, password: str | None = None) -> str:
-        password = password if password is not None else self.instance.passwords[user]
+        if password is None:
+            return self.instance.dsn(user, self.name)
         return (
             f"postgresql://{user}:{password}@{self.instance.host}:{self.instance.port}/{self.name}"
         )
@@ -54,6 +55,11 @@ class Database:
     @property
     def owner_dsn(self) -> str:
         return self.dsn(OWNER_USER)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The CLI's TARGET options for both sessions."""
+        return ("--dsn", self.admin_dsn, "--owner-dsn", self.owner_dsn)
 
     def connect(self, user: str = BOOTSTRAP_SUPERUSER) -> pg8000.native.Connection:
         return connect_as(self.instance, user, self.name, timeout=30)

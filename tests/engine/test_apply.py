@@ -64,15 +64,15 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
     db = make_db(scenario)
     before = legacy_fingerprint(db) if scenario != "empty" else None
 
-    first = cli("apply", "--dsn", db.admin_dsn, "--owner-dsn", db.owner_dsn)
+    first = cli("apply", *db.targets)
     assert first.code == 0, first.err
     assert "Apply complete" in first.out
     assert cli("verify", "--dsn", db.admin_dsn).code == 0
 
     ddl = count_ddl(db)
-    plan = cli("plan", "--dsn", db.admin_dsn, "--owner-dsn", db.owner_dsn, "--format", "json")
+    plan = cli("plan", *db.targets, "--format", "json")
     assert plan.code == 0 and plan.json["changes"] == 0
-    again = cli("apply", "--dsn", db.admin_dsn, "--owner-dsn", db.owner_dsn, "--format", "json")
+    again = cli("apply", *db.targets, "--format", "json")
     assert again.code == 0 and again.json["applied"] == []
     assert ddl() == 0
 
@@ -93,7 +93,7 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
 
 
 def test_legacy_migration_rows_are_kept_and_backfilled_without_a_version(legacy_db):
-    assert cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn).code == 0
+    assert cli("apply", *legacy_db.targets).code == 0
     rows = legacy_db.query(
         "SELECT migration_name, version, description, executed_at = applied_at "
         "FROM public.migrations ORDER BY id"
@@ -124,17 +124,12 @@ def test_a_hand_written_row_claiming_001_does_not_stop_001_from_converging(parti
     )
     plan = cli(
         "plan",
-        "--dsn",
-        partial_db.admin_dsn,
-        "--owner-dsn",
-        partial_db.owner_dsn,
+        *partial_db.targets,
         "--format",
         "json",
     )
     assert plan.code == 2 and plan.json["pending_migrations"] == ["001", "002"]
-    assert (
-        cli("apply", "--dsn", partial_db.admin_dsn, "--owner-dsn", partial_db.owner_dsn).code == 0
-    )
+    assert cli("apply", *partial_db.targets).code == 0
     assert partial_db.query(
         "SELECT count(*) FROM pg_class WHERE relname IN ('values', 'raw_data', 'memory')"
     ) == [[3]]
@@ -145,9 +140,7 @@ def test_a_hand_written_row_claiming_001_does_not_stop_001_from_converging(parti
 
 
 def test_pg16_two_step_route_is_chosen_when_postgres_holds_no_admin_on_nucleus(legacy_db):
-    plan = cli(
-        "plan", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn, "--format", "json"
-    )
+    plan = cli("plan", *legacy_db.targets, "--format", "json")
     assert plan.json["route"]["name"] == "two-step-via-cloudsqlsuperuser"
     kinds = [a["kind"] for a in plan.json["actions"]]
     assert kinds[:4] == [
@@ -159,7 +152,7 @@ def test_pg16_two_step_route_is_chosen_when_postgres_holds_no_admin_on_nucleus(l
     assert legacy_db.query(
         "SELECT pg_has_role('postgres', 'nucleus', 'MEMBER WITH ADMIN OPTION')"
     ) == [[False]]
-    assert cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn).code == 0
+    assert cli("apply", *legacy_db.targets).code == 0
 
 
 def test_without_an_owner_session_the_two_step_route_asks_for_one_and_changes_nothing(legacy_db):

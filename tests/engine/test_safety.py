@@ -31,10 +31,7 @@ def state(db):
 
 
 def test_eight_concurrent_applies_apply_each_migration_once(legacy_db):
-    procs = [
-        start("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn)
-        for _ in range(8)
-    ]
+    procs = [start("apply", *legacy_db.targets) for _ in range(8)]
     outputs = [p.communicate(timeout=180) for p in procs]
     results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
     for code, _, err in results:
@@ -57,10 +54,7 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
     )
     args = (
         "apply",
-        "--dsn",
-        legacy_db.admin_dsn,
-        "--owner-dsn",
-        legacy_db.owner_dsn,
+        *legacy_db.targets,
         "--migrations",
         str(slow),
     )
@@ -87,7 +81,7 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
 
 
 def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp_path):
-    dsns = ("--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn)
+    dsns = legacy_db.targets
     assert cli("apply", *dsns).code == 0
     edited = migrations_copy(tmp_path)
     (edited / "002_add_entity_integrations.sql").write_text(
@@ -110,10 +104,7 @@ def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db,
     before = state(legacy_db)
     run = cli(
         "apply",
-        "--dsn",
-        legacy_db.admin_dsn,
-        "--owner-dsn",
-        legacy_db.owner_dsn,
+        *legacy_db.targets,
         "--migrations",
         str(bad),
     )
@@ -141,10 +132,7 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
     before = state(legacy_db)
     run = cli(
         "apply",
-        "--dsn",
-        legacy_db.admin_dsn,
-        "--owner-dsn",
-        legacy_db.owner_dsn,
+        *legacy_db.targets,
         "--migrations",
         str(bad),
     )
@@ -215,10 +203,7 @@ def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db
         },
     )
     dsns = (
-        "--dsn",
-        legacy_db.admin_dsn,
-        "--owner-dsn",
-        legacy_db.owner_dsn,
+        *legacy_db.targets,
         "--migrations",
         str(extra),
     )
@@ -233,7 +218,7 @@ def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db
 
 
 def test_a_version_table_the_admin_cannot_read_is_read_through_the_owner_session(legacy_db):
-    dsns = ("--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn)
+    dsns = legacy_db.targets
     assert cli("apply", *dsns).code == 0
     legacy_db.query("REVOKE SELECT ON public.migrations FROM postgres", user="nucleus")
     alone = cli("plan", "--dsn", legacy_db.admin_dsn)
@@ -246,7 +231,7 @@ def test_a_version_table_the_admin_cannot_read_is_read_through_the_owner_session
 
 
 def test_accepting_an_edited_file_without_an_owner_session_is_a_clear_error(legacy_db, tmp_path):
-    assert cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-dsn", legacy_db.owner_dsn).code == 0
+    assert cli("apply", *legacy_db.targets).code == 0
     edited = migrations_copy(tmp_path)
     path = edited / "002_add_entity_integrations.sql"
     path.write_text(path.read_text() + "\n-- edited\n")
