@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 STAMPS := .stamps
 # Node 22 LTS from npm (package "node") comes first on PATH for cdktf and jsii.
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+# cdktf asks HashiCorp for newer versions at every run; offline that only logs an error.
+export CHECKPOINT_DISABLE := 1
 
 .PHONY: demo test lint setup synth bench clean
 
