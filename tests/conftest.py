@@ -42,11 +42,7 @@ class Database:
     name: str
 
     def dsn(self, user: str, password: str | None = None) -> str:
-        if password is None:
-            return self.instance.dsn(user, self.name)
-        return (
-            f"postgresql://{user}:{password}@{self.instance.host}:{self.instance.port}/{self.name}"
-        )
+        return self.instance.dsn(user, self.name, password)
 
     @property
     def admin_dsn(self) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from provision.analysis import analyze
 from provision.catalog import (
+    VERSION_TABLE_COLUMNS,
     Catalog,
     Extension,
     MigrationRecord,
@@ -25,16 +26,7 @@ from provision.planner import RouteName, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
-COLUMNS = (
-    "id",
-    "migration_name",
-    "applied_at",
-    "version",
-    "description",
-    "executed_at",
-    "checksum",
-    "execution_time_ms",
-)
+COLUMNS = VERSION_TABLE_COLUMNS
 
 
 def roles(**overrides) -> RoleFacts:

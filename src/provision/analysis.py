@@ -42,10 +42,6 @@ class Report:
     roles: dict[str, object]
     findings: list[Finding] = field(default_factory=list)
 
-    @property
-    def codes(self) -> list[str]:
-        return [f.code for f in self.findings]
-
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 

@@ -9,7 +9,7 @@ table. Everything downstream (inspect, plan, verify) is a pure function of this 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -142,7 +142,6 @@ class Catalog:
     relations: dict[tuple[str, str], Relation]
     extensions: dict[str, Extension]
     migrations: MigrationsTableInfo
-    queries: int = field(default=0, compare=False)
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -255,17 +254,21 @@ WHERE a.name = ANY(CAST(:wanted AS text[])) OR e.extname IS NOT NULL
 """)
 
 
+# Every column of the adopted version table: the legacy ones, then the ones the code expects.
+VERSION_TABLE_COLUMNS = (
+    "id",
+    "migration_name",
+    "applied_at",
+    "version",
+    "description",
+    "executed_at",
+    "checksum",
+    "execution_time_ms",
+)
+
+
 def _records_sql(table: str, columns: tuple[str, ...]) -> str:
-    wanted = (
-        "id",
-        "migration_name",
-        "applied_at",
-        "version",
-        "description",
-        "executed_at",
-        "checksum",
-        "execution_time_ms",
-    )
+    wanted = VERSION_TABLE_COLUMNS
     select = ", ".join(c if c in columns else f"NULL AS {c}" for c in wanted)
     return f"SELECT {select} FROM {table} ORDER BY id"  # noqa: S608 - names come from the layout, not input
 
@@ -375,7 +378,6 @@ def read_catalog(
         for r in conn.execute(_EXTENSIONS_SQL, {"wanted": list(layout.extensions)}).mappings()
     }
 
-    queries = 3
     if migrations.exists:
         # Once nucleus owns the table, the admin reads it only if granted; until then the owner
         # session (when there is one) reads the records, so a run never mistakes "unreadable"
@@ -387,5 +389,4 @@ def read_catalog(
                 records=read_records(reader, layout, migrations.columns),
                 records_known=True,
             )
-            queries += 1
-    return Catalog(row["database"], roles, schemas, relations, extensions, migrations, queries)
+    return Catalog(row["database"], roles, schemas, relations, extensions, migrations)

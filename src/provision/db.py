@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from provision.errors import ConfigError, ConnectionFailed, ProvisionError
-from provision.sql import error_fields
+from provision.sql import error_fields, server_message
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -98,7 +98,7 @@ def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
             return ConnectionFailed(
                 f"{where}: {message}", hint="check that the user exists and may log in"
             )
-        return ConnectionFailed(f"{where}: {message} (SQLSTATE {code})")
+        return ConnectionFailed(f"{where}: {server_message(exc)}")
     text = str(original)
     if (
         isinstance(original, TimeoutError)
@@ -137,11 +137,7 @@ def connect(engine: Engine, where: str) -> Iterator[Connection]:
             hint="run again: every step is a transaction of its own",
         ) from None
     except DBAPIError as exc:
-        fields = error_fields(exc)
-        raise ProvisionError(
-            f"{where}: {fields.get('M') or first_line(exc)}"
-            + (f" (SQLSTATE {fields['C']})" if fields.get("C") else "")
-        ) from None
+        raise ProvisionError(f"{where}: {server_message(exc)}") from None
     finally:
         conn.close()
 

@@ -23,7 +23,7 @@ from provision.errors import ApplyFailed, ConfigError, PermissionProblem, Verify
 from provision.layout import Layout
 from provision.migrations import Migration, check_protected
 from provision.planner import Action, Plan, Session, Sql, make_plan
-from provision.sql import error_fields, ident
+from provision.sql import error_fields, ident, server_message
 
 # pg_advisory_lock key shared by every nucleus-provision run on a database ("nucl").
 LOCK_KEY = 0x6E75636C
@@ -32,7 +32,7 @@ LOCK_WAIT_SECONDS = 600
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # waiting | locked | plan | action-start | action-done
+    kind: str  # waiting | plan | action-start | action-done
     message: str = ""
     action: Action | None = None
     plan: Plan | None = None
@@ -134,7 +134,6 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
         ) from None
     except DBAPIError as exc:
         fields = error_fields(exc)
-        message = fields.get("M", db.first_line(exc))
         statement = next((s for s in action.statements if s.text in str(exc.statement or "")), None)
         line = ""
         if action.migration and statement is not None:
@@ -142,7 +141,7 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
             line = f":{found.line}" if found else ""
         error = PermissionProblem if fields.get("C") == "42501" else ApplyFailed
         raise error(
-            f"{where}{line}: {message}" + (f" (SQLSTATE {fields['C']})" if fields.get("C") else ""),
+            f"{where}{line}: {server_message(exc)}",
             hint="nothing of this step was applied (its transaction was rolled back); fix and run again"
             if action.transactional
             else "this step is not transactional: check what it left before rerunning",

@@ -18,3 +18,11 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     original = getattr(exc, "orig", None) or exc
     args = getattr(original, "args", ())
     return args[0] if args and isinstance(args[0], dict) else {}
+
+
+def server_message(exc: BaseException) -> str:
+    """`message (SQLSTATE code)` of a server error, else the exception's first line."""
+    fields = error_fields(exc)
+    if fields.get("M"):
+        return fields["M"] + (f" (SQLSTATE {fields['C']})" if fields.get("C") else "")
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]

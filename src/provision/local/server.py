@@ -171,8 +171,10 @@ class LocalInstance:
     run_as: str | None = None
     extra: dict[str, object] | None = None
 
-    def dsn(self, user: str, database: str | None = None) -> str:
-        return f"postgresql://{user}:{self.passwords[user]}@{self.host}:{self.port}/{database or self.database}"
+    def dsn(self, user: str, database: str | None = None, password: str | None = None) -> str:
+        """A direct DSN; `password` overrides the user's own (tests of wrong passwords)."""
+        password = self.passwords[user] if password is None else password
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database or self.database}"
 
     @property
     def admin_dsn(self) -> str:
@@ -181,11 +183,6 @@ class LocalInstance:
     @property
     def owner_dsn(self) -> str:
         return self.dsn(OWNER_USER)
-
-    @property
-    def superuser_dsn(self) -> str:
-        """The emulated `cloudsqladmin`: for the emulation and the tests only, never for the tool."""
-        return self.dsn(BOOTSTRAP_SUPERUSER)
 
     @property
     def pid(self) -> int | None:
