@@ -45,7 +45,9 @@ def assert_clean_error(run: Run, *fragments: str, secrets: tuple[str, ...] = ())
     for secret in secrets:
         assert secret not in run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out
-    first = run.err.strip().splitlines()[0]
+    # Progress on stderr ("waiting: ...", lock retries) may come first; then the one error line.
+    lines = [line for line in run.err.strip().splitlines() if not line.startswith("waiting: ")]
+    first = lines[0] if lines else ""
     assert first.startswith("error: "), run.err
     for fragment in fragments:
         assert fragment in run.err, (fragment, run.err)

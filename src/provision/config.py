@@ -347,6 +347,18 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
     tables = data.get("environments")
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"{config_file} has no [environments.NAME] tables")
+    for name, table in tables.items():
+        # Shapes pydantic never sees: an environment that is not a table, a non-text parent.
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{config_file}: environments.{name} is not a table",
+                hint=f"write it as a [environments.{name}] section with key = value lines",
+            )
+        if "extends" in table and not isinstance(table["extends"], str):
+            raise ConfigError(
+                f"{config_file}: environments.{name}.extends must name an environment",
+                hint=f'e.g. extends = "prod"; known: {", ".join(sorted(tables))}',
+            )
     environments: dict[str, Environment] = {}
     for name in tables:
         try:
@@ -360,6 +372,10 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
                 f"{config_file}: environment {name!r} is invalid: {problems}",
                 hint="fix the field named above",
             ) from None
+        except ConfigError as exc:
+            if str(config_file) not in exc.message:
+                exc.message = f"{config_file}: {exc.message}"
+            raise
     return environments
 
 

@@ -128,18 +128,29 @@ class _Run:
         self.admin.commit()
         self._owner: Connection | None = None
         self.owner_pid: int | None = None
-        self.watch = BlockerWatch(
-            lambda: stack.enter_context(db.connect(target.admin, f"{target.description} (watch)"))
-        )
+        # A login sees the query of sessions of its own role; the owner's login is the one
+        # that sees the services' sessions when they share it.
+        self.watches = {
+            Session.ADMIN: BlockerWatch(
+                lambda: stack.enter_context(
+                    db.connect(target.admin, f"{target.description} (watch)")
+                )
+            ),
+            Session.OWNER: BlockerWatch(
+                lambda: stack.enter_context(
+                    db.connect(target.owner or target.admin, f"{target.description} (watch)")
+                )
+            ),
+        }
 
     @property
     def has_owner_session(self) -> bool:
         return self.target.owner is not None
 
-    def attempts(self) -> Attempts:
+    def attempts(self, session: Session = Session.ADMIN) -> Attempts:
         return Attempts(
             self.policy,
-            self.watch,
+            self.watches[session],
             on_retry=lambda message: self.listener(Event(EventKind.WAITING, message)),
         )
 
@@ -459,7 +470,7 @@ def _execute(run: _Run, action: Action, conn: Connection, pid: int, set_role: st
     where = _where(action)
     try:
         if action.transactional:
-            run.attempts().run(
+            run.attempts(Session.OWNER if conn is run._owner else Session.ADMIN).run(
                 where,
                 lambda: [pid],
                 lambda: _transaction(conn, action, set_role, run.policy, run.desired.schema_names),

@@ -71,11 +71,17 @@ class Blocker:
     query: str | None
 
     def describe(self) -> str:
+        if self.query is None or self.query.startswith("<insufficient privilege>"):
+            # pg_stat_activity hides other roles' sessions from a role without pg_read_all_stats.
+            return (
+                f"pid {self.pid} (user {self.user}; its state and query are hidden from this "
+                "login: a member of pg_read_all_stats sees them)"
+            )
         how_long = f"{self.seconds:.1f}s" if self.seconds is not None else "?"
-        first = (self.query or "").strip().splitlines()[0][:100] if self.query else ""
+        first = (self.query.strip().splitlines() or ["-"])[0][:100]
         return (
             f"pid {self.pid} (user {self.user}, application {self.application or '-'}, "
-            f"{self.state or '?'} for {how_long}: {first or '-'})"
+            f"{self.state or '?'} for {how_long}: {first})"
         )
 
 

@@ -151,23 +151,38 @@ def changed_rows(before: Snapshot, after: Snapshot) -> list[RowChange]:
     return changes
 
 
+# The order a reader needs: whole schemas and extensions first, then tables, then the rest.
+_PRIORITY = {"schema": 0, "extension": 1, "database": 2, "relation": 3}
+
+
 def violations(before: Snapshot, after: Snapshot) -> list[str]:
-    """What changed outside the managed scope, one line per object (empty: nothing)."""
+    """What changed outside the managed scope, one line per object (empty: nothing). A
+    dropped schema is one line, not one per object that went with it."""
     found = []
-    for key in sorted(before.objects.keys() | after.objects.keys()):
+    dropped_schemas = before.schemas - after.schemas
+    keys = sorted(
+        before.objects.keys() | after.objects.keys(), key=lambda k: (_PRIORITY.get(k[0], 9), k)
+    )
+    for key in keys:
         kind, name = key
         old, new = before.objects.get(key), after.objects.get(key)
         if old == new:
             continue
+        schema = name if kind == "schema" else name.split(".", 1)[0]
         if old is None:
-            schema = name.split(".", 1)[0] if kind not in ("schema",) else name
             if kind not in ("extension", "event trigger", "setting", "database") and (
                 schema not in before.schemas
             ):
                 continue  # inside a schema this migration created: its own scope
             found.append(f"{kind} {name} created")
         elif new is None:
-            found.append(f"{kind} {name} dropped")
+            if kind == "schema":
+                inside = sum(
+                    1 for k, n in before.objects if k != "schema" and n.split(".", 1)[0] == name
+                )
+                found.append(f"schema {name} dropped, with the {inside} object(s) in it")
+            elif schema not in dropped_schemas or kind in ("extension", "event trigger"):
+                found.append(f"{kind} {name} dropped")
         else:
             found.append(f"{kind} {name} altered")
     for change in changed_rows(before, after):
