@@ -6,7 +6,7 @@ from __future__ import annotations
 import pg8000.native
 import pytest
 
-from provision.local.server import SUPERUSER_GROUP
+from provision.local.instance import SUPERUSER_GROUP
 
 
 def _error(exc: pg8000.native.DatabaseError) -> dict:

@@ -61,7 +61,16 @@ def target_options(func):
     return func
 
 
-def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None):
+def resolve_target(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    *,
+    state_dir: Path | None = None,
+):
+    """The Target of `--dsn [--owner-dsn]` or `--env`; `state_dir` goes to the environment's
+    connector plug-in (the demo's own emulation)."""
     from provision import db
     from provision.errors import ConfigError
 
@@ -84,7 +93,7 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
     from provision import cloudsql
 
     return cloudsql.target_for_environment(
-        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout
+        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout, state_dir=state_dir
     )
 
 
@@ -133,6 +142,20 @@ def local() -> None:
     """The embedded Cloud SQL emulation (PostgreSQL 16 + pgvector, postgres not a superuser)."""
 
 
+def _emulation():
+    """provision.local.server, or a clear error when the `emulation` extra is not installed."""
+    from provision.connector_plugin import EMULATION_EXTRA_HINT
+    from provision.errors import ConfigError
+
+    try:
+        from provision.local import server
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local Cloud SQL emulation is not installed ({exc})", hint=EMULATION_EXTRA_HINT
+        ) from None
+    return server
+
+
 @local.command("up")
 @click.option(
     "--scenario",
@@ -151,10 +174,9 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
       legacy-nucleus-v12          the seed's production state (old schemas, data)
       legacy-nucleus-v12-partial  the same plus migration 001 half run, unrecorded
     """
-    from provision.local import server
-
-    instance = server.Server(state_dir or server.default_state_dir()).start(scenario)
-    click.echo(json.dumps(instance.summary(), indent=2))
+    server = _emulation()
+    instance = server.Server(state_dir).start(scenario)
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("status")
@@ -162,26 +184,27 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
 def local_status(state_dir: Path | None) -> None:
     """Print the running instance as JSON; exit 1 if none runs."""
     from provision.errors import LocalInstanceError
-    from provision.local import server
 
-    directory = state_dir or server.default_state_dir()
-    instance = server.Server(directory).status()
+    server = _emulation()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    instance = emulation.status()
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {directory}",
             hint="start one with `nucleus-provision local up`",
         )
-    click.echo(json.dumps(instance.summary(), indent=2))
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("down")
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
     """Stop the instance and delete its data (no process is left behind)."""
-    from provision.local import server
-
-    directory = state_dir or server.default_state_dir()
-    stopped = server.Server(directory).stop()
+    server = _emulation()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    stopped = emulation.stop()
     click.echo(
         f"stopped the local instance in {directory}"
         if stopped
@@ -465,12 +488,12 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     Everything goes through the same path as production: the Cloud SQL Python
     Connector, against the local Cloud SQL emulation (`--env local`).
     """
-    import os
     import shutil
     import tempfile
 
     from provision import commands, render
-    from provision.local import server
+
+    server = _emulation()
 
     def banner(title: str) -> None:
         click.echo(
@@ -481,10 +504,9 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
 
     # Always a fresh instance of its own: never one the user is running (it is stopped at the end).
     state_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-"))
-    os.environ[server.STATE_ENV_VAR] = str(state_dir)
     banner(f"1. start the local Cloud SQL emulation ({scenario})")
     instance = server.Server(state_dir).start(scenario)
-    summary = instance.summary()
+    summary = server.summary(instance)
     click.echo(
         f"PostgreSQL 16 + pgvector, reached as Cloud SQL instance {summary.get('connection_name')} "
         f"through the Connector (Admin API {summary.get('admin_api')}, proxy {summary.get('proxy')})"
@@ -492,7 +514,7 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     click.echo(f"state in {state_dir}")
     try:
         # The production path: the Cloud SQL Python Connector, against the local emulation.
-        target = lambda: resolve_target(ctx, None, None, "local")  # noqa: E731 - a fresh one per step, as separate runs
+        target = lambda: resolve_target(ctx, None, None, "local", state_dir=state_dir)  # noqa: E731 - a fresh one per step, as separate runs
         banner("2. inspect (before)")
         click.echo(render.report_text(commands.inspect(target())))
         banner("3. plan")
