@@ -19,14 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import text
 
 from provision.config import load_environment
-from provision.local.gcp import certs, emulator, state
+from provision.local.gcp import certs, emulator
+from provision.local.gcp import state as gcp_state
 from provision.local.server import Server
 
 API_PATH = "/sql/v1beta4/projects/{project}/instances/{instance}"
 
 
 def _call(
-    state: state.EmulatorState, path: str, *, body: dict | None = None, token: str | None = ""
+    state: gcp_state.EmulatorState, path: str, *, body: dict | None = None, token: str | None = ""
 ) -> tuple[int, dict]:
     request = urllib.request.Request(
         state.admin_api + path,
@@ -68,7 +69,7 @@ def test_connect_settings_describe_the_instance_of_the_local_environment(emulati
     # The proxy's certificate chains to the serverCaCert the API hands out.
     context = ssl.create_default_context(cadata=body["serverCaCert"]["cert"])
     context.check_hostname = False
-    with socket.create_connection((state.address, state.PROXY_PORT), timeout=5) as raw:
+    with socket.create_connection((state.address, gcp_state.PROXY_PORT), timeout=5) as raw:
         with context.wrap_socket(raw) as tls:
             proxy_cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
     proxy_cert.verify_directly_issued_by(server_ca)
@@ -153,10 +154,10 @@ def _client_context(
     return context
 
 
-def _refused(state: state.EmulatorState, context: ssl.SSLContext) -> bool:
+def _refused(state: gcp_state.EmulatorState, context: ssl.SSLContext) -> bool:
     """Whether the proxy turns this client away (during or right after the handshake)."""
     try:
-        with socket.create_connection((state.address, state.PROXY_PORT), timeout=5) as raw:
+        with socket.create_connection((state.address, gcp_state.PROXY_PORT), timeout=5) as raw:
             with context.wrap_socket(raw) as tls:
                 # In TLS 1.3 the server checks the client's certificate after the client has
                 # finished its side of the handshake: the refusal shows on the first read.
@@ -201,7 +202,7 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
     try:
         assert {"admin_dsn", "owner_dsn", "connection_name", "admin_api", "proxy"} <= info.keys()
         assert info["connection_name"] == "local-project:europe-west1:nucleus-prototype-db"
-        second = state.EmulatorState.load(state_dir)
+        second = gcp_state.EmulatorState.load(state_dir)
         assert second is not None
         first = emulation.state
         assert second.address != first.address
@@ -225,9 +226,9 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
         down = nucleus("local", "down", "--state-dir", str(state_dir), env=emulation.env())
     assert down.code == 0, down.err
     assert not any(alive(pid) for pid in second.pids.values())
-    assert not (state_dir / state.EMULATOR_DIR).exists()
+    assert not (state_dir / gcp_state.EMULATOR_DIR).exists()
     with socket.socket() as probe:  # the address and port are free again
-        probe.bind((second.address, state.PROXY_PORT))
+        probe.bind((second.address, gcp_state.PROXY_PORT))
     after = nucleus(
         "inspect",
         "--env",
