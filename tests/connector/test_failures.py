@@ -125,6 +125,16 @@ def test_no_running_emulation_is_one_line(tmp_path):
     assert_one_clear_line(run, f"no local Cloud SQL emulation runs from {tmp_path}", "local up")
 
 
+def test_an_unknown_connector_is_one_line_naming_the_known_ones(tmp_path):
+    config = config_variant(tmp_path, "connector", connector="lokal")
+    run = nucleus("--config", str(config), "inspect", "--env", "local", env=dict(os.environ))
+    assert_one_clear_line(
+        run,
+        "environment 'local' names connector 'lokal', which is not installed (known: local)",
+        "fix connector in [environments.local]",
+    )
+
+
 def test_a_real_environment_without_google_credentials_says_how_to_log_in(tmp_path):
     env = {
         key: value
