@@ -1,6 +1,6 @@
 """How the package is cut: `pip install .` (no extras) is enough for inspect, plan, apply and
-verify; the local emulation and the stacks are extras; the emulation is a plug-in that the
-production connection code never imports; and `src/provision` has no import cycle.
+verify; the local emulation and the stacks are extras, and without them `local`, `demo` and
+`--env local` say in one line how to install them. (The import graph: tests/unit/test_house.py.)
 
 The lean install is simulated without pip: the CLI runs in a subprocess in which every
 installed distribution that `nucleus-provision`'s core requirements do not pull in (pgserver,
@@ -10,7 +10,6 @@ the installed metadata so that it follows pyproject.toml.
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
@@ -22,7 +21,6 @@ from packaging.utils import canonicalize_name
 from helpers import Run, assert_clean_error
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
 EMULATION_HINT = "pip install 'nucleus-provision[emulation]'"
 
 
@@ -130,68 +128,3 @@ def test_env_local_without_the_emulation_extra_says_how_to_install_it():
     assert_clean_error(
         run, "connector 'local' of environment 'local' cannot be loaded", EMULATION_HINT
     )
-
-
-# -- the import graph -------------------------------------------------------------------------
-
-
-def _imports() -> dict[str, set[str]]:
-    """Module -> the modules of src/provision it imports, wherever the import statement is
-    (inside functions and TYPE_CHECKING blocks too: those must not hide a cycle either)."""
-    modules = {}
-    for path in (SRC / "provision").rglob("*.py"):
-        parts = path.relative_to(SRC).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        modules[name] = path
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, *([base] if base else [])])
-                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            graph[name] |= {t for t in targets if t in modules and t != name}
-    return graph
-
-
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle of `graph`, or None."""
-    done: set[str] = set()
-
-    def visit(module: str, path: list[str]) -> list[str] | None:
-        if module in path:
-            return [*path[path.index(module) :], module]
-        if module in done:
-            return None
-        for imported in sorted(graph[module]):
-            if found := visit(imported, [*path, module]):
-                return found
-        done.add(module)
-        return None
-
-    for module in sorted(graph):
-        if found := visit(module, []):
-            return found
-    return None
-
-
-def test_the_cycle_finder_finds_a_cycle():
-    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_src_provision_has_no_import_cycle():
-    assert _cycle(_imports()) is None
-
-
-def test_the_production_connection_code_never_imports_the_emulation():
-    graph = _imports()
-    for module in ("provision.cloudsql", "provision.credentials", "provision.config"):
-        assert not [m for m in graph[module] if m.startswith("provision.local")], module

@@ -58,7 +58,7 @@ def mask(url: URL | str) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _unblock_after_connect(dbapi_connection, _record) -> None:
+def _unblock_after_connect(dbapi_connection: object, _record: object) -> None:
     # pg8000 applies its `timeout` to connecting *and* to every later read on the socket. We
     # want the bound on connecting (an unreachable host must fail fast) but not on statements
     # (a migration may legitimately run long; PostgreSQL's statement_timeout bounds those).

@@ -12,17 +12,20 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from provision import db
-from provision.analysis import Report, analyze
+from provision.actions import Action, Session, Sql
 from provision.catalog import Catalog, read_catalog
+from provision.concerns import all_findings
+from provision.desired import DesiredState
 from provision.errors import ApplyFailed, ConfigError, PermissionProblem, VerifyFailed
-from provision.layout import Layout
-from provision.migrations import Migration, check_protected
-from provision.planner import Action, Plan, Session, Sql, make_plan
+from provision.findings import Verdict, verify
+from provision.migrations import check_protected
+from provision.planner import Plan, make_plan
 from provision.sql import error_fields, ident, server_message
 
 # pg_advisory_lock key shared by every nucleus-provision run on a database ("nucl").
@@ -30,9 +33,16 @@ LOCK_KEY = 0x6E75636C
 LOCK_WAIT_SECONDS = 600
 
 
+class EventKind(StrEnum):
+    WAITING = "waiting"  # another run holds the lock
+    PLAN = "plan"  # computed under the lock, about to run
+    ACTION_START = "action-start"
+    ACTION_DONE = "action-done"
+
+
 @dataclass(frozen=True)
 class Event:
-    kind: str  # waiting | plan | action-start | action-done
+    kind: EventKind
     message: str = ""
     action: Action | None = None
     plan: Plan | None = None
@@ -46,32 +56,33 @@ Listener = Callable[[Event], None]
 class ApplyResult:
     plan: Plan
     timings: list[tuple[Action, float]] = field(default_factory=list)
-    after: Report | None = None
+
+
+def check_guard_rails(desired: DesiredState) -> None:
+    """Nothing runs if one file is refused."""
+    vt = desired.version_table
+    for migration in desired.migrations:
+        check_protected(migration, desired.layout.protected_schemas, (vt.schema, vt.name))
 
 
 def plan_for(
     conn: Connection,
-    layout: Layout,
-    migrations: list[Migration],
+    desired: DesiredState,
     *,
     owner_session: bool,
     accept_changed: tuple[str, ...] = (),
     records_conn: Callable[[], Connection] | None = None,
 ) -> tuple[Catalog, Plan]:
-    mt = layout.migrations_table
-    for migration in migrations:  # guard rails first: nothing runs if one file is refused
-        check_protected(migration, layout.protected_schemas, (mt.schema, mt.name))
-    catalog = read_catalog(conn, layout, records_conn)
+    check_guard_rails(desired)
+    catalog = read_catalog(conn, desired, records_conn)
     return catalog, make_plan(
-        layout, catalog, migrations, owner_session=owner_session, accept_changed=accept_changed
+        desired, catalog, owner_session=owner_session, accept_changed=accept_changed
     )
 
 
-def differences(layout: Layout, catalog: Catalog, plan: Plan) -> list[str]:
-    """What stands between the live database and the desired state (empty: it matches)."""
-    diffs = [f"{f.code}: {f.message}" for f in analyze(layout, catalog).findings]
-    diffs += [f"pending {a.kind}: {a.reason}" for a in plan.actions]
-    return diffs
+def verdict(desired: DesiredState, catalog: Catalog, plan: Plan) -> Verdict:
+    """What stands between the live database and the desired state."""
+    return verify(all_findings(desired, catalog), plan.actions)
 
 
 def _acquire_lock(conn: Connection, listener: Listener) -> None:
@@ -86,7 +97,7 @@ def _acquire_lock(conn: Connection, listener: Listener) -> None:
         ).scalar()
         listener(
             Event(
-                "waiting",
+                EventKind.WAITING,
                 f"another nucleus-provision run holds the lock (backend pid {holder}); waiting",
             )
         )
@@ -180,8 +191,8 @@ class _OwnerSession:
     """The owner connection, opened on first need and checked to log in as the owner: a session
     that logs in as anyone else would create objects owned by the wrong role."""
 
-    def __init__(self, stack: ExitStack, target: db.Target, layout: Layout) -> None:
-        self.stack, self.target, self.layout = stack, target, layout
+    def __init__(self, stack: ExitStack, target: db.Target, owner: str) -> None:
+        self.stack, self.target, self.owner = stack, target, owner
         self.conn: Connection | None = None
 
     def __call__(self) -> Connection:
@@ -192,10 +203,10 @@ class _OwnerSession:
             )
             who = conn.execute(text("SELECT current_user")).scalar()
             conn.commit()
-            if who != self.layout.owner:
+            if who != self.owner:
                 raise ConfigError(
-                    f"the owner session logs in as {who}, not {self.layout.owner}",
-                    hint=f"--owner-dsn (or users.owner) must log in as {self.layout.owner}, "
+                    f"the owner session logs in as {who}, not {self.owner}",
+                    hint=f"--owner-dsn (or users.owner) must log in as {self.owner}, "
                     "so that what the migrations create belongs to it",
                 )
             self.conn = conn
@@ -204,8 +215,7 @@ class _OwnerSession:
 
 def read_and_plan(
     target: db.Target,
-    layout: Layout,
-    migrations: list[Migration],
+    desired: DesiredState,
     *,
     accept_changed: tuple[str, ...] = (),
     assume_owner_session: bool = False,
@@ -214,11 +224,10 @@ def read_and_plan(
     session were there (verify lists differences; it does not choose how to fix them)."""
     with ExitStack() as stack:
         admin = stack.enter_context(db.connect(target.admin, target.description))
-        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
+        owner = _OwnerSession(stack, target, desired.owner) if target.owner is not None else None
         return plan_for(
             admin,
-            layout,
-            migrations,
+            desired,
             owner_session=assume_owner_session or owner is not None,
             accept_changed=accept_changed,
             records_conn=owner,
@@ -227,21 +236,19 @@ def read_and_plan(
 
 def apply(
     target: db.Target,
-    layout: Layout,
-    migrations: list[Migration],
+    desired: DesiredState,
     *,
     listener: Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
 ) -> ApplyResult:
     with ExitStack() as stack:
         admin = stack.enter_context(db.connect(target.admin, target.description))
-        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
+        owner = _OwnerSession(stack, target, desired.owner) if target.owner is not None else None
         _acquire_lock(admin, listener)
         try:
-            catalog, plan = plan_for(
+            _catalog, plan = plan_for(
                 admin,
-                layout,
-                migrations,
+                desired,
                 owner_session=owner is not None,
                 accept_changed=accept_changed,
                 records_conn=owner,
@@ -250,27 +257,28 @@ def apply(
             uses_owner = plan.needs(Session.OWNER) and not plan.owner_via_set_role
             if uses_owner and owner is not None:
                 owner()  # connect and check who it is before anything runs
-            listener(Event("plan", plan=plan))
+            listener(Event(EventKind.PLAN, plan=plan))
             result = ApplyResult(plan)
             for action in plan.actions:
                 if action.session == Session.OWNER and uses_owner and owner is not None:
                     conn, role = owner(), None
                 else:
-                    conn, role = admin, (layout.owner if action.session == Session.OWNER else None)
-                listener(Event("action-start", action=action))
+                    conn = admin
+                    role = desired.owner if action.session == Session.OWNER else None
+                listener(Event(EventKind.ACTION_START, action=action))
                 seconds = _execute(conn, action, role)
                 result.timings.append((action, seconds))
-                listener(Event("action-done", action=action, seconds=seconds))
+                listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
             if plan.actions:
                 after, again = plan_for(
-                    admin, layout, migrations, owner_session=owner is not None, records_conn=owner
+                    admin, desired, owner_session=owner is not None, records_conn=owner
                 )
                 _end_reads(admin, owner)
-                remaining = differences(layout, after, again)
-                if remaining:
+                remaining = verdict(desired, after, again)
+                if not remaining.matches:
                     raise VerifyFailed(
                         "after apply the database still differs from the desired state: "
-                        + "; ".join(remaining),
+                        + "; ".join(remaining.differences),
                         hint="this is a bug or a concurrent change; run `plan` to see what is left",
                     )
             return result

@@ -174,7 +174,7 @@ def _names(node: object) -> list[str]:
     if isinstance(node, ast.RangeVar):
         return [node.schemaname or "", node.relname or ""]
     if isinstance(node, ast.String):
-        return [node.sval]
+        return [node.sval or ""]
     if isinstance(node, ast.RenameStmt) and node.subname:  # ALTER SCHEMA x RENAME TO y
         return [node.subname]
     return []
@@ -188,7 +188,7 @@ def _problem(stmt: object, protected: set[str], version_table: tuple[str, str]) 
         if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _SESSION_SETTINGS:
             return f"changing {node.name} would let unqualified names reach other schemas"
         if isinstance(node, ast.FuncCall):
-            name = [n.sval for n in node.funcname if isinstance(n, ast.String)]
+            name = [n.sval or "" for n in node.funcname or () if isinstance(n, ast.String)]
             if name and name[-1] == "set_config":
                 return (
                     "set_config() can change search_path or the role behind the guard rail's back"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -178,7 +179,13 @@ def test_the_proxy_refuses_clients_without_a_certificate_of_the_client_ca(emulat
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     assert _refused(state, _client_context(certs.pem(foreign), key_pem, tmp_path))
-    failures = [r for r in emulation.records(before) if r["event"] == "handshake_failed"]
+    # The client sees the TLS alert before the proxy has written its record: wait for it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        failures = [r for r in emulation.records(before) if r["event"] == "handshake_failed"]
+        if len(failures) >= 2:
+            break
+        time.sleep(0.02)
     assert not [r for r in emulation.records(before) if r["event"] == "connection"]
     assert [r["error"] for r in failures] == [
         "PEER_DID_NOT_RETURN_A_CERTIFICATE",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import cli
+from helpers import MIGRATIONS, NAMES, VERSIONS, cli, config_with_owner
 
 SCENARIOS = ["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]
 
@@ -39,8 +39,8 @@ def legacy_fingerprint(db) -> dict[str, object]:
         "rows": sums,
         "migrations": db.query(
             "SELECT id, migration_name, applied_at FROM public.migrations "
-            "WHERE migration_name NOT IN ('001_init_schemas', '002_add_entity_integrations') "
-            "ORDER BY id"
+            "WHERE migration_name <> ALL(CAST(:ours AS text[])) ORDER BY id",
+            ours=NAMES,
         ),
     }
 
@@ -81,7 +81,7 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
     records = db.query(
         "SELECT version, count(*) FROM public.migrations WHERE version IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
-    assert records == [["001", 1], ["002", 1]]
+    assert records == [[v, 1] for v in VERSIONS]
     owners = db.query(
         "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
         "ON n.oid = c.relnamespace WHERE n.nspname IN ('dna', 'tasks', 'agents', 'results', 'memory', "
@@ -107,10 +107,7 @@ def test_legacy_migration_rows_are_kept_and_backfilled_without_a_version(legacy_
             "003_tasks_due_at",
         )
     ]
-    assert [r[:2] for r in rows[4:]] == [
-        ["001_init_schemas", "001"],
-        ["002_add_entity_integrations", "002"],
-    ]
+    assert [r[:2] for r in rows[4:]] == [[m.name, m.version] for m in MIGRATIONS]
     # Old services keep inserting the old way.
     legacy_db.query(
         "INSERT INTO public.migrations (migration_name) VALUES ('004_legacy_service')",
@@ -128,7 +125,7 @@ def test_a_hand_written_row_claiming_001_does_not_stop_001_from_converging(parti
         "--format",
         "json",
     )
-    assert plan.code == 2 and plan.json["pending_migrations"] == ["001", "002"]
+    assert plan.code == 2 and plan.json["pending_migrations"] == VERSIONS
     assert cli("apply", *partial_db.targets).code == 0
     assert partial_db.query(
         "SELECT count(*) FROM pg_class WHERE relname IN ('values', 'raw_data', 'memory')"
@@ -136,7 +133,7 @@ def test_a_hand_written_row_claiming_001_does_not_stop_001_from_converging(parti
     assert partial_db.query(
         "SELECT migration_name, version FROM public.migrations WHERE version IS NOT NULL "
         "OR migration_name = '001_init_schemas' ORDER BY id"
-    ) == [["001_init_schemas", "001"], ["002_add_entity_integrations", "002"]]
+    ) == [[m.name, m.version] for m in MIGRATIONS]
 
 
 def test_pg16_two_step_route_is_chosen_when_postgres_holds_no_admin_on_nucleus(legacy_db):
@@ -167,13 +164,21 @@ def test_without_an_owner_session_the_two_step_route_asks_for_one_and_changes_no
     assert legacy_db.query("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == [[0]]
 
 
-def test_an_owner_role_postgres_created_is_granted_then_handed_objects_directly(partial_db):
+def test_an_owner_role_postgres_created_is_granted_then_handed_objects_directly(
+    partial_db, tmp_path
+):
     owner = f"app_owner_{partial_db.name}"
     partial_db.query(f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-pass-1'", user="postgres")
-    plan = cli("plan", "--dsn", partial_db.admin_dsn, "--owner-role", owner, "--format", "json")
+    config = ("--config", config_with_owner(tmp_path, owner))
+    plan = cli(*config, "plan", "--dsn", partial_db.admin_dsn, "--format", "json")
     assert plan.json["route"]["name"] == "grant-then-direct"
-    assert cli("apply", "--dsn", partial_db.admin_dsn, "--owner-role", owner).code == 0
-    assert cli("verify", "--dsn", partial_db.admin_dsn, "--owner-role", owner).code == 0
+    assert cli(*config, "apply", "--dsn", partial_db.admin_dsn).code == 0
+    assert cli(*config, "verify", "--dsn", partial_db.admin_dsn).code == 0
+    # inspect reads the same desired state: no --owner-role to drift from the others.
+    assert (
+        cli(*config, "inspect", "--dsn", partial_db.admin_dsn, "--format", "json").json["findings"]
+        == []
+    )
     assert partial_db.query(
         "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'dna'"
     ) == [[owner]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_clean_error, cli, start
+from helpers import VERSIONS, assert_clean_error, cli, config_with_owner, start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,13 +44,13 @@ def test_eight_concurrent_applies_apply_each_migration_once(legacy_db):
     assert legacy_db.query(
         "SELECT version, count(*) FROM public.migrations WHERE version IS NOT NULL "
         "GROUP BY 1 ORDER BY 1"
-    ) == [["001", 1], ["002", 1]]
+    ) == [[v, 1] for v in VERSIONS]
     assert cli("verify", "--dsn", legacy_db.admin_dsn).code == 0
 
 
 def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, tmp_path):
     slow = migrations_copy(
-        tmp_path, {"003_slow.sql": "CREATE TABLE dna.slow_step (id int);\nSELECT pg_sleep(2);\n"}
+        tmp_path, {"900_slow.sql": "CREATE TABLE dna.slow_step (id int);\nSELECT pg_sleep(2);\n"}
     )
     args = (
         "apply",
@@ -70,14 +70,14 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
     assert killed, "the migration never reached its sleep"
     code = proc.wait(timeout=60)
     err = proc.stderr.read()
-    assert code == 1 and "003_slow.sql" in err and "rolled back" in err and "Traceback" not in err
+    assert code == 1 and "900_slow.sql" in err and "rolled back" in err and "Traceback" not in err
     assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'slow_step'") == [[0]]
-    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '003'") == [[0]]
-    # 001 and 002 committed before 003 started; the rerun converges.
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
+    # The repository's migrations committed before 900 started; the rerun converges.
     assert cli(*args).code == 0
     assert legacy_db.query(
         "SELECT version FROM public.migrations WHERE version IS NOT NULL ORDER BY 1"
-    ) == [["001"], ["002"], ["003"]]
+    ) == [[v] for v in [*VERSIONS, "900"]]
 
 
 def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp_path):
@@ -99,7 +99,7 @@ def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp
 def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db, tmp_path):
     bad = migrations_copy(
         tmp_path,
-        {"003_broken.sql": "CREATE TABLE dna.ok (id int);\n\nCREATE TABL dna.nope (id int);\n"},
+        {"900_broken.sql": "CREATE TABLE dna.ok (id int);\n\nCREATE TABL dna.nope (id int);\n"},
     )
     before = state(legacy_db)
     run = cli(
@@ -108,7 +108,7 @@ def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db,
         "--migrations",
         str(bad),
     )
-    assert_clean_error(run, '003_broken.sql:3:8: syntax error at or near "TABL"')
+    assert_clean_error(run, '900_broken.sql:3:8: syntax error at or near "TABL"')
     assert state(legacy_db) == before
 
 
@@ -127,7 +127,7 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
     legacy_db, tmp_path, sql
 ):
     bad = migrations_copy(
-        tmp_path, {"003_dangerous.sql": f"CREATE TABLE dna.fine (id int);\n{sql}\n"}
+        tmp_path, {"900_dangerous.sql": f"CREATE TABLE dna.fine (id int);\n{sql}\n"}
     )
     before = state(legacy_db)
     run = cli(
@@ -136,13 +136,14 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
         "--migrations",
         str(bad),
     )
-    assert_clean_error(run, "003_dangerous.sql:2: refused")
+    assert_clean_error(run, "900_dangerous.sql:2: refused")
     assert state(legacy_db) == before
 
 
-def test_a_missing_owner_role_is_a_clear_error(legacy_db):
+def test_a_missing_owner_role_is_a_clear_error(legacy_db, tmp_path):
     before = state(legacy_db)
-    run = cli("apply", "--dsn", legacy_db.admin_dsn, "--owner-role", "nucleus_gone")
+    config = config_with_owner(tmp_path, "nucleus_gone")
+    run = cli("--config", config, "apply", "--dsn", legacy_db.admin_dsn)
     assert_clean_error(
         run, "role nucleus_gone does not exist", "gcloud sql users create nucleus_gone"
     )
@@ -182,7 +183,7 @@ def test_a_closed_port_is_a_clear_error():
 
 def test_usage_errors_exit_1_so_that_2_always_means_changes_pending():
     run = cli("plan")
-    assert_clean_error(run, "exactly one of --dsn URL or --env NAME")
+    assert_clean_error(run, "give --dsn URL or --env NAME")
     assert cli("plan", "--no-such-flag").code == 1
 
 
@@ -197,9 +198,9 @@ def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db
     extra = migrations_copy(
         tmp_path,
         {
-            "003_concurrent_index.sql": "-- nucleus-provision: no-transaction\n"
+            "900_concurrent_index.sql": "-- nucleus-provision: no-transaction\n"
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS entity_name_idx ON dna.entity (name);\n",
-            "004_after.sql": "CREATE TABLE IF NOT EXISTS dna.after_concurrent (id int);\n",
+            "901_after.sql": "CREATE TABLE IF NOT EXISTS dna.after_concurrent (id int);\n",
         },
     )
     dsns = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from stack_support import REAL_STACKS, REPO_ROOT
 
-from provision.config import load_environment
+from provision.config import Environment, load_environment
 from stacks import hook
 
 
@@ -67,10 +66,10 @@ def test_in_the_default_layout_the_hook_runs_from_three_levels_up() -> None:
 
 
 def test_hook_is_retriggered_by_the_content_hash_of_the_desired_state(
-    stacks: dict[str, Any],
+    stacks: dict[str, Any], environments: dict[str, Environment]
 ) -> None:
-    expected = hook.desired_state_sha256(REPO_ROOT)
     for name, stack in stacks.items():
+        expected = hook.desired_state_sha256(environments[name], REPO_ROOT)
         triggers = stack["resource"]["terraform_data"]["post_provision"]["triggers_replace"]
         assert triggers == {
             "desired_state_sha256": expected,
@@ -78,24 +77,7 @@ def test_hook_is_retriggered_by_the_content_hash_of_the_desired_state(
         }, name
 
 
-def test_desired_state_hash_covers_every_bootstrap_sql_file_the_layout_and_the_planner_in_path_order() -> (
-    None
-):
-    files = hook.desired_state_files(REPO_ROOT)
-    relative = [path.relative_to(REPO_ROOT).as_posix() for path in files]
-    expected_files = sorted(
-        [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "bootstrap_sql").glob("*.sql")]
-        + ["src/provision/layout.py", "src/provision/planner.py"]
-    )
-    assert relative == expected_files
-    digest = hashlib.sha256()
-    for name in relative:
-        content = hashlib.sha256((REPO_ROOT / name).read_bytes()).hexdigest()
-        digest.update(f"{name}\0{content}\n".encode())
-    assert hook.desired_state_sha256(REPO_ROOT) == digest.hexdigest()
-
-
-def _tree(root: Path, files: dict[str, str]) -> Path:
+def _repo(root: Path, files: dict[str, str]) -> Path:
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,40 +85,41 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_desired_state_hash_changes_with_content_and_names_but_not_with_unrelated_files(
+def test_desired_state_hash_follows_the_declared_state_and_the_migration_files_only(
     tmp_path: Path,
 ) -> None:
-    base = {
-        "bootstrap_sql/001_schemas.sql": "CREATE SCHEMA dna;\n",
-        "src/provision/layout.py": "X = 1\n",
+    prod = load_environment("prod")
+    base = {"bootstrap_sql/001_schemas.sql": "CREATE SCHEMA dna;\n"}
+    original = hook.desired_state_sha256(prod, _repo(tmp_path / "a", base))
+    assert original == hook.desired_state_sha256(prod, _repo(tmp_path / "b", base))
+
+    edited = {"bootstrap_sql/001_schemas.sql": "CREATE SCHEMA dna; -- edited\n"}
+    assert hook.desired_state_sha256(prod, _repo(tmp_path / "c", edited)) != original
+
+    renamed = {"bootstrap_sql/002_schemas.sql": base["bootstrap_sql/001_schemas.sql"]}
+    assert hook.desired_state_sha256(prod, _repo(tmp_path / "d", renamed)) != original
+
+    added = {**base, "bootstrap_sql/003_more.sql": "CREATE SCHEMA more;\n"}
+    assert hook.desired_state_sha256(prod, _repo(tmp_path / "e", added)) != original
+
+    other_owner = prod.model_copy(
+        update={"users": prod.users.model_copy(update={"owner": prod.users.admin})}
+    )
+    assert hook.desired_state_sha256(other_owner, _repo(tmp_path / "f", base)) != original
+
+    # Python source is not the desired state: editing the planner re-runs nothing.
+    unrelated = {
+        **base,
+        "bootstrap_sql/README.md": "notes",
+        "src/provision/planner.py": "GRANTS = 1\n",
     }
-    original = hook.desired_state_sha256(_tree(tmp_path / "a", base))
-    assert original == hook.desired_state_sha256(_tree(tmp_path / "b", base))
-
-    edited = {**base, "bootstrap_sql/001_schemas.sql": "CREATE SCHEMA dna; -- edited\n"}
-    assert hook.desired_state_sha256(_tree(tmp_path / "c", edited)) != original
-
-    renamed = {"bootstrap_sql/002_schemas.sql": base["bootstrap_sql/001_schemas.sql"], **base}
-    del renamed["bootstrap_sql/001_schemas.sql"]
-    assert hook.desired_state_sha256(_tree(tmp_path / "d", renamed)) != original
-
-    layout_changed = {**base, "src/provision/layout.py": "X = 2\n"}
-    assert hook.desired_state_sha256(_tree(tmp_path / "e", layout_changed)) != original
-
-    planner_added = {**base, "src/provision/planner.py": "GRANTS = 1\n"}
-    assert hook.desired_state_sha256(_tree(tmp_path / "g", planner_added)) != original
-
-    unrelated = {**base, "bootstrap_sql/README.md": "notes", "src/provision/cli.py": "pass\n"}
-    assert hook.desired_state_sha256(_tree(tmp_path / "f", unrelated)) == original
+    assert hook.desired_state_sha256(prod, _repo(tmp_path / "g", unrelated)) == original
 
 
-def test_desired_state_hash_is_defined_when_the_layout_does_not_exist_yet(tmp_path: Path) -> None:
-    only_sql = _tree(tmp_path / "a", {"bootstrap_sql/001.sql": "SELECT 1;\n"})
-    assert [p.name for p in hook.desired_state_files(only_sql)] == ["001.sql"]
-    assert len(hook.desired_state_sha256(only_sql)) == 64
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert hook.desired_state_sha256(empty) == hashlib.sha256().hexdigest()
+def test_staging_and_prod_hooks_share_one_desired_state() -> None:
+    assert hook.desired_state_sha256(
+        load_environment("prod"), REPO_ROOT
+    ) == hook.desired_state_sha256(load_environment("staging"), REPO_ROOT)
 
 
 def test_the_hook_command_is_one_the_cli_accepts(stacks: dict[str, Any]) -> None:
