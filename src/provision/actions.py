@@ -42,3 +42,16 @@ class Action:
     statements: tuple[Sql, ...]
     migration: Migration | None = None
     transactional: bool = True
+    # Written after the statements and their checks, in the same transaction when there is one.
+    record: Sql | None = None
+    # Indexes a no-transaction step builds: each must be valid before the step is recorded.
+    indexes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def proven(self) -> bool:
+        """A migration in a transaction: the database proves what it changed before COMMIT."""
+        return self.kind == ActionKind.MIGRATE and self.transactional
+
+    @property
+    def all_statements(self) -> tuple[Sql, ...]:
+        return self.statements + ((self.record,) if self.record is not None else ())

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from provision.desired import DesiredState, VersionTable
+from provision.migrations import version_number
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 
@@ -55,6 +56,9 @@ class Relation:
 class SchemaInfo:
     name: str
     owner: str
+    owner_can_create: bool = (
+        True  # the desired owner may CREATE in it (needed to own objects there)
+    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,15 @@ class MigrationsTableInfo:
         """Versions recorded by this tool. Legacy rows (no version) never count, whatever their name."""
         return frozenset(r.version for r in self.records if r.version is not None)
 
+    def recorded(self) -> dict[int, MigrationRecord]:
+        """This tool's records by version number (`001` and `1` are one version)."""
+        found = {}
+        for record in self.records:
+            number = version_number(record.version)
+            if number is not None:
+                found[number] = record
+        return found
+
 
 @dataclass(frozen=True)
 class Catalog:
@@ -139,6 +152,8 @@ class Catalog:
     relations: dict[tuple[str, str], Relation]
     extensions: dict[str, Extension]
     migrations: MigrationsTableInfo
+    # Indexes a failed CREATE INDEX CONCURRENTLY left behind (indisvalid = false).
+    invalid_indexes: frozenset[tuple[str, str]] = frozenset()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -179,11 +194,17 @@ SELECT current_user AS current_user,
 
 _RELATIONS_SQL = text("""
 SELECT n.nspname AS schema, NULL AS name, 'n' AS kind, pg_get_userbyid(n.nspowner) AS owner,
-       NULL AS version_table, false AS follows_table
+       CAST(NULL AS json) AS version_table,
+       CASE WHEN to_regrole(quote_ident(:owner)) IS NOT NULL
+            THEN has_schema_privilege(:owner, n.oid, 'CREATE') END AS flag
 FROM pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 UNION ALL
-SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner),
+SELECT n.nspname, c.relname, 'x', pg_get_userbyid(c.relowner), NULL, true
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT n.nspname, c.relname, CAST(c.relkind AS text), pg_get_userbyid(c.relowner),
        CASE WHEN n.nspname = :mschema AND c.relname = :mtable THEN json_build_object(
             'columns', ARRAY(SELECT a.attname FROM pg_attribute a
                              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
@@ -297,16 +318,25 @@ def read_catalog(
     schemas: dict[str, SchemaInfo] = {}
     relations: dict[tuple[str, str], Relation] = {}
     migrations = MigrationsTableInfo(exists=False)
-    for r in conn.execute(_RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name}).mappings():
+    invalid: set[tuple[str, str]] = set()
+    relation_rows = conn.execute(
+        _RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name, "owner": owner}
+    ).mappings()
+    for r in relation_rows:
+        # `flag`: for a schema, whether the owner may CREATE in it; for a relation, whether it
+        # follows a table (an index, or a sequence owned by a column).
         if r["kind"] == "n":
-            schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"])
+            schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], r["flag"] is True)
+            continue
+        if r["kind"] == "x":
+            invalid.add((r["schema"], r["name"]))
             continue
         relations[(r["schema"], r["name"])] = Relation(
             r["schema"],
             r["name"],
             RELATION_KINDS[r["kind"]],
             r["owner"],
-            bool(r["follows_table"]),
+            bool(r["flag"]),
         )
         if r["version_table"] is not None:
             vt, seq = r["version_table"], r["version_table"]["sequence"] or {}
@@ -338,4 +368,6 @@ def read_catalog(
                 records=read_records(reader, mt, migrations.columns),
                 records_known=True,
             )
-    return Catalog(row["database"], roles, schemas, relations, extensions, migrations)
+    return Catalog(
+        row["database"], roles, schemas, relations, extensions, migrations, frozenset(invalid)
+    )

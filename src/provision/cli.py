@@ -18,7 +18,13 @@ import click
 
 from provision import commands, db, render
 from provision.desired import DesiredState
-from provision.errors import ConfigError, LocalInstanceError, ProvisionError
+from provision.errors import (
+    ConfigError,
+    LocalInstanceError,
+    ManualActionRequired,
+    ProvisionError,
+)
+from provision.locks import DEFAULT_POLICY, LockPolicy
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -31,9 +37,15 @@ SCENARIO_NAMES = ["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]
 
 
 class Context:
-    def __init__(self, config: str | None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        config: str | None,
+        connect_timeout: float = 10.0,
+        policy: LockPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.config = config
         self.connect_timeout = connect_timeout
+        self.policy = policy
 
 
 def _state_dir_option(func: F) -> F:
@@ -119,9 +131,33 @@ def resolve_target(
     metavar="SECONDS",
     help="Give up connecting after this long.",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_POLICY.timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest wait for one lock on a live object: what a queue of live queries behind "
+    "ours may stall. A wait cut short is rolled back and retried.",
+)
+@click.option(
+    "--lock-budget",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_POLICY.budget,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep retrying lock waits (with backoff) this long, then stop and name the blocker.",
+)
 @click.version_option(package_name="nucleus-provision")
 @click.pass_context
-def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeout: float) -> None:  # noqa: ARG001 - read by main()
+def cli(
+    click_ctx: click.Context,
+    debug: bool,  # noqa: ARG001 - read by main(), before click runs
+    config: str | None,
+    connect_timeout: float,
+    lock_timeout: float,
+    lock_budget: float,
+) -> None:
     """Bring the Nucleus database on Cloud SQL to the layout the code expects.
 
     \b
@@ -137,7 +173,8 @@ def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeo
       nucleus-provision verify --env local    # exit 0: matches the layout
       nucleus-provision local down
     """
-    click_ctx.obj = Context(config, connect_timeout)
+    policy = LockPolicy(timeout=lock_timeout, budget=lock_budget)
+    click_ctx.obj = Context(config, connect_timeout, policy)
 
 
 # -- local ------------------------------------------------------------------------------------
@@ -282,7 +319,8 @@ def inspect(
       nucleus-provision inspect --env prod --format markdown > analysis.md
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
     """
-    report = commands.inspect(*_inputs(ctx, dsn, owner_dsn, env_name, migrations_dir))
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    report = commands.inspect(target, desired, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json(report.to_dict()))
     elif fmt == "markdown":
@@ -308,8 +346,9 @@ def plan(
 ) -> None:
     """Show the ordered actions `apply` would run, each with its SQL and reason.
 
-    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error (as
-    `terraform plan -detailed-exitcode`).
+    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error, or a difference
+    `apply` cannot fix (listed with what a person must do), as `terraform plan
+    -detailed-exitcode`. Never says "matches" when `verify` would fail.
 
     \b
     Examples:
@@ -317,11 +356,18 @@ def plan(
       nucleus-provision plan --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --format json
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
-    result = commands.plan(target, desired, accept_changed)
-    click.echo(
-        render.to_json(render.plan_dict(result)) if fmt == "json" else render.plan_text(result)
-    )
-    sys.exit(EXIT_OK if result.empty else EXIT_CHANGES)
+    reading = commands.plan(target, desired, accept_changed, ctx.policy)
+    plan, manual = reading.plan, reading.manual
+    if fmt == "json":
+        click.echo(render.to_json(render.plan_dict(plan, manual)))
+    else:
+        click.echo(render.plan_text(plan, manual))
+    if manual:
+        raise ManualActionRequired(
+            f"{len(manual)} difference(s) apply cannot fix: {', '.join(f.code for f in manual)}",
+            hint="see 'what to do' above; apply would still make the planned changes",
+        )
+    sys.exit(EXIT_OK if plan.empty else EXIT_CHANGES)
 
 
 @cli.command()
@@ -357,7 +403,7 @@ def apply(
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     text = fmt == "text"
     listener = render.progress(click.echo, show_plan=text, show_steps=text)
-    result = commands.apply(target, desired, listener, accept_changed)
+    result = commands.apply(target, desired, listener, accept_changed, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json(render.apply_dict(result)))
     elif (summary := render.apply_summary(result)) is not None:
@@ -387,7 +433,7 @@ def verify(
       nucleus-provision verify --env staging --format json
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
-    verdict = commands.verify(target, desired)
+    verdict = commands.verify(target, desired, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json(render.verdict_dict(verdict)))
     else:
@@ -453,4 +499,19 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         code = exc.exit_code
+    except Exception as exc:  # anything unforeseen is still one line, never a traceback
+        if debug:
+            raise
+        click.secho(
+            f"error: unexpected {type(exc).__name__}: {_safe_first_line(exc)}", fg="red", err=True
+        )
+        click.echo("hint: run again with --debug for the traceback, and report it", err=True)
+        code = EXIT_ERROR
     sys.exit(code or 0)
+
+
+def _safe_first_line(exc: BaseException) -> str:
+    """The first line of an unforeseen error, unless it could carry a connection string (and
+    so a password): then only that it did."""
+    line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return "(details withheld: they name a connection)" if "://" in line or "@" in line else line

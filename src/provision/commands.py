@@ -12,13 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from provision import db, executor
-from provision.catalog import read_catalog
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
 from provision.errors import PermissionProblem
 from provision.findings import Verdict
+from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.migrations import load_migrations
-from provision.planner import Plan
 from provision.report import Report, build_report
 
 # The environment whose desired state a run checks when it names none (`--dsn` alone): every
@@ -53,19 +52,23 @@ def session(target: db.Target, desired: DesiredState) -> Iterator[DesiredState]:
         target.dispose()
 
 
-def inspect(target: db.Target, desired: DesiredState | None = None) -> Report:
+def inspect(
+    target: db.Target, desired: DesiredState | None = None, policy: LockPolicy = DEFAULT_POLICY
+) -> Report:
     """Read the catalog (read-only) and compare it with the desired state."""
     with session(target, desired or load_desired()) as seen:
-        with db.connect(target.admin, target.description) as conn:
-            return build_report(seen, read_catalog(conn, seen))
+        return build_report(seen, executor.snapshot(target, seen, policy=policy))
 
 
 def plan(
-    target: db.Target, desired: DesiredState | None = None, accept_changed: tuple[str, ...] = ()
-) -> Plan:
-    """What `apply` would run now (read-only)."""
+    target: db.Target,
+    desired: DesiredState | None = None,
+    accept_changed: tuple[str, ...] = (),
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> executor.Reading:
+    """What `apply` would run now, and what it could not fix (read-only)."""
     with session(target, desired or load_desired()) as seen:
-        return executor.read_and_plan(target, seen, accept_changed=accept_changed)[1]
+        return executor.read(target, seen, accept_changed=accept_changed, policy=policy)
 
 
 def apply(
@@ -73,14 +76,18 @@ def apply(
     desired: DesiredState | None = None,
     listener: executor.Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
+    policy: LockPolicy = DEFAULT_POLICY,
 ) -> executor.ApplyResult:
-    """Run the plan under the advisory lock, then check the result."""
+    """Run the plan under the run's locks, then check the result."""
     with session(target, desired or load_desired()) as seen:
-        return executor.apply(target, seen, listener=listener, accept_changed=accept_changed)
+        return executor.apply(
+            target, seen, listener=listener, accept_changed=accept_changed, policy=policy
+        )
 
 
-def verify(target: db.Target, desired: DesiredState | None = None) -> Verdict:
+def verify(
+    target: db.Target, desired: DesiredState | None = None, policy: LockPolicy = DEFAULT_POLICY
+) -> Verdict:
     """Does the live database match the desired state? (read-only)"""
     with session(target, desired or load_desired()) as seen:
-        catalog, planned = executor.read_and_plan(target, seen, assume_owner_session=True)
-        return executor.verdict(seen, catalog, planned)
+        return executor.read(target, seen, assume_owner_session=True, policy=policy).verdict

@@ -52,7 +52,8 @@ def run(
         banner("2. inspect (before)")
         echo(render.report_text(commands.inspect(target(state_dir), desired)))
         banner("3. plan")
-        echo(render.plan_text(commands.plan(target(state_dir), desired)))
+        reading = commands.plan(target(state_dir), desired)
+        echo(render.plan_text(reading.plan, reading.manual))
         banner("4. apply")
         commands.apply(
             target(state_dir), desired, render.progress(echo, show_plan=False, show_steps=True)

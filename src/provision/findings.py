@@ -29,6 +29,13 @@ class Finding:
     message: str
     impact: str = ""
     details: tuple[str, ...] = ()
+    # None: `apply` fixes it. Otherwise what a person must do: `plan` and `apply` say so and
+    # exit 1 instead of claiming the database will match.
+    remedy: str | None = None
+
+    @property
+    def manual(self) -> bool:
+        return self.remedy is not None
 
 
 # The gate's rule. Every severity we report today is a real difference from the desired
@@ -43,6 +50,11 @@ class Verdict:
     @property
     def matches(self) -> bool:
         return not self.differences
+
+
+def manual(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings `apply` cannot fix."""
+    return [f for f in findings if f.manual and f.severity in FAILING]
 
 
 def verify(findings: Iterable[Finding], pending: Sequence[Action] = ()) -> Verdict:

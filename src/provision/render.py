@@ -5,7 +5,7 @@ decides where they go."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -16,7 +16,7 @@ from pg8000.native import literal
 
 from provision.actions import Session, Sql
 from provision.executor import ApplyResult, Event, EventKind
-from provision.findings import Severity, Verdict
+from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
 
@@ -177,9 +177,10 @@ def display_sql(sql: Sql) -> str:
     return shown
 
 
-def plan_dict(plan: Plan) -> dict[str, Any]:
+def plan_dict(plan: Plan, manual: Sequence[Finding] = ()) -> dict[str, Any]:
     return {
         "changes": len(plan.actions),
+        "manual": [{"code": f.code, "message": f.message, "remedy": f.remedy} for f in manual],
         "route": {"name": plan.route.name.value, "reason": plan.route.reason}
         if plan.route
         else None,
@@ -191,7 +192,7 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
                 "reason": a.reason,
                 "transactional": a.transactional,
                 "migration": a.migration.filename if a.migration else None,
-                "sql": [display_sql(s) for s in a.statements],
+                "sql": [display_sql(s) for s in a.all_statements],
             }
             for a in plan.actions
         ],
@@ -212,9 +213,21 @@ def apply_dict(result: ApplyResult) -> dict[str, Any]:
     }
 
 
-def plan_text(plan: Plan) -> str:
-    if plan.empty:
+def manual_text(manual: Sequence[Finding]) -> str:
+    lines = [
+        click.style("Manual action required", bold=True)
+        + f": {len(manual)} difference(s) apply cannot fix"
+    ]
+    for f in manual:
+        lines += [f"  - {f.code}: {f.message}", f"    what to do: {f.remedy}"]
+    return "\n".join(lines)
+
+
+def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
+    if plan.empty and not manual:
         return "No changes. The database matches the desired state."
+    if plan.empty:
+        return "No changes apply can make.\n\n" + manual_text(manual)
     lines = []
     if plan.route:
         lines += [f"Ownership route: {plan.route.name.value}", f"  {plan.route.reason}", ""]
@@ -223,12 +236,14 @@ def plan_text(plan: Plan) -> str:
         tx = "one transaction" if action.transactional else "NOT transactional"
         lines.append(click.style(f"{n}. {action.kind.value}", bold=True) + f" ({session}, {tx})")
         lines.append(f"   why: {action.reason}")
-        for sql in action.statements:
+        for sql in action.all_statements:
             shown = display_sql(sql)
             if action.migration and not sql.params and len(shown) > 100:
                 shown = shown.splitlines()[0][:100] + " ..."
             lines.append(f"   {shown};")
     lines += ["", f"Plan: {len(plan.actions)} action(s). Run `apply` to execute exactly these."]
+    if manual:
+        lines += ["", manual_text(manual)]
     return "\n".join(lines)
 
 

@@ -21,9 +21,16 @@ from collections.abc import Iterable
 from provision.actions import Action, ActionKind, Session, Sql
 from provision.catalog import Catalog, MigrationRecord
 from provision.desired import DesiredState, Table
-from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError
+from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError, VersionClash
 from provision.findings import Finding, Severity
-from provision.migrations import Migration
+from provision.migrations import (
+    Migration,
+    check_no_transaction,
+    check_protected,
+    index_names,
+    version_number,
+)
+from provision.sql import ident
 
 
 def _renamed(desired: DesiredState, catalog: Catalog) -> list[Table]:
@@ -37,10 +44,27 @@ def _renamed(desired: DesiredState, catalog: Catalog) -> list[Table]:
     ]
 
 
+def _recorded_numbers(catalog: Catalog) -> frozenset[int]:
+    if catalog.migrations.exists and not catalog.migrations.records_known:
+        return frozenset()
+    return frozenset(catalog.migrations.recorded())
+
+
+def _lost(what: list[str], desired: DesiredState) -> str:
+    return (
+        f"{', '.join(what)} existed once: the migration that creates "
+        f"{'it' if len(what) == 1 else 'them'} is recorded in {desired.version_table.qualified}, "
+        "so apply will not run it again. Restore from a backup, or add a new migration that "
+        "recreates what was dropped"
+    )
+
+
 def _name_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     found = []
+    recorded = _recorded_numbers(catalog)
     schemas = desired.layout.schemas
     missing = [s for s in schemas if s.name not in catalog.schemas]
+    lost_schemas = [s.name for s in missing if version_number(s.migration) in recorded]
     if missing:
         legacy_present = [s.legacy for s in missing if s.legacy in catalog.schemas]
         message = (
@@ -60,9 +84,11 @@ def _name_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     + (f" (legacy {s.legacy} exists)" if s.legacy in catalog.schemas else "")
                     for s in missing
                 ),
+                remedy=_lost(lost_schemas, desired) if lost_schemas else None,
             )
         )
     renamed = _renamed(desired, catalog)
+    lost_renamed = [t.qualified for t in renamed if version_number(t.migration) in recorded]
     if renamed:
         found.append(
             Finding(
@@ -76,6 +102,7 @@ def _name_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 ),
                 "foreign keys to the new table names fail",
                 tuple(t.qualified for t in renamed),
+                remedy=_lost(lost_renamed, desired) if lost_renamed else None,
             )
         )
     missing_tables = [
@@ -85,6 +112,7 @@ def _name_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
         and (t.schema, t.name) not in catalog.relations
         and t not in renamed
     ]
+    lost_tables = [t.qualified for t in missing_tables if version_number(t.migration) in recorded]
     if missing_tables:
         found.append(
             Finding(
@@ -93,6 +121,7 @@ def _name_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "expected tables are missing: " + ", ".join(t.qualified for t in missing_tables),
                 "code that uses them fails",
                 tuple(t.qualified for t in missing_tables),
+                remedy=_lost(lost_tables, desired) if lost_tables else None,
             )
         )
     return found
@@ -102,16 +131,16 @@ def _unrecorded_findings(desired: DesiredState, catalog: Catalog) -> list[Findin
     info = catalog.migrations
     if info.exists and not info.records_known:
         return []  # which migrations ran is unknown; the version table's finding says so
-    recorded = info.recorded_versions
+    recorded = _recorded_numbers(catalog)
     unexplained = [
         f"schema {s.name} (migration {s.migration})"
         for s in desired.layout.schemas
-        if s.name in catalog.schemas and s.migration not in recorded
+        if s.name in catalog.schemas and version_number(s.migration) not in recorded
     ]
     unexplained += [
         f"table {t.qualified} (migration {t.migration})"
         for t in desired.layout.tables
-        if (t.schema, t.name) in catalog.relations and t.migration not in recorded
+        if (t.schema, t.name) in catalog.relations and version_number(t.migration) not in recorded
     ]
     if not unexplained:
         return []
@@ -133,8 +162,8 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
 
 def pending(desired: DesiredState, catalog: Catalog) -> tuple[str, ...]:
     """Versions of the files not recorded yet, in order."""
-    recorded = catalog.migrations.recorded_versions
-    return tuple(m.version for m in desired.migrations if m.version not in recorded)
+    recorded = catalog.migrations.recorded()
+    return tuple(m.version for m in desired.migrations if m.number not in recorded)
 
 
 def _claiming_row(catalog: Catalog, migration: Migration) -> MigrationRecord | None:
@@ -176,6 +205,11 @@ def _record_sql(desired: DesiredState, catalog: Catalog, migration: Migration) -
 
 
 def _run(desired: DesiredState, catalog: Catalog, migration: Migration) -> Action:
+    # The file is parsed here, when it is about to run: its parse tree feeds the guard rail
+    # (a friendly early refusal; the database proves the rest when it runs).
+    vt = desired.version_table
+    check_protected(migration, desired.layout.protected_schemas, (vt.schema, vt.name))
+    check_no_transaction(migration, desired.schema_names)
     reason = f"{migration.filename} is not recorded"
     if _claiming_row(catalog, migration) is not None:
         reason += (
@@ -183,36 +217,48 @@ def _run(desired: DesiredState, catalog: Catalog, migration: Migration) -> Actio
             "then recorded)"
         )
     # Pinned for the migration: a role-level search_path (e.g. one naming a legacy schema)
-    # must not decide where unqualified names go, and DDL must not queue behind live traffic
-    # forever.
+    # must not decide where unqualified names go.
     scope = "true" if migration.transactional else "false"
-    statements: tuple[Sql, ...] = (
-        Sql(
-            f"SELECT set_config('search_path', 'public', {scope}), "
-            f"set_config('lock_timeout', '10s', {scope})"
-        ),
+    statements: tuple[Sql, ...] = (Sql(f"SELECT set_config('search_path', 'public', {scope})"),)
+    indexes = index_names(migration) if not migration.transactional else ()
+    # A CREATE INDEX CONCURRENTLY that failed left an invalid index, which IF NOT EXISTS would
+    # then skip: it is dropped first, so the rerun builds it again.
+    statements += tuple(
+        Sql(f"DROP INDEX CONCURRENTLY IF EXISTS {ident(schema, name)}")
+        for schema, name in indexes
+        if (schema, name) in catalog.invalid_indexes
     )
     statements += tuple(Sql(s.sql) for s in migration.statements)
     if not migration.transactional:
-        statements += (Sql("RESET search_path"), Sql("RESET lock_timeout"))
+        statements += (Sql("RESET search_path"),)
     return Action(
         ActionKind.MIGRATE,
         Session.OWNER,
         reason,
-        statements + (_record_sql(desired, catalog, migration),),
+        statements,
         migration=migration,
         transactional=migration.transactional,
+        record=_record_sql(desired, catalog, migration),
+        indexes=indexes,
     )
+
+
+def _slug(name: str | None) -> str | None:
+    """A migration name without its version (`001_init_schemas` -> `init_schemas`)."""
+    if name is None or "_" not in name:
+        return None
+    return name.split("_", 1)[1]
 
 
 def actions(
     desired: DesiredState, catalog: Catalog, *, accept_changed: Iterable[str] = ()
 ) -> list[Action]:
-    accepted = frozenset(accept_changed)
-    unknown = accepted - {m.version for m in desired.migrations}
+    accepted = {version_number(v) for v in accept_changed}
+    unknown = accepted - {m.number for m in desired.migrations}
     if unknown:
+        shown = ", ".join(v for v in accept_changed if version_number(v) in unknown)
         raise ProvisionError(
-            f"--accept-changed names unknown version(s): {', '.join(sorted(unknown))}",
+            f"--accept-changed names unknown version(s): {shown}",
             hint=f"versions in bootstrap_sql/: {', '.join(m.version for m in desired.migrations)}",
         )
     info = catalog.migrations
@@ -223,32 +269,43 @@ def actions(
             hint=f"give the run a session logged in as {desired.owner} (--owner-dsn, or users.owner "
             f"with --env): it reads the records and grants {desired.admin} SELECT again",
         )
-    recorded = {r.version: r for r in info.records if r.version is not None}
+    recorded = info.recorded()
     planned = []
     changed = []
     for migration in desired.migrations:
-        record = recorded.get(migration.version)
+        record = recorded.get(migration.number)
         if record is None:
             planned.append(_run(desired, catalog, migration))
-        elif record.checksum != migration.checksum:
-            if migration.version in accepted:
-                planned.append(
-                    Action(
-                        ActionKind.ACCEPT_CHANGED,
-                        Session.OWNER,
-                        f"{migration.filename} changed after it was applied; accepted by "
-                        f"--accept-changed {migration.version} (its SQL is not run again)",
-                        (
-                            Sql(
-                                f"UPDATE {desired.version_table.ident} SET checksum = :checksum "
-                                "WHERE version = :version",
-                                {"checksum": migration.checksum, "version": migration.version},
-                            ),
+            continue
+        if record.checksum == migration.checksum:
+            continue  # the same file, perhaps renumbered as written (`001_x` -> `1_x`)
+        if _slug(record.migration_name) != migration.slug:
+            # Two branches both added this version: another file ran under it. Accepting
+            # the checksum would silently skip this file's SQL, so it is never offered.
+            raise VersionClash(
+                f"{migration.filename}: version {migration.number} is recorded for another "
+                f"migration ({record.migration_name}); two files claim one version",
+                hint="renumber this file to the next free version (after "
+                f"{max(recorded)}), then run again; --accept-changed does not apply to a clash",
+            )
+        if migration.number in accepted:
+            planned.append(
+                Action(
+                    ActionKind.ACCEPT_CHANGED,
+                    Session.OWNER,
+                    f"{migration.filename} changed after it was applied; accepted by "
+                    f"--accept-changed {migration.version} (its SQL is not run again)",
+                    (
+                        Sql(
+                            f"UPDATE {desired.version_table.ident} SET checksum = :checksum "
+                            "WHERE id = :id",
+                            {"checksum": migration.checksum, "id": record.id},
                         ),
-                    )
+                    ),
                 )
-            else:
-                changed.append((migration, record))
+            )
+        else:
+            changed.append((migration, record))
     if changed:
         migration, record = changed[0]
         was = record.checksum[:12] if record.checksum else "none"
