@@ -18,15 +18,15 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from provision.local import scenarios
-from provision.local.server import (
+from provision.local.instance import (
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
     OWNER_USER,
     SUPERUSER_GROUP,
     LocalInstance,
-    Server,
     connect_as,
 )
+from provision.local.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 # Never let anything under test reach Google's metadata server or a user's gcloud setup.

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pg8000.native
 import pytest
 
-from provision.local.server import SUPERUSER_GROUP
+from provision.errors import MigrationFileError
+from provision.local.instance import SUPERUSER_GROUP
+from provision.local.scenarios import statements_before_stop_marker
+from provision.migrations import load_migrations
 
 
 def _error(exc: pg8000.native.DatabaseError) -> dict:
@@ -154,3 +157,11 @@ def test_partial_scenario_has_half_of_001_owned_by_postgres_and_unrecorded(parti
         ["002_add_results_score"],
         ["003_tasks_due_at"],
     ]
+
+
+def test_the_partial_scenario_stops_at_the_marked_line_of_001_not_at_a_searched_text():
+    first, second = load_migrations()[:2]
+    before = statements_before_stop_marker(first)
+    assert len(before) == 4 and before[-1].startswith("CREATE TABLE IF NOT EXISTS dna.goals")
+    with pytest.raises(MigrationFileError, match="has no line '-- nucleus-provision: the prod"):
+        statements_before_stop_marker(second)

@@ -82,9 +82,15 @@ def target_options(func: F) -> F:
 
 
 def resolve_target(
-    ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    *,
+    state_dir: Path | None = None,
 ) -> db.Target:
-    """The connections of a run: the DSNs when given, else the environment's Connector."""
+    """The connections of a run: the DSNs when given, else the environment's Connector.
+    `state_dir` goes to the environment's connector plug-in (the demo's own emulation)."""
     if not dsn and not env_name:
         raise ConfigError(
             "give --dsn URL or --env NAME",
@@ -105,7 +111,7 @@ def resolve_target(
 
     assert env_name is not None
     return cloudsql.target_for_environment(
-        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout
+        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout, state_dir=state_dir
     )
 
 
@@ -179,6 +185,18 @@ def local() -> None:
     """The embedded Cloud SQL emulation (PostgreSQL 16 + pgvector, postgres not a superuser)."""
 
 
+def _require_emulation() -> None:
+    """A clear error when the `emulation` extra is not installed (it is optional)."""
+    from provision.connector_plugin import EMULATION_EXTRA_HINT
+
+    try:
+        import provision.local.server  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local Cloud SQL emulation is not installed ({exc})", hint=EMULATION_EXTRA_HINT
+        ) from None
+
+
 @local.command("up")
 @click.option(
     "--scenario",
@@ -197,36 +215,42 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
       legacy-nucleus-v12          the seed's production state (old schemas, data)
       legacy-nucleus-v12-partial  the same plus migration 001 half run, unrecorded
     """
+    _require_emulation()
     from provision.local import server
 
-    instance = server.Server(state_dir or server.default_state_dir()).start(scenario)
-    click.echo(json.dumps(instance.summary(), indent=2))
+    instance = server.Server(state_dir).start(scenario)
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("status")
 @_state_dir_option
 def local_status(state_dir: Path | None) -> None:
     """Print the running instance as JSON; exit 1 if none runs."""
+
+    _require_emulation()
     from provision.local import server
 
-    directory = state_dir or server.default_state_dir()
-    instance = server.Server(directory).status()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    instance = emulation.status()
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {directory}",
             hint="start one with `nucleus-provision local up`",
         )
-    click.echo(json.dumps(instance.summary(), indent=2))
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("down")
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
     """Stop the instance and delete its data (no process is left behind)."""
+    _require_emulation()
     from provision.local import server
 
-    directory = state_dir or server.default_state_dir()
-    stopped = server.Server(directory).stop()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    stopped = emulation.stop()
     click.echo(
         f"stopped the local instance in {directory}"
         if stopped
@@ -436,12 +460,13 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     Everything goes through the same path as production: the Cloud SQL Python
     Connector, against the local Cloud SQL emulation (`--env local`).
     """
-    from provision import demo as story  # the emulation is an optional extra
+    _require_emulation()
+    from provision import demo as story
 
     matches = story.run(
         scenario=scenario,
         keep=keep,
-        target=lambda: resolve_target(ctx, None, None, "local"),
+        target=lambda state_dir: resolve_target(ctx, None, None, "local", state_dir=state_dir),
         desired=commands.load_desired("local", config=ctx.config),
         echo=click.echo,
     )

@@ -167,8 +167,11 @@ class Environment(_Model):
         "database authentication, instead of users.admin with its password",
     )
     lazy_refresh: bool = False
-    emulated: bool = Field(
-        default=False, description="reach the local Cloud SQL emulation (`local up`)"
+    connector: str | None = Field(
+        default=None,
+        description="a connector plug-in (entry point of group nucleus_provision.connectors) "
+        "that supplies the Admin API endpoint, Google credentials and passwords instead of "
+        "Google; `local` is the local Cloud SQL emulation (`local up`)",
     )
     state_bucket: str = "nucleus-terraform-state"
     state_prefix: str = ""

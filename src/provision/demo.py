@@ -24,12 +24,13 @@ def run(
     *,
     scenario: str,
     keep: bool,
-    target: Callable[[], db.Target],
+    target: Callable[[Path], db.Target],
     desired: DesiredState,
     echo: Callable[..., None],
 ) -> bool:
     """Tell the story on `echo`; True when the database matches at the end. `target` opens a
-    fresh target for each step, as separate runs would."""
+    fresh target for each step, as separate runs would, on the emulation of the state
+    directory it is given."""
 
     def banner(title: str) -> None:
         echo(
@@ -39,12 +40,9 @@ def run(
         )
 
     state_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-"))
-    import os
-
-    os.environ[server.STATE_ENV_VAR] = str(state_dir)
     banner(f"1. start the local Cloud SQL emulation ({scenario})")
     instance = server.Server(state_dir).start(scenario)
-    summary = instance.summary()
+    summary = server.summary(instance)
     echo(
         f"PostgreSQL 16 + pgvector, reached as Cloud SQL instance {summary.get('connection_name')} "
         f"through the Connector (Admin API {summary.get('admin_api')}, proxy {summary.get('proxy')})"
@@ -52,19 +50,21 @@ def run(
     echo(f"state in {state_dir}")
     try:
         banner("2. inspect (before)")
-        echo(render.report_text(commands.inspect(target(), desired)))
+        echo(render.report_text(commands.inspect(target(state_dir), desired)))
         banner("3. plan")
-        reading = commands.plan(target(), desired)
+        reading = commands.plan(target(state_dir), desired)
         echo(render.plan_text(reading.plan, reading.manual))
         banner("4. apply")
-        commands.apply(target(), desired, render.progress(echo, show_plan=False, show_steps=True))
+        commands.apply(
+            target(state_dir), desired, render.progress(echo, show_plan=False, show_steps=True)
+        )
         banner("5. inspect (after)")
-        echo(render.report_text(commands.inspect(target(), desired)))
+        echo(render.report_text(commands.inspect(target(state_dir), desired)))
         banner("6. verify")
-        verdict = commands.verify(target(), desired)
+        verdict = commands.verify(target(state_dir), desired)
         echo(render.verdict_text(verdict))
         banner("7. apply again (a rerun is a no-op)")
-        again = commands.apply(target(), desired)
+        again = commands.apply(target(state_dir), desired)
         echo("No changes." if again.plan.empty else f"{len(again.plan.actions)} action(s)?!")
     finally:
         if not keep:

@@ -24,7 +24,7 @@ from aiohttp import web
 from connector_support import SCENARIO, Emulation, iam_environment
 
 from provision.config import Environment
-from provision.local import emulator
+from provision.local.gcp import emulator
 from provision.local.server import Server
 
 

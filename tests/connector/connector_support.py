@@ -10,9 +10,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision import cloudsql, db
 from provision.config import Environment, load_environment
-from provision.local import emulator
-from provision.local.server import LocalInstance
+from provision.local import plugin
+from provision.local.gcp import state as gcp_state
+from provision.local.instance import LocalInstance
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "environments.toml"
@@ -29,13 +31,13 @@ class Emulation:
         return Path(self.instance.state_dir)
 
     @property
-    def state(self) -> emulator.EmulatorState:
-        state = emulator.EmulatorState.load(self.state_dir)
-        assert state is not None
-        return state
+    def state(self) -> gcp_state.EmulatorState:
+        loaded = gcp_state.EmulatorState.load(self.state_dir)
+        assert loaded is not None
+        return loaded
 
     def records(self, since: int = 0) -> list[dict]:
-        return emulator.records(self.state_dir)[since:]
+        return gcp_state.records(self.state_dir)[since:]
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a CLI run against this emulation."""
@@ -96,6 +98,13 @@ def local_environment(**changes: object) -> Environment:
     """The `local` environment of environments.toml with some fields changed (validated)."""
     local = load_environment("local", CONFIG)
     return Environment.model_validate({**local.model_dump(), **changes})
+
+
+def emulated_target(environment: Environment, state_dir: Path, **options: float) -> db.Target:
+    """`cloudsql.target_for` with the `local` connector plug-in's overrides for `state_dir`."""
+    return cloudsql.target_for(
+        environment, overrides=plugin.overrides(environment, state_dir=state_dir), **options
+    )
 
 
 def iam_environment() -> Environment:

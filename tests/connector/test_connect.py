@@ -8,7 +8,7 @@ import json
 import threading
 
 import pytest
-from connector_support import CONFIG, local_environment, nucleus
+from connector_support import CONFIG, emulated_target, local_environment, nucleus
 from cryptography import x509
 from sqlalchemy import text
 
@@ -90,7 +90,7 @@ def test_engines_carry_no_password_and_dispose_is_idempotent(emulation, monkeypa
 @pytest.mark.parametrize("lazy_refresh", [False, True])
 def test_every_ip_type_and_refresh_strategy_connects(emulation, ip_type, lazy_refresh):
     environment = local_environment(ip_type=ip_type, lazy_refresh=lazy_refresh)
-    target = cloudsql.target_for(environment, state_dir=emulation.state_dir)
+    target = emulated_target(environment, emulation.state_dir)
     try:
         with target.admin.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1

@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import google.oauth2.credentials
 import pytest
-from connector_support import CONFIG, local_environment
+from connector_support import CONFIG, emulated_target, local_environment
 
-from provision import cloudsql, credentials
+from provision import credentials
 from provision.config import Environment, UserConfig, Users, load_environment
 from provision.errors import ConnectionFailed, CredentialsMissing
+from provision.local import plugin
 
 ADMIN_SECRET = "projects/nucleus-prod/secrets/nucleus-prototype-db-postgres-password"
 
@@ -27,7 +29,7 @@ def prod(monkeypatch) -> Environment:
 @pytest.fixture
 def reader(secret_manager) -> Iterator[credentials.SecretManagerReader]:
     reader = credentials.SecretManagerReader(
-        credentials.static_token_credentials("test-token"),
+        google.oauth2.credentials.Credentials(token="test-token"),
         endpoint=secret_manager.endpoint,
         timeout=5,
     )
@@ -81,7 +83,9 @@ def test_a_secret_the_caller_may_not_read_says_which_role_to_grant(prod, secret_
 
 def test_an_unreachable_secret_manager_fails_within_its_timeout(prod):
     reader = credentials.SecretManagerReader(
-        credentials.static_token_credentials("test-token"), endpoint="http://127.0.0.1:9", timeout=2
+        google.oauth2.credentials.Credentials(token="test-token"),
+        endpoint="http://127.0.0.1:9",
+        timeout=2,
     )
     started = time.monotonic()
     with pytest.raises(ConnectionFailed) as failed:
@@ -92,8 +96,9 @@ def test_an_unreachable_secret_manager_fails_within_its_timeout(prod):
 
 def test_an_exported_production_password_is_never_sent_to_the_emulation(emulation, monkeypatch):
     monkeypatch.setenv("NUCLEUS_ADMIN_PASSWORD", "the-production-password")
+    local = load_environment("local", CONFIG)
     login = credentials.login_for(
-        load_environment("local", CONFIG), "admin", emulation=emulation.instance
+        local, "admin", overrides=plugin.overrides(local, state_dir=emulation.state_dir)
     )
     assert login.password == emulation.instance.passwords["postgres"]
     assert login.source == f"the local emulation in {emulation.state_dir}"
@@ -105,9 +110,7 @@ def test_without_owner_credentials_the_target_has_no_owner_and_says_why(emulatio
         admin=UserConfig(name="postgres"),
         owner=UserConfig(name="app_owner", password_env="NUCLEUS_TEST_OWNER"),
     )
-    target = cloudsql.target_for(
-        local_environment(users=users.model_dump()), state_dir=emulation.state_dir
-    )
+    target = emulated_target(local_environment(users=users.model_dump()), emulation.state_dir)
     try:
         assert target.owner is None
         assert target.owner_unavailable is not None
@@ -123,7 +126,7 @@ def test_static_token_credentials_survive_the_connectors_down_scoping():
 
     import google.auth.transport.requests
 
-    creds = credentials.static_token_credentials("static")
+    creds = plugin.StaticTokenCredentials("static")
     assert creds.valid and creds.expiry is None
     scoped = copy.copy(creds)
     scoped.refresh(google.auth.transport.requests.Request())

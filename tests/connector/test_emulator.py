@@ -7,27 +7,28 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from connector_support import SCENARIO, alive, assert_one_clear_line, nucleus
+from connector_support import SCENARIO, alive, assert_one_clear_line, emulated_target, nucleus
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import text
 
-from provision import cloudsql
 from provision.config import load_environment
-from provision.local import certs, emulator
+from provision.local.gcp import certs, emulator
+from provision.local.gcp import state as gcp_state
 from provision.local.server import Server
 
 API_PATH = "/sql/v1beta4/projects/{project}/instances/{instance}"
 
 
 def _call(
-    state: emulator.EmulatorState, path: str, *, body: dict | None = None, token: str | None = ""
+    state: gcp_state.EmulatorState, path: str, *, body: dict | None = None, token: str | None = ""
 ) -> tuple[int, dict]:
     request = urllib.request.Request(
         state.admin_api + path,
@@ -69,7 +70,7 @@ def test_connect_settings_describe_the_instance_of_the_local_environment(emulati
     # The proxy's certificate chains to the serverCaCert the API hands out.
     context = ssl.create_default_context(cadata=body["serverCaCert"]["cert"])
     context.check_hostname = False
-    with socket.create_connection((state.address, emulator.PROXY_PORT), timeout=5) as raw:
+    with socket.create_connection((state.address, gcp_state.PROXY_PORT), timeout=5) as raw:
         with context.wrap_socket(raw) as tls:
             proxy_cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
     proxy_cert.verify_directly_issued_by(server_ca)
@@ -154,10 +155,10 @@ def _client_context(
     return context
 
 
-def _refused(state: emulator.EmulatorState, context: ssl.SSLContext) -> bool:
+def _refused(state: gcp_state.EmulatorState, context: ssl.SSLContext) -> bool:
     """Whether the proxy turns this client away (during or right after the handshake)."""
     try:
-        with socket.create_connection((state.address, emulator.PROXY_PORT), timeout=5) as raw:
+        with socket.create_connection((state.address, gcp_state.PROXY_PORT), timeout=5) as raw:
             with context.wrap_socket(raw) as tls:
                 # In TLS 1.3 the server checks the client's certificate after the client has
                 # finished its side of the handshake: the refusal shows on the first read.
@@ -178,7 +179,13 @@ def test_the_proxy_refuses_clients_without_a_certificate_of_the_client_ca(emulat
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     assert _refused(state, _client_context(certs.pem(foreign), key_pem, tmp_path))
-    failures = [r for r in emulation.records(before) if r["event"] == "handshake_failed"]
+    # The client sees the TLS alert before the proxy has written its record: wait for it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        failures = [r for r in emulation.records(before) if r["event"] == "handshake_failed"]
+        if len(failures) >= 2:
+            break
+        time.sleep(0.02)
     assert not [r for r in emulation.records(before) if r["event"] == "connection"]
     assert [r["error"] for r in failures] == [
         "PEER_DID_NOT_RETURN_A_CERTIFICATE",
@@ -202,7 +209,7 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
     try:
         assert {"admin_dsn", "owner_dsn", "connection_name", "admin_api", "proxy"} <= info.keys()
         assert info["connection_name"] == "local-project:europe-west1:nucleus-prototype-db"
-        second = emulator.EmulatorState.load(state_dir)
+        second = gcp_state.EmulatorState.load(state_dir)
         assert second is not None
         first = emulation.state
         assert second.address != first.address
@@ -215,7 +222,7 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
         local = load_environment("local")
         ports = []
         for directory in (emulation.state_dir, state_dir):
-            target = cloudsql.target_for(local, state_dir=directory)
+            target = emulated_target(local, directory)
             try:
                 with target.admin.connect() as conn:
                     ports.append(conn.execute(text("SELECT inet_server_port()")).scalar())
@@ -226,9 +233,9 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
         down = nucleus("local", "down", "--state-dir", str(state_dir), env=emulation.env())
     assert down.code == 0, down.err
     assert not any(alive(pid) for pid in second.pids.values())
-    assert not (state_dir / emulator.EMULATOR_DIR).exists()
+    assert not (state_dir / gcp_state.EMULATOR_DIR).exists()
     with socket.socket() as probe:  # the address and port are free again
-        probe.bind((second.address, emulator.PROXY_PORT))
+        probe.bind((second.address, gcp_state.PROXY_PORT))
     after = nucleus(
         "inspect",
         "--env",

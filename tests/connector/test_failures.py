@@ -12,15 +12,16 @@ from connector_support import (
     CONFIG,
     assert_one_clear_line,
     config_variant,
+    emulated_target,
     local_environment,
     nucleus,
 )
 from pg8000.native import identifier, literal
 
-from provision import cloudsql, commands
+from provision import commands
 from provision.errors import ConnectionFailed
-from provision.local import emulator
-from provision.local.server import ADMIN_USER, superuser_connection
+from provision.local.gcp import emulator
+from provision.local.instance import ADMIN_USER, superuser_connection
 
 
 def test_a_wrong_password_names_the_user_and_where_the_password_came_from(fragile_emulation):
@@ -48,7 +49,8 @@ def test_an_unknown_instance_is_the_admin_api_404(emulation, tmp_path):
         run,
         "local-project:europe-west1:nucleus-missing",
         "does not know this instance (404: The Cloud SQL instance does not exist.)",
-        "the local emulation serves local-project:europe-west1:nucleus-prototype-db",
+        f"the local emulation in {emulation.state_dir} serves "
+        "local-project:europe-west1:nucleus-prototype-db",
     )
 
 
@@ -67,8 +69,8 @@ def test_the_proxy_down_fails_at_once(fragile_emulation):
     run = nucleus("inspect", "--env", "local", env=fragile_emulation.env())
     assert_one_clear_line(
         run,
-        f"cannot reach the instance's server proxy at {fragile_emulation.state.proxy}",
-        "Connection refused",
+        "cannot reach the instance's server proxy on port 3307 (Connection refused)",
+        f"proxy {fragile_emulation.state.proxy})?",
         "local status",
         within=10,
     )
@@ -105,8 +107,8 @@ def test_a_hung_proxy_does_not_keep_a_library_caller_waiting(fragile_emulation):
     os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        target = cloudsql.target_for(
-            local_environment(), connect_timeout=1, state_dir=fragile_emulation.state_dir
+        target = emulated_target(
+            local_environment(), fragile_emulation.state_dir, connect_timeout=1
         )
         with pytest.raises(ConnectionFailed, match="no connection within 1s"):
             commands.inspect(target)  # disposes the target, Connector included
@@ -121,6 +123,16 @@ def test_no_running_emulation_is_one_line(tmp_path):
         "inspect", "--env", "local", env={**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(tmp_path)}
     )
     assert_one_clear_line(run, f"no local Cloud SQL emulation runs from {tmp_path}", "local up")
+
+
+def test_an_unknown_connector_is_one_line_naming_the_known_ones(tmp_path):
+    config = config_variant(tmp_path, "connector", connector="lokal")
+    run = nucleus("--config", str(config), "inspect", "--env", "local", env=dict(os.environ))
+    assert_one_clear_line(
+        run,
+        "environment 'local' names connector 'lokal', which is not installed (known: local)",
+        "fix connector in [environments.local]",
+    )
 
 
 def test_a_real_environment_without_google_credentials_says_how_to_log_in(tmp_path):

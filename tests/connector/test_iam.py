@@ -7,13 +7,20 @@ import json
 
 import pg8000.native
 import pytest
-from connector_support import IAM_ACCOUNT, config_variant, local_environment, nucleus
+from connector_support import (
+    IAM_ACCOUNT,
+    config_variant,
+    emulated_target,
+    local_environment,
+    nucleus,
+)
 from sqlalchemy import text
 
 from provision import cloudsql, commands, credentials
 from provision.errors import ConnectionFailed
-from provision.local import emulator
-from provision.local.server import superuser_connection
+from provision.local import plugin, server
+from provision.local.gcp import state as gcp_state
+from provision.local.instance import superuser_connection
 
 IAM_DB_USER = "runner@local-project.iam"
 
@@ -37,11 +44,17 @@ def test_a_service_account_logs_in_with_iam_and_no_password(emulation, tmp_path)
     assert json.loads(run.out)["connected_as"] == IAM_DB_USER
 
     records = emulation.records(before)
-    (cert_call,) = [r for r in records if r["event"] == "generateEphemeralCert"]
-    assert cert_call["caller"] == f"serviceAccount:{IAM_ACCOUNT}"
-    assert cert_call["certificate"]["iam_user"] == IAM_ACCOUNT
-    (connection,) = [r for r in records if r["event"] == "connection"]
-    assert connection["client_cert"]["iam_user"] == IAM_ACCOUNT
+    # The run acts as the service account for every Admin API call; the admin session's
+    # certificate carries its identity (an owner session, when one is opened, has its own).
+    cert_calls = [r for r in records if r["event"] == "generateEphemeralCert"]
+    assert cert_calls and {r["caller"] for r in cert_calls} == {f"serviceAccount:{IAM_ACCOUNT}"}
+    (cert_call,) = [r for r in cert_calls if r["certificate"]["iam_user"] == IAM_ACCOUNT]
+    (connection,) = [
+        r
+        for r in records
+        if r["event"] == "connection" and r["client_cert"]["iam_user"] == IAM_ACCOUNT
+    ]
+    assert connection["client_cert"]["sha256"] == cert_call["certificate"]["sha256"]
     assert any(r["event"] == "iam_login" and r["db_user"] == IAM_DB_USER for r in records)
 
 
@@ -73,7 +86,7 @@ def test_the_iam_user_cannot_log_in_without_its_certificate(emulation):
     # Through the Connector with an ordinary certificate (no IAM token behind it), the proxy
     # does not vouch for the user: PostgreSQL asks for the password, which nobody outside has.
     session = cloudsql.ConnectorSession(
-        google_credentials=credentials.static_token_credentials(state.api_token),
+        google_credentials=plugin.StaticTokenCredentials(state.api_token),
         ip_type="public",
         lazy_refresh=True,
         connect_timeout=10,
@@ -95,15 +108,15 @@ def test_an_iam_login_the_emulation_does_not_know_is_refused(emulation, tmp_path
         iam_login="stranger@local-project.iam.gserviceaccount.com",
     )
     with pytest.raises(Exception) as refused:
-        cloudsql.target_for(environment, state_dir=emulation.state_dir)
+        emulated_target(environment, emulation.state_dir)
     assert "has no IAM service account stranger@" in str(refused.value)
-    assert emulator.iam_users(emulation.state_dir).keys() == {IAM_ACCOUNT}
+    assert gcp_state.iam_users(emulation.state_dir).keys() == {IAM_ACCOUNT}
 
 
 def test_iam_and_password_sessions_share_the_run(emulation):
-    target = cloudsql.target_for(
+    target = emulated_target(
         local_environment(iam_auth=True, iam_users=[IAM_ACCOUNT], iam_login=IAM_ACCOUNT),
-        state_dir=emulation.state_dir,
+        emulation.state_dir,
     )
     try:
         with target.admin.connect() as conn:
@@ -117,15 +130,15 @@ def test_iam_and_password_sessions_share_the_run(emulation):
 
 def test_an_iam_login_without_a_database_user_is_one_clear_error(fragile_emulation):
     ghost = "ghost@local-project.iam.gserviceaccount.com"
-    user = emulator.create_iam_user(fragile_emulation.instance, ghost)
+    user = server.create_iam_user(fragile_emulation.instance, ghost)
     conn = superuser_connection(fragile_emulation.instance)
     try:
         conn.run(f'DROP ROLE "{user.db_user}"')  # the IAM user was deleted on the instance
     finally:
         conn.close()
-    target = cloudsql.target_for(
+    target = emulated_target(
         local_environment(iam_auth=True, iam_users=[ghost], iam_login=ghost),
-        state_dir=fragile_emulation.state_dir,
+        fragile_emulation.state_dir,
     )
     with pytest.raises(ConnectionFailed) as failed:
         commands.inspect(target)

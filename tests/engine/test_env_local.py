@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_clean_error, cli
-from provision.local import emulator
+from provision.local.gcp import state
 from provision.local.server import Server
 
 
@@ -24,7 +24,7 @@ def local_env(tmp_path):
 
 
 def records(state_dir: Path) -> list[dict]:
-    return emulator.records(state_dir)
+    return state.records(state_dir)
 
 
 def test_apply_and_verify_over_env_local_go_through_the_connector(local_env):

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from provision.local import certs
-from provision.local.emulator import EmulatorState, RecordLog, iam_users
+from provision.local.gcp import certs
+from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
 
 COMPONENT = "admin-api"
 _CONNECT_SETTINGS = re.compile(r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+)/connectSettings")
@@ -169,7 +169,7 @@ class AdminApi:
         token = payload.get("access_token")
         if token is not None:
             # IAM database authentication: the login token names the service account, which
-            # the certificate then carries (see provision.local.proxy).
+            # the certificate then carries (see provision.local.gcp.proxy).
             matches = [u for u in iam_users(self.state.state_dir).values() if u.token == token]
             if not matches:
                 raise ApiError(

@@ -28,8 +28,8 @@ from typing import Any
 from cryptography import x509
 from scramp import ScramClient
 
-from provision.local import certs
-from provision.local.emulator import EmulatorState, RecordLog, iam_users
+from provision.local.gcp import certs
+from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
 
 COMPONENT = "proxy"
 _SSL_REQUEST = 80877103
@@ -230,13 +230,14 @@ class Proxy:
                 verified_by=self.client_ca,
             )
             try:
-                upstream_reader, upstream_writer = await asyncio.wait_for(
+                upstream_reader, upstream = await asyncio.wait_for(
                     asyncio.open_connection(self.state.pg_host, self.state.pg_port),
                     _UPSTREAM_TIMEOUT,
                 )
             except (OSError, TimeoutError) as exc:
                 self.records.write(COMPONENT, "upstream_unreachable", error=str(exc))
                 return
+            upstream_writer = upstream  # closed in `finally`
             # The StartupMessage is read here (not just piped) to record who logs in, and
             # because an IAM login needs the user name.
             startup = await _read_startup(reader, writer)
@@ -244,14 +245,14 @@ class Proxy:
             self.records.write(
                 COMPONENT, "startup", db_user=params.get("user"), database=params.get("database")
             )
-            upstream_writer.write(startup)
+            upstream.write(startup)
             iam_email = described["iam_user"]
             if isinstance(iam_email, str):
                 user = iam_users(self.state.state_dir).get(iam_email)
                 if user is not None and params.get("user") == user.db_user:
                     try:
                         await _login_for_iam_user(
-                            writer, upstream_reader, upstream_writer, user.db_user, user.password
+                            writer, upstream_reader, upstream, user.db_user, user.password
                         )
                     except LoginRefused as exc:
                         self.records.write(
@@ -262,7 +263,7 @@ class Proxy:
                     self.records.write(
                         COMPONENT, "iam_login", iam_user=iam_email, db_user=user.db_user
                     )
-            await _splice(reader, writer, upstream_reader, upstream_writer)
+            await _splice(reader, writer, upstream_reader, upstream)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:

@@ -1,6 +1,6 @@
-"""Entry point of the emulator's background processes: `python -m provision.local.daemon`.
+"""Entry point of the emulator's background processes: `python -m provision.local.gcp.daemon`.
 
-`provision.local.emulator.start` runs this once per component (`admin-api`, `proxy`) with
+`provision.local.gcp.emulator.start` runs this once per component (`admin-api`, `proxy`) with
 an already bound, listening socket and a pipe. The process forks once and the parent exits
 at once, so the daemon is nobody's child (no zombie in whoever ran `local up`, and the
 launcher can be waited for). The daemon writes `ready <pid>` to the pipe when it serves,
@@ -18,7 +18,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-from provision.local.emulator import RECORDS_FILE, EmulatorState, RecordLog
+from provision.local.gcp import admin_api, proxy
+from provision.local.gcp.state import RECORDS_FILE, EmulatorState, RecordLog
 
 
 def _daemonize() -> None:
@@ -33,15 +34,9 @@ async def _serve(component: str, state: EmulatorState, sock: socket.socket, read
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    start: Callable[..., Awaitable[Callable[[], Awaitable[None]]]]
-    if component == "admin-api":
-        from provision.local.admin_api import start as start_admin_api
-
-        start = start_admin_api
-    else:
-        from provision.local.proxy import start as start_proxy
-
-        start = start_proxy
+    start: Callable[
+        [EmulatorState, socket.socket, RecordLog], Awaitable[Callable[[], Awaitable[None]]]
+    ] = admin_api.start if component == "admin-api" else proxy.start
     close = await start(state, sock, records)
     records.write(
         component, "started", pid=os.getpid(), listen="{}:{}".format(*sock.getsockname()[:2])
@@ -54,7 +49,7 @@ async def _serve(component: str, state: EmulatorState, sock: socket.socket, read
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m provision.local.daemon")
+    parser = argparse.ArgumentParser(prog="python -m provision.local.gcp.daemon")
     parser.add_argument("--component", choices=("admin-api", "proxy"), required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
