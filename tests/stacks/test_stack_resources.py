@@ -227,8 +227,12 @@ def test_database_flags_follow_iam_auth_and_the_configured_extras(stacks: dict[s
         {"name": "log_min_duration_statement", "value": "1000"},
         {"name": "pgaudit.log", "value": "ddl,role"},
     ]
+    # Without IAM auth and with pgaudit off, only the logging flags remain.
     assert flags(PUBLIC_VARIANT) == [
-        flag for flag in PROD_FLAGS if flag["name"] != "cloudsql.iam_authentication"
+        flag
+        for flag in PROD_FLAGS
+        if flag["name"]
+        not in ("cloudsql.iam_authentication", "cloudsql.enable_pgaudit", "pgaudit.log")
     ]
     insights = only(stacks[PUBLIC_VARIANT], "google_sql_database_instance")["settings"][
         "insights_config"
