@@ -55,6 +55,8 @@ def variants(prod: Environment) -> list[Environment]:
         "iam_users": IAM_USERS,
         "secret_accessors": (PROD_READER,),
         "database_flags": ({"name": "log_min_duration_statement", "value": "1000"},),
+        # Longer than the stack's 32-character passwords: they must grow to match.
+        "password_validation_policy": {**base["password_validation_policy"], "min_length": 40},
         "users": {
             "admin": {**base["users"]["admin"], "secret_accessors": (ADMIN_ONLY_READER,)},
             "owner": base["users"]["owner"],
@@ -67,6 +69,8 @@ def variants(prod: Environment) -> list[Environment]:
         "authorized_networks": (AUTHORIZED_NETWORK,),
         "iam_auth": False,
         "query_insights": False,
+        "password_validation_policy": {"enabled": False},
+        "pgaudit": {"enabled": False},
     }
     return [
         Environment(name=PRIVATE_VARIANT, **private),

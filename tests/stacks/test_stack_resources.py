@@ -21,6 +21,24 @@ from stack_support import (
 
 from provision.config import Environment
 
+# The CIS logging flags and pgaudit of environments.toml, sorted by name as the stack writes
+# them, plus cloudsql.iam_authentication from iam_auth.
+PROD_FLAGS = [
+    {"name": "cloudsql.enable_pgaudit", "value": "on"},
+    {"name": "cloudsql.iam_authentication", "value": "on"},
+    {"name": "log_checkpoints", "value": "on"},
+    {"name": "log_connections", "value": "on"},
+    {"name": "log_disconnections", "value": "on"},
+    {"name": "log_error_verbosity", "value": "default"},
+    {"name": "log_lock_waits", "value": "on"},
+    {"name": "log_min_duration_statement", "value": "-1"},
+    {"name": "log_min_error_statement", "value": "error"},
+    {"name": "log_min_messages", "value": "warning"},
+    {"name": "log_statement", "value": "ddl"},
+    {"name": "log_temp_files", "value": "0"},
+    {"name": "pgaudit.log", "value": "ddl,role"},
+]
+
 
 def test_one_stack_per_deployable_environment_and_none_for_the_local_emulation(
     stacks: dict[str, Any],
@@ -99,12 +117,21 @@ def test_prod_instance_is_exactly_the_configured_one(prod: dict[str, Any]) -> No
                 "record_application_tags": True,
                 "record_client_address": False,
             },
+            "connector_enforcement": "NOT_REQUIRED",
+            "password_validation_policy": {
+                "enable_password_policy": True,
+                "min_length": 16,
+                "complexity": "COMPLEXITY_DEFAULT",
+                "reuse_interval": 5,
+                "disallow_username_substring": True,
+            },
             "ip_configuration": {
                 "ipv4_enabled": True,
                 "ssl_mode": "ENCRYPTED_ONLY",
+                "server_ca_mode": "GOOGLE_MANAGED_INTERNAL_CA",
                 "authorized_networks": [],
             },
-            "database_flags": [{"name": "cloudsql.iam_authentication", "value": "on"}],
+            "database_flags": PROD_FLAGS,
         },
     }
 
@@ -155,7 +182,7 @@ def test_prod_keeps_backups_with_point_in_time_recovery(prod: dict[str, Any]) ->
 def test_every_instance_accepts_encrypted_connections_only(stacks: dict[str, Any]) -> None:
     for name, stack in stacks.items():
         ip = only(stack, "google_sql_database_instance")["settings"]["ip_configuration"]
-        assert ip["ssl_mode"] == "ENCRYPTED_ONLY", name
+        assert ip["ssl_mode"] in ("ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"), name
         assert "require_ssl" not in ip, name  # deprecated; ssl_mode is the one switch
 
 
@@ -182,6 +209,7 @@ def test_a_private_network_instance_has_no_public_ip(stacks: dict[str, Any]) -> 
         "ipv4_enabled": False,
         "private_network": PRIVATE_NETWORK,
         "ssl_mode": "ENCRYPTED_ONLY",
+        "server_ca_mode": "GOOGLE_MANAGED_INTERNAL_CA",
         "authorized_networks": [],
     }
 
@@ -190,12 +218,22 @@ def test_database_flags_follow_iam_auth_and_the_configured_extras(stacks: dict[s
     def flags(name: str) -> list[dict[str, str]]:
         return only(stacks[name], "google_sql_database_instance")["settings"]["database_flags"]
 
-    assert flags("prod") == [{"name": "cloudsql.iam_authentication", "value": "on"}]
+    assert flags("prod") == PROD_FLAGS
+    assert flags("staging") == PROD_FLAGS  # inherited through `extends`, written once
+    # The private variant replaces the logging flags with one of its own; pgaudit stays on.
     assert flags(PRIVATE_VARIANT) == [
+        {"name": "cloudsql.enable_pgaudit", "value": "on"},
         {"name": "cloudsql.iam_authentication", "value": "on"},
         {"name": "log_min_duration_statement", "value": "1000"},
+        {"name": "pgaudit.log", "value": "ddl,role"},
     ]
-    assert flags(PUBLIC_VARIANT) == []
+    # Without IAM auth and with pgaudit off, only the logging flags remain.
+    assert flags(PUBLIC_VARIANT) == [
+        flag
+        for flag in PROD_FLAGS
+        if flag["name"]
+        not in ("cloudsql.iam_authentication", "cloudsql.enable_pgaudit", "pgaudit.log")
+    ]
     insights = only(stacks[PUBLIC_VARIANT], "google_sql_database_instance")["settings"][
         "insights_config"
     ]
