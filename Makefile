@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # cdktf asks HashiCorp for newer versions at every run; offline that only logs an error.
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: demo test lint setup synth scan bench clean
+.PHONY: demo test test-unit test-system lint setup synth scan bench clean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm
 
@@ -38,14 +38,22 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests stacks bench main.py
 	$(VENV)/bin/ruff format --check src tests stacks bench main.py
+	$(VENV)/bin/mypy
+
+# Fast and pure: planner, concerns, guard rail, config, parity, house (no server, no subprocess).
+test-unit: setup
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+# Against the real thing: the emulation, the real CLI, the Connector, cdktf synth.
+test-system: setup
+	$(VENV)/bin/pytest tests/system $(PYTEST_ARGS)
 
 # The scanner gate: checkov and trivy on every synthesized stack, offline; fails on any
 # failed check not waived in stacks/scan-waivers.toml (see stacks/scan.py).
 scan: setup $(STAMPS)/venv-scan
 	$(PY) -m stacks.scan
 
-test: lint scan
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: lint scan test-unit test-system
 
 synth: setup
 	cdktf synth

@@ -7,6 +7,7 @@ missing owner session, and releases the target (and its Connector) however the v
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,10 @@ from provision.migrations import load_migrations
 from provision.report import Report, build_report
 
 # The environment whose desired state a run checks when it names none (`--dsn` alone): every
-# environment declares the same layout, and prod is the one the others reproduce.
+# environment declares the same layout, and prod is the one the others reproduce. A shell (or
+# a test suite) that works against another environment's server says so once in this variable.
 DEFAULT_ENVIRONMENT = "prod"
+ENVIRONMENT_ENV_VAR = "NUCLEUS_PROVISION_ENV"
 
 
 def load_desired(
@@ -32,7 +35,8 @@ def load_desired(
     migrations_dir: Path | None = None,
 ) -> DesiredState:
     """The desired state of an environment of environments.toml, with the migration files."""
-    environment = load_environment(env_name or DEFAULT_ENVIRONMENT, config)
+    name = env_name or os.environ.get(ENVIRONMENT_ENV_VAR) or DEFAULT_ENVIRONMENT
+    environment = load_environment(name, config)
     return desired_state(environment, load_migrations(migrations_dir))
 
 

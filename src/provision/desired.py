@@ -130,7 +130,7 @@ LAYOUT = Layout(
         Table("assembly", "blueprint", "001"),
         Table("execution", "run", "001"),
     ),
-    extensions=("vector",),
+    extensions=("vector",),  # per environment: Environment.required_extensions
     protected_schemas=("dna_schema", "tasks_schema", "agents_schema", "results_schema"),
     version_table=VersionTable(
         schema="public",
@@ -198,5 +198,8 @@ def desired_state(environment: Environment, migrations: Sequence[Migration] = ()
     return DesiredState(
         owner=environment.users.owner.name,
         admin=environment.users.admin.name,
+        # pgvector everywhere; pgaudit where the environment's instance loads it (the
+        # cloudsql.enable_pgaudit flag), which the local emulation cannot.
+        layout=replace(LAYOUT, extensions=environment.required_extensions),
         migrations=tuple(migrations),
     )

@@ -1,9 +1,11 @@
-"""Extensions: `vector` (pgvector), created by the admin.
+"""Extensions: `vector` (pgvector) everywhere, `pgaudit` where the environment turns the
+`cloudsql.enable_pgaudit` flag on; both created by the admin.
 
 On Cloud SQL `postgres` is not a superuser, but as a member of `cloudsqlsuperuser` it may
-create the extensions of Cloud SQL's allow-list, `vector` among them; no database flag is
-needed (shared/docs/cloudsql.md, section 3). The version is whatever the server offers
-(`pg_available_extensions.default_version`), never assumed.
+create the extensions of Cloud SQL's allow-list, `vector` and `pgaudit` among them; `vector`
+needs no database flag (shared/docs/cloudsql.md, section 3), `pgaudit` needs its flag (the
+stacks set it from the same `[pgaudit]` table the desired state reads). The version is
+whatever the server offers (`pg_available_extensions.default_version`), never assumed.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ from __future__ import annotations
 from provision.actions import Action, ActionKind, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
 from provision.desired import DesiredState
-from provision.errors import ProvisionError
 from provision.findings import Finding, Severity
 from provision.sql import ident
+
+_IMPACT = {
+    "vector": "embeddings (memory schema) cannot be stored",
+    "pgaudit": "the audit log the CIS benchmark asks for (pgaudit.log) is not written",
+}
+_UNAVAILABLE_HINT = {
+    "pgaudit": "turn the instance's cloudsql.enable_pgaudit flag on ([pgaudit] enabled = true in "
+    "environments.toml, then cdktf deploy), or set enabled = false for an environment whose "
+    "server cannot load it",
+}
 
 
 def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
@@ -28,6 +39,9 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     f"extension {name} is not installed and not available on this server",
                     "it cannot be created",
                     (name,),
+                    remedy=_UNAVAILABLE_HINT.get(
+                        name, "use a Cloud SQL for PostgreSQL version that ships it"
+                    ),
                 )
             )
         elif ext.installed_version is None:
@@ -36,7 +50,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "extension-missing",
                     Severity.MEDIUM,
                     f"extension {name} is not installed (version {ext.default_version} is available)",
-                    "embeddings (memory schema) cannot be stored",
+                    _IMPACT.get(name, "what needs it fails"),
                     (name,),
                 )
             )
@@ -50,10 +64,7 @@ def actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
         if ext is not None and ext.installed_version is not None:
             continue
         if ext is None or ext.default_version is None:
-            raise ProvisionError(
-                f"extension {name} is not available on this server",
-                hint="use a Cloud SQL for PostgreSQL version that ships it (pgvector: PostgreSQL 11+)",
-            )
+            continue  # nothing apply can do: the finding carries the remedy
         planned.append(
             Action(
                 ActionKind.CREATE_EXTENSION,

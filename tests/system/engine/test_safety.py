@@ -11,7 +11,7 @@ import pytest
 
 from helpers import VERSIONS, assert_clean_error, cli, config_with_owner, start
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def migrations_copy(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:

@@ -25,9 +25,11 @@ from provision.errors import ChecksumMismatch, MigrationFileError, PermissionPro
 from provision.migrations import check_protected, load_migrations, parse_migration
 from provision.planner import Plan, make_plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
-DESIRED = desired_state(load_environment("prod"), MIGRATIONS)
+# The local environment's desired state (vector only); prod's adds pgaudit (tests below).
+DESIRED = desired_state(load_environment("local"), MIGRATIONS)
+PROD = desired_state(load_environment("prod"), MIGRATIONS)
 LAYOUT = DESIRED.layout
 COLUMNS = DESIRED.version_table.column_names
 
@@ -262,3 +264,25 @@ def test_migration_files_are_versioned_as_written_and_checksummed():
         ("002", "002_add_entity_integrations", True),
     ]
     assert all(len(m.checksum) == 64 for m in MIGRATIONS)
+
+
+def test_pgaudit_is_created_where_the_environment_turns_it_on_and_the_server_offers_it():
+    assert PROD.layout.extensions == ("vector", "pgaudit")
+    offered = converged(
+        extensions={
+            **converged().extensions,
+            "pgaudit": Extension("pgaudit", "16.0", None),
+        }
+    )
+    planned = plan(offered, PROD, owner_session=True)
+    assert [(a.kind, a.statements[0].text) for a in planned.actions] == [
+        ("create-extension", "CREATE EXTENSION IF NOT EXISTS pgaudit")
+    ]
+    assert plan(offered, DESIRED, owner_session=True).empty  # local: not wanted
+
+
+def test_pgaudit_the_server_cannot_load_is_manual_drift_with_the_flag_to_turn_on():
+    found = [f for f in all_findings(PROD, converged()) if f.code == "extension-missing"]
+    assert len(found) == 1 and found[0].manual
+    assert "cloudsql.enable_pgaudit" in found[0].remedy
+    assert plan(converged(), PROD, owner_session=True).empty  # nothing apply could run

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 # main.py and the stacks package live at the repository root, outside src/.
 if str(REPO_ROOT) not in sys.path:

@@ -16,7 +16,7 @@ from provision.local import plugin
 from provision.local.gcp import state as gcp_state
 from provision.local.instance import LocalInstance
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "environments.toml"
 SCENARIO = "legacy-nucleus-v12"
 IAM_ACCOUNT = "runner@local-project.iam.gserviceaccount.com"

@@ -13,7 +13,7 @@ from typing import Any
 
 from provision.config import Environment
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
 REAL_STACKS = ("prod", "staging")

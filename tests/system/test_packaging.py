@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 
 from helpers import Run, assert_clean_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EMULATION_HINT = "pip install 'nucleus-provision[emulation]'"
 
 
