@@ -250,6 +250,9 @@ def start(
     )
     for attempt in range(_PORT_ATTEMPTS):  # a free port can be taken between probing and binding
         instance = dataclasses.replace(instance, port=_free_port(host))
+        # Saved before the server starts: whatever happens next (a timeout, an interrupt),
+        # `local down` finds what may be running and stops it.
+        instance.save()
         try:
             _run(
                 install,
@@ -274,7 +277,9 @@ def start(
             if attempt == _PORT_ATTEMPTS - 1:
                 stop(instance)
                 raise
-    instance.save()
+        except BaseException:
+            stop(instance)  # a timeout or an interrupt: nothing may be left running
+            raise
     return instance
 
 
