@@ -441,6 +441,160 @@ def verify(
     sys.exit(EXIT_OK if verdict.matches else EXIT_ERROR)
 
 
+# -- move (Phase 4: the legacy rows into the new tables) ---------------------------------------
+
+
+def _moves_options(func: F) -> F:
+    func = click.option(
+        "--only", metavar="NAME", help="Only this move (the file's name without its number)."
+    )(func)
+    func = click.option(
+        "--moves",
+        "moves_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Directory of move files [default: ./moves or $NUCLEUS_MOVES].",
+    )(func)
+    return func
+
+
+@cli.group()
+def move() -> None:
+    """Move the legacy rows into the new tables: online, resumable, verified.
+
+    \b
+    Typical session (after `apply`, as postgres, a member of nucleus_readwrite):
+      nucleus-provision move run --env prod          # copy, then catch up
+      nucleus-provision move status --env prod
+      nucleus-provision move run --env prod --follow # keep catching up until cut-over
+      nucleus-provision move verify --env prod       # exit 0 equal, 1 different, 2 unfinished
+    """
+
+
+@move.command("run")
+@target_options
+@_moves_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    metavar="ROWS_PER_S",
+    help="At most this many rows per second.",
+)
+@click.option(
+    "--follow", is_flag=True, help="Keep catching up (every --interval) until interrupted."
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS"
+)
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+@click.pass_obj
+def move_run(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    only: str | None,
+    batch_size: int,
+    rate: float | None,
+    follow: bool,
+    interval: float,
+    fmt: str,
+) -> None:
+    """Copy the legacy rows in keyset batches (cursor in the database), then catch up.
+
+    A killed run resumes at its last committed batch; a finished move reruns as a catch-up
+    pass (inserts, updates and deletes made to the legacy tables since). Exit 0, 1 on error.
+    """
+    from provision import move as moves
+    from provision.move import render as move_render
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    options = moves.Options(batch_size, rate, follow, interval, ctx.policy)
+    listener = move_render.progress(click.echo, fmt, sys.stdout.isatty())
+    try:
+        statuses = moves.run(target, desired, moves_dir, only, options, listener)
+    except KeyboardInterrupt:
+        click.echo("stopped: every committed batch stays; run again to resume", err=True)
+        sys.exit(EXIT_OK if follow else EXIT_ERROR)
+    if fmt == "json":
+        click.echo(json.dumps({"event": "done", "moves": [s.to_dict() for s in statuses]}))
+    else:
+        click.echo(move_render.status_text(statuses))
+
+
+@move.command("status")
+@target_options
+@_moves_options
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+@click.pass_obj
+def move_status(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    only: str | None,
+    fmt: str,
+) -> None:
+    """Per move: phase, rows copied, rows pending, lag since the last sync, last error."""
+    from provision import move as moves
+    from provision.move import render as move_render
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    statuses = moves.status(target, desired, moves_dir, only, ctx.policy)
+    if fmt == "json":
+        click.echo(render.to_json([s.to_dict() for s in statuses]))
+    else:
+        click.echo(move_render.status_text(statuses))
+
+
+@move.command("verify")
+@target_options
+@_moves_options
+@click.option(
+    "--range-size",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    metavar="KEYS",
+    help="Legacy keys per compared range.",
+)
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+@click.pass_obj
+def move_verify(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    only: str | None,
+    range_size: int,
+    fmt: str,
+) -> None:
+    """Compare the mapped legacy rows with the new tables: counts and hashes per key range.
+
+    Exit 0 equal; 1 different (the ranges and keys listed); 2 a move has not finished.
+    """
+    from provision import move as moves
+    from provision.move import render as move_render
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    verdicts = moves.verify(target, desired, moves_dir, only, ctx.policy, range_size)
+    if fmt == "json":
+        click.echo(render.to_json([v.to_dict() for v in verdicts]))
+    else:
+        click.echo(move_render.verify_text(verdicts))
+    outcomes = {v.outcome for v in verdicts}
+    sys.exit(
+        EXIT_CHANGES
+        if "unfinished" in outcomes
+        else EXIT_ERROR
+        if "different" in outcomes
+        else EXIT_OK
+    )
+
+
 @cli.command()
 @click.option(
     "--scenario",

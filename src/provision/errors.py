@@ -78,3 +78,13 @@ class ManualActionRequired(ProvisionError):
 
 class VerifyFailed(ProvisionError):
     """Raised when the live database does not match the desired state after apply."""
+
+
+class MoveFileError(ProvisionError):
+    """Raised when a move file of moves/ is malformed or does not fit the database; the
+    message starts with the file's name, and nothing was copied."""
+
+
+class MoveFailed(ProvisionError):
+    """Raised when a batch of a move fails; that batch was rolled back and the move's cursor
+    stays at the last committed batch, so the next run resumes there."""
