@@ -152,9 +152,9 @@ def copy_batch(move: Move, info: TargetInfo) -> str:
     source = ident(*move.source)
     return f"""WITH bound AS (
     SELECT max(k) AS hi, count(*) AS scanned FROM (
-        SELECT {key} AS k FROM {source} s WHERE {key} > :cursor ORDER BY {key} LIMIT :n) b
+        SELECT {key} AS k FROM {source} s WHERE {key} > CAST(:cursor AS bigint) ORDER BY {key} LIMIT :n) b
 ), written AS (
-    {_upsert(move, info, f"{key} > :cursor AND {key} <= (SELECT hi FROM bound)")}
+    {_upsert(move, info, f"{key} > CAST(:cursor AS bigint) AND {key} <= (SELECT hi FROM bound)")}
 ), counted AS (SELECT count(*) AS copied FROM written)
 UPDATE {SCHEMA}.state st
 SET cursor = coalesce(bound.hi, st.cursor), copied = st.copied + counted.copied,
@@ -167,7 +167,7 @@ RETURNING st.cursor, counted.copied, bound.scanned"""
 def remaining(move: Move) -> str:
     """Legacy keys after the cursor (an index-only count). Param: cursor."""
     key = f"s.{ident(move.key)}"
-    return f"SELECT count(*) FROM {ident(*move.source)} s WHERE {key} > :cursor"
+    return f"SELECT count(*) FROM {ident(*move.source)} s WHERE {key} > CAST(:cursor AS bigint)"
 
 
 def _hashed_sides(move: Move, info: TargetInfo) -> str:
