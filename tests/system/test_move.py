@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import assert_clean_error, cli, start
 
+from helpers import assert_clean_error, cli, start
 from tests.system.engine.test_apply import legacy_fingerprint
 
 MOVES = Path(__file__).resolve().parents[2] / "moves"
@@ -91,19 +91,25 @@ def test_run_then_verify_moves_every_row_with_the_declared_mapping(moved_db):
     )
     # tasks and results: ids derived from the legacy ids; foreign keys follow.
     assert db.query("SELECT count(*) FROM tasks.task")[0][0] == 5000
-    assert db.query(
-        "SELECT count(*) FROM tasks_schema.tasks s JOIN tasks.task t "
-        "ON t.id = md5('tasks_schema.tasks:' || s.id)::uuid "
-        "JOIN dna_schema.entities e ON e.id = s.entity_id "
-        "WHERE t.entity_id = e.external_id AND t.title = s.title AND t.status = s.status"
-    )[0][0] == 5000
-    assert db.query(
-        "SELECT count(*) FROM results_schema.results s JOIN results.result r "
-        "ON r.id = md5('results_schema.results:' || s.id)::uuid "
-        "WHERE r.task_id = md5('tasks_schema.tasks:' || s.task_id)::uuid "
-        "AND r.agent_id IS NOT DISTINCT FROM md5('agents_schema.agents:' || s.agent_id)::uuid "
-        "AND r.score = s.score::real AND r.output = s.output"
-    )[0][0] == 8000
+    assert (
+        db.query(
+            "SELECT count(*) FROM tasks_schema.tasks s JOIN tasks.task t "
+            "ON t.id = md5('tasks_schema.tasks:' || s.id)::uuid "
+            "JOIN dna_schema.entities e ON e.id = s.entity_id "
+            "WHERE t.entity_id = e.external_id AND t.title = s.title AND t.status = s.status"
+        )[0][0]
+        == 5000
+    )
+    assert (
+        db.query(
+            "SELECT count(*) FROM results_schema.results s JOIN results.result r "
+            "ON r.id = md5('results_schema.results:' || s.id)::uuid "
+            "WHERE r.task_id = md5('tasks_schema.tasks:' || s.task_id)::uuid "
+            "AND r.agent_id IS NOT DISTINCT FROM md5('agents_schema.agents:' || s.agent_id)::uuid "
+            "AND r.score = s.score::real AND r.output = s.output"
+        )[0][0]
+        == 8000
+    )
     assert db.query("SELECT count(*) FROM agents.agent")[0][0] == 24
     # The duplicates are reported with their reason, never silently dropped.
     status = move(db, "status")
@@ -117,4 +123,250 @@ def test_run_then_verify_moves_every_row_with_the_declared_mapping(moved_db):
     assert again.code == 0, again.err
     diffs = [line for line in again.out.splitlines() if '"event": "diff"' in line]
     assert len(diffs) == 5 and all('"rows": 0' in line for line in diffs)
+    assert legacy_fingerprint(db) == before
+
+
+def state(db, where: str = "true") -> list:
+    """Rows of the move's bookkeeping (as the superuser), or [] before it exists."""
+    if db.query("SELECT to_regclass('nucleus_move.state') IS NULL")[0][0]:
+        return []
+    return db.query(f"SELECT name, phase, copied FROM nucleus_move.state WHERE {where}")
+
+
+def wait_until(condition, what: str, bound: float = 120.0) -> None:
+    """Poll until `condition()` holds; `bound` only keeps a broken run from hanging the suite."""
+    import time
+
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def test_verify_says_unfinished_before_the_move_and_names_missing_privileges(legacy_db):
+    db = legacy_db
+    applied = cli("apply", *db.targets)
+    assert applied.code == 0, applied.err
+    # Without the declared privileges: a clear error before anything is written.
+    refused = move(db, "run")
+    assert_clean_error(refused, "lacks USAGE on schema", "nucleus_readwrite")
+    assert state(db) == []
+    declared_privileges(db)
+    unfinished = move(db, "verify")
+    assert unfinished.code == 2, unfinished.out + unfinished.err
+    assert "entities: not finished (not started)" in unfinished.out
+    status = move(db, "status", "--format", "json")
+    assert status.code == 0, status.err
+    assert {s["name"]: (s["phase"], s["pending"]) for s in status.json}["entities"] == (
+        "not started",
+        2000,
+    )
+
+
+def test_verify_locates_differences_and_the_next_run_repairs_them(moved_db):
+    db = moved_db
+    assert move(db, "run").code == 0
+    # Someone writes into the new tables behind the move's back.
+    victim = db.query("SELECT external_id::text FROM dna_schema.entities WHERE id = 1234")[0][0]
+    db.query("UPDATE dna.entity SET name = 'changed' WHERE id = :v::uuid", v=victim)
+    db.query(
+        "DELETE FROM dna.interests WHERE id = (SELECT min(id) FROM dna.interests "
+        "WHERE topic = 'chess')"
+    )
+    db.query("INSERT INTO dna.entity (name) VALUES ('stray')")
+
+    verify = move(db, "verify", "--range-size", "100", "--format", "json")
+    assert verify.code == 1, verify.out + verify.err
+    verdicts = {v["name"]: v for v in verify.json}
+    entities = verdicts["entities"]
+    assert entities["outcome"] == "different"
+    located = {tuple(r["legacy_keys"] or ()): r for r in entities["differing_ranges"]}
+    assert located[(1200, 1299)]["sample"] == ["1234"]
+    assert located[()]["target_rows"] == 1 and located[()]["source_rows"] == 0
+    assert verdicts["interests"]["outcome"] == "different"
+    assert verdicts["tasks"]["outcome"] == "equal"
+    text = move(db, "verify", "--range-size", "100")
+    assert "legacy keys 1200..1299: 100 vs 100 rows" in text.out and "(e.g. 1234)" in text.out
+
+    assert move(db, "run").code == 0
+    assert move(db, "verify").code == 0
+    assert actual_entities(db) == expected_entities(db)
+
+
+def _write_legacy(db, stop: threading.Event, done: list[int]) -> None:
+    """A legacy service (logged in as nucleus): inserts, updates and deletes, until stopped."""
+    conn = db.connect("nucleus")
+    try:
+        i = 0
+        while True:
+            i += 1
+            conn.run("BEGIN")
+            (entity,) = conn.run(
+                "INSERT INTO dna_schema.entities (external_id, name, entity_type, email) "
+                "VALUES (gen_random_uuid(), :n, :k, :e) RETURNING id",
+                n=f"writer {i}",
+                k=KINDS[i % 3],
+                e=f"w{i}@example.org",
+            )[0]
+            conn.run(
+                "INSERT INTO dna_schema.interests (entity_id, topic, weight) "
+                "VALUES (:e, 'music', 0.25), (:e, 'music', 0.75), (:e, 'chess', 0.5)",
+                e=entity,
+            )
+            # An entity without tasks, deleted (with its interests) a few rounds later.
+            conn.run(
+                "INSERT INTO dna_schema.entities (external_id, name) VALUES (gen_random_uuid(), 'x')"
+            )
+            (task,) = conn.run(
+                "INSERT INTO tasks_schema.tasks (entity_id, title) VALUES (:e, :t) RETURNING id",
+                e=entity,
+                t=f"task of writer {i}",
+            )[0]
+            conn.run(
+                "INSERT INTO results_schema.results (task_id, agent_id, output, score) "
+                "VALUES (:t, 1 + :i % 24, '{}', 1.5)",
+                t=task,
+                i=i,
+            )
+            conn.run(
+                "UPDATE dna_schema.entities SET name = name || '+', updated_at = now() "
+                "WHERE id = 1 + (:i * 37) % 2000",
+                i=i,
+            )
+            conn.run(
+                "UPDATE dna_schema.interests SET weight = 0.125 WHERE id = 1 + (:i * 53) % 6000",
+                i=i,
+            )
+            # Deleting the lowest id of a duplicate group: the next one becomes the moved row.
+            conn.run("DELETE FROM dna_schema.interests WHERE id = 1 + (:i * 11) % 6000", i=i)
+            conn.run(
+                "UPDATE tasks_schema.tasks SET status = 'cancelled' WHERE id = 1 + (:i * 7) % 5000",
+                i=i,
+            )
+            if i % 3 == 0:  # an entity inserted earlier, with its interests (cascade)
+                conn.run(
+                    "DELETE FROM dna_schema.entities WHERE id = (SELECT min(id) FROM "
+                    "dna_schema.entities e WHERE name = 'x' AND NOT EXISTS (SELECT 1 FROM "
+                    "tasks_schema.tasks t WHERE t.entity_id = e.id))"
+                )
+            conn.run("COMMIT")
+            done.append(i)
+            if stop.is_set():
+                return
+    finally:
+        conn.close()
+
+
+def test_a_concurrent_writer_is_caught_up_by_the_next_run(moved_db):
+    db = moved_db
+    proc = start(
+        "move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES),
+        "--batch-size", "100", "--rate", "4000", "--format", "json",
+    )  # fmt: skip
+    wait_until(lambda: bool(state(db, "copied > 0")), "the copy began")
+    stop, done = threading.Event(), []
+    writer = threading.Thread(target=_write_legacy, args=(db, stop, done))
+    writer.start()
+    out, err = proc.communicate(timeout=300)
+    during = len(done)
+    stop.set()
+    writer.join(60)
+    assert proc.returncode == 0, err
+    assert during >= 1  # the writer committed while `run` was running
+
+    catch_up = move(db, "run")
+    assert catch_up.code == 0, catch_up.err
+    verify = move(db, "verify")
+    assert verify.code == 0, verify.out + verify.err
+    assert actual_entities(db) == expected_entities(db)
+    assert db.query("SELECT count(*) FROM dna.entity WHERE name LIKE 'writer %'")[0][0] == len(done)
+
+
+def test_kill_9_in_the_middle_of_run_then_run_completes_without_duplicates(moved_db):
+    db = moved_db
+    proc = start(
+        "move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES),
+        "--batch-size", "200", "--rate", "3000",
+    )  # fmt: skip
+    wait_until(lambda: bool(state(db, "name = 'interests' AND copied > 0")), "interests began")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert state(db, "phase = 'copying'")  # killed in the middle of a copy
+
+    rerun = move(db, "run")
+    assert rerun.code == 0, rerun.err
+    assert move(db, "verify").code == 0
+    counts = db.query(
+        "SELECT (SELECT count(*) FROM dna.entity), (SELECT count(*) FROM dna.interests), "
+        "(SELECT count(*) FROM agents.agent), (SELECT count(*) FROM tasks.task), "
+        "(SELECT count(*) FROM results.result)"
+    )[0]
+    assert counts == [2000, 2000, 24, 5000, 8000]
+    copied = dict(db.query("SELECT name, copied FROM nucleus_move.state"))
+    assert copied["interests"] == 2000 and copied["results"] == 8000
+
+
+def _broken(tmp_path, filename: str, old: str, new: str) -> Path:
+    directory = tmp_path / "moves"
+    shutil.copytree(MOVES, directory)
+    path = directory / filename
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("filename", "old", "new", "message"),
+    [
+        (
+            "10_entities.toml",
+            'email = "s.email"',
+            'nickname = "s.email"',
+            "10_entities.toml: dna.entity has no column nickname",
+        ),
+        (
+            "50_results.toml",
+            'score = "s.score"',
+            'score = "s.no_such_column"',
+            "50_results.toml: the mapping does not run: column s.no_such_column does not exist",
+        ),
+        (
+            "30_interests.toml",
+            'topic = "s.topic"',
+            'topic = "s.topic); DELETE FROM dna_schema.interests; SELECT (1"',
+            "30_interests.toml: columns.topic must be a single expression",
+        ),
+        (
+            "40_tasks.toml",
+            'title = "s.title"',
+            'title = "(WITH x AS (DELETE FROM dna_schema.entities RETURNING name) '
+            'SELECT name FROM x LIMIT 1)"',
+            "40_tasks.toml: columns.title writes",
+        ),
+        (
+            "10_entities.toml",
+            'target_key = ["id"]',
+            'target_key = ["name"]',
+            "10_entities.toml: target_key (name) is not a unique key of dna.entity",
+        ),
+        (
+            "not-moved.toml",
+            'name = "dna_schema.capabilities"',
+            'name = "dna_schema.dna_profiles"\n#',
+            "legacy table dna_schema.capabilities is neither moved nor listed",
+        ),
+        ("20_agents.toml", "[columns]", "[columns", "20_agents.toml: not valid TOML"),
+    ],
+)
+def test_a_bad_move_file_fails_naming_it_and_nothing_is_copied(
+    moved_db, tmp_path, filename, old, new, message
+):
+    db = moved_db
+    moves = _broken(tmp_path, filename, old, new)
+    before = legacy_fingerprint(db)
+    run = move(db, "run", moves=moves)
+    assert_clean_error(run, message)
+    assert state(db) == []
+    assert db.query("SELECT count(*) FROM dna.entity")[0][0] == 0
     assert legacy_fingerprint(db) == before
