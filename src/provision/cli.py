@@ -506,7 +506,7 @@ def move_run(
     A killed run resumes at its last committed batch; a finished move reruns as a catch-up
     pass (inserts, updates and deletes made to the legacy tables since). Exit 0, 1 on error.
     """
-    from provision import move as moves
+    from provision.move import commands as moves
     from provision.move import render as move_render
 
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
@@ -538,7 +538,7 @@ def move_status(
     fmt: str,
 ) -> None:
     """Per move: phase, rows copied, rows pending, lag since the last sync, last error."""
-    from provision import move as moves
+    from provision.move import commands as moves
     from provision.move import render as move_render
 
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
@@ -576,7 +576,7 @@ def move_verify(
 
     Exit 0 equal; 1 different (the ranges and keys listed); 2 a move has not finished.
     """
-    from provision import move as moves
+    from provision.move import commands as moves
     from provision.move import render as move_render
 
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
