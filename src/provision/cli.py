@@ -258,6 +258,33 @@ def local_down(state_dir: Path | None) -> None:
     )
 
 
+@local.command("seed")
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Entities to add (2x interests, N/10 tasks and results).",
+)
+@_state_dir_option
+def local_seed(rows: int, state_dir: Path | None) -> None:
+    """Append a large legacy data set to the running instance (benchmarks of `move`)."""
+    _require_emulation()
+    from provision.local import server
+    from provision.local.instance import ADMIN_USER, connect_as
+    from provision.local.seed import seed
+
+    instance = server.Server(state_dir).status()
+    if instance is None or not instance.is_running():
+        raise LocalInstanceError(
+            "no local instance runs", hint="start one with `nucleus-provision local up`"
+        )
+    conn = connect_as(instance, ADMIN_USER, timeout=600)
+    try:
+        click.echo(json.dumps({"rows": rows, "seconds": seed(conn, rows)}))
+    finally:
+        conn.close()
+
+
 # -- inspect, plan, apply, verify -------------------------------------------------------------
 
 
