@@ -500,7 +500,13 @@ def move() -> None:
 @move.command("run")
 @target_options
 @_moves_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Legacy keys per batch (one short transaction each).",
+)
 @click.option(
     "--rate",
     type=click.FloatRange(min=1),

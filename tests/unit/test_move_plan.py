@@ -30,7 +30,7 @@ def test_rows_wait_for_their_parent_instead_of_failing_the_batch():
 def test_a_batch_advances_its_cursor_in_the_same_statement():
     sql = plan.copy_batch(INTERESTS, INFO)
     assert "ORDER BY s.id LIMIT :n" in sql
-    assert "ON CONFLICT (entity_id, topic) DO UPDATE SET" in sql
+    assert "ON CONFLICT (entity_id, topic) DO NOTHING" in sql
     assert sql.rstrip().endswith("RETURNING st.cursor, counted.copied, bound.scanned")
     assert "UPDATE nucleus_move.state" in sql
 

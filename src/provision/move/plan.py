@@ -114,10 +114,13 @@ def ready(move: Move, info: TargetInfo, where: str = "true") -> str:
     return f"SELECT m.* FROM ({mapped(move, info, where)}) m WHERE {' AND '.join(conditions) or 'true'}"
 
 
-def _upsert(move: Move, info: TargetInfo, where: str) -> str:
+def _upsert(move: Move, info: TargetInfo, where: str, update: bool = True) -> str:
+    """INSERT ... SELECT of `ready` rows; on a key already in the target, update it (repair),
+    or leave it (copy: the row is there already, and the catch-up comparison corrects it if
+    it differs; DO NOTHING is the cheaper speculative insertion)."""
     columns = ", ".join(ident(c) for c in move.column_names)
     keys = ", ".join(ident(c) for c in move.target_key)
-    updates = [c for c in move.column_names if c not in move.target_key]
+    updates = [c for c in move.column_names if c not in move.target_key] if update else []
     action = (
         "DO UPDATE SET "
         + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updates)
@@ -154,7 +157,7 @@ def copy_batch(move: Move, info: TargetInfo) -> str:
     SELECT max(k) AS hi, count(*) AS scanned FROM (
         SELECT {key} AS k FROM {source} s WHERE {key} > CAST(:cursor AS bigint) ORDER BY {key} LIMIT :n) b
 ), written AS (
-    {_upsert(move, info, f"{key} > CAST(:cursor AS bigint) AND {key} <= (SELECT hi FROM bound)")}
+    {_upsert(move, info, f"{key} > CAST(:cursor AS bigint) AND {key} <= (SELECT hi FROM bound)", update=False)}
 ), counted AS (SELECT count(*) AS copied FROM written)
 UPDATE {SCHEMA}.state st
 SET cursor = coalesce(bound.hi, st.cursor), copied = st.copied + counted.copied,

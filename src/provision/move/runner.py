@@ -48,7 +48,7 @@ from provision.sql import server_message
 MOVE_KEY = 0x6E75636D
 # A batch is a short transaction; a statement that runs longer than this is a defect.
 BATCH_STATEMENT_TIMEOUT_MS = 60_000
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 50_000
 
 
 class EventKind(StrEnum):
