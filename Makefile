@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # cdktf asks HashiCorp for newer versions at every run; offline that only logs an error.
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: demo test test-unit test-system lint setup synth scan bench clean
+.PHONY: demo test test-unit test-system lint setup synth scan bench bench-move clean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm
 
@@ -62,6 +62,10 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/connect_bench.py
 	$(PY) bench/synth_bench.py
+
+# Phase 4's move on 1M entities + 2M interests (several minutes; docs/benchmarks.md).
+bench-move: setup
+	$(PY) bench/move_bench.py
 
 clean:
 	rm -rf $(VENV) $(SCAN_VENV) node_modules $(STAMPS) cdktf.out
