@@ -446,6 +446,107 @@ def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, f
     sys.exit(EXIT_ERROR if diffs else EXIT_OK)
 
 
+@cli.command("diff")
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME",
+    help="A side by environment (twice: left, then right).",
+)
+@click.option(
+    "--dsn",
+    "dsns",
+    multiple=True,
+    metavar="URL",
+    help="A side by admin DSN (twice: left, then right).",
+)
+@click.option("--from-env", metavar="NAME", help="The left side (source), by environment.")
+@click.option("--to-env", metavar="NAME", help="The right side (target), by environment.")
+@click.option("--from-dsn", metavar="URL", help="The left side (source), by admin DSN.")
+@click.option("--to-dsn", metavar="URL", help="The right side (target), by admin DSN.")
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="Compare only these schemas [default: the managed schemas and public, plus the legacy ones].",
+)
+@click.option(
+    "--exclude-schema",
+    "excluded",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="Leave these schemas out.",
+)
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="CATEGORY[,CATEGORY]",
+    help="Leave a category out: schemas, tables, columns, constraints, indexes, sequences, views, functions, triggers, policies, extensions, owners, privileges, default-privileges, memberships, migrations, legacy-migrations.",
+)
+@click.option(
+    "--map-role",
+    "role_map",
+    multiple=True,
+    metavar="LEFT=RIGHT",
+    help="Compare role LEFT on the left side as role RIGHT on the right. Repeatable.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def diff_command(
+    ctx: Context,
+    envs,
+    dsns,
+    from_env,
+    to_env,
+    from_dsn,
+    to_dsn,
+    schemas,
+    excluded,
+    ignored,
+    role_map,
+    fmt,
+) -> None:
+    """Compare two live databases: is staging laid out like prod, right now?
+
+    Read-only on both sides. Compares schemas, tables and columns, constraints, indexes,
+    sequences, views, functions, triggers, policies, extensions and their versions, owners,
+    privileges and default privileges, memberships of the managed roles, and the migration
+    records (versions and checksums). Exit 0: identical; 2: different; 1: error.
+
+    \b
+    Examples:
+      nucleus-provision diff --env prod --env staging
+      nucleus-provision diff --from-dsn "$PROD_DSN" --to-dsn "$STAGING_DSN" --format markdown
+      nucleus-provision diff --env prod --env staging --map-role nucleus=nucleus_staging
+      nucleus-provision diff --env prod --env staging --schema dna,public --ignore legacy-migrations
+    \b
+    In CI (fails the job when staging no longer reproduces prod):
+      nucleus-provision diff --env prod --env staging --format json > schema-diff.json
+    """
+    from provision import diff
+    from provision.diff import options, render
+
+    left_spec, right_spec = options.sides(envs, dsns, from_env, to_env, from_dsn, to_dsn)
+    settings = diff.Options(
+        ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
+    )
+    scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
+    targets = []
+    try:
+        for spec in (left_spec, right_spec):
+            targets.append(resolve_target(ctx, spec.dsn, None, spec.env))
+        left, right = (diff.Side(t.admin, t.description) for t in targets)
+        result = diff.run(left, right, settings, scope)
+    finally:
+        for target in targets:
+            target.dispose()
+    click.echo(render.render(result, fmt))
+    sys.exit(EXIT_OK if result.identical else EXIT_CHANGES)
+
+
 @cli.command()
 @click.option(
     "--scenario",

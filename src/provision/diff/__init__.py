@@ -1,0 +1,125 @@
+"""`diff`: is the live staging database laid out like the live prod database, right now?
+
+Compares two live databases, read-only on both sides: schemas, tables and columns,
+constraints, indexes, sequences, views, functions, triggers, policies, extensions and their
+versions, owners, privileges and default privileges, memberships of the managed roles, and
+the migration records. Three pieces, as the rest of the project:
+
+- `snapshot.read_snapshot`: the one reader, a fixed number of set-based catalog queries;
+- `compare.compare`: a pure function from two snapshots to `Difference`s;
+- `render`: text (grouped by object), markdown (like the seed's analysis), JSON.
+
+`run` is the entry point for the CLI and the demo: two engines in, a `Result` out.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from provision.diff.compare import CATEGORIES, Difference, Options, compare, parse_role_map
+from provision.diff.snapshot import Snapshot, read_snapshot
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = [
+    "CATEGORIES",
+    "Defaults",
+    "Difference",
+    "Options",
+    "Result",
+    "Side",
+    "compare",
+    "defaults",
+    "parse_role_map",
+    "read_snapshot",
+    "run",
+]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What `diff` takes from the layout when the user does not say otherwise."""
+
+    managed_schemas: tuple[str, ...]  # the new layout's schemas and the version table's
+    legacy_schemas: tuple[str, ...]
+    roles: tuple[str, ...]  # the layout's owner and admin: always in the managed roles
+    migrations_table: tuple[str, str]
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        return self.managed_schemas + self.legacy_schemas
+
+
+def defaults() -> Defaults:
+    """The one place `diff` reads the layout (it is being reshaped: keep this the only import)."""
+    from provision.layout import NUCLEUS as layout
+
+    mt = layout.migrations_table
+    managed = tuple(dict.fromkeys((*layout.schema_names, mt.schema)))
+    return Defaults(
+        managed, tuple(layout.protected_schemas), (layout.owner, layout.admin), (mt.schema, mt.name)
+    )
+
+
+@dataclass(frozen=True)
+class Side:
+    """One database to compare: an admin engine and how to name it (never with a password)."""
+
+    engine: Engine
+    description: str
+
+
+@dataclass(frozen=True)
+class Result:
+    left: str
+    right: str
+    schemas: tuple[str, ...]
+    ignored: tuple[str, ...]
+    differences: tuple[Difference, ...]
+    queries: tuple[int, int] = field(default=(0, 0), compare=False)  # catalog queries per side
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def schema_scope(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The schemas to compare: `include` (default: managed + legacy) minus `exclude`."""
+    chosen = include or defaults().schemas
+    return tuple(s for s in dict.fromkeys(chosen) if s not in set(exclude))
+
+
+def run(
+    left: Side,
+    right: Side,
+    options: Options | None = None,
+    schemas: tuple[str, ...] | None = None,
+) -> Result:
+    """Snapshot both sides (concurrently: each waits mostly on its own server) and compare."""
+    from provision import db
+
+    settings = defaults()
+    scope = schemas if schemas is not None else settings.schemas
+    options = options or Options()
+    if not options.managed_roles:
+        options = Options(options.ignore, options.role_map, frozenset(settings.roles))
+
+    def read(side: Side) -> Snapshot:
+        with db.connect(side.engine, side.description) as conn:
+            return read_snapshot(conn, scope, settings.migrations_table)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        left_future, right_future = pool.submit(read, left), pool.submit(read, right)
+        left_snapshot, right_snapshot = left_future.result(), right_future.result()
+    differences = compare(left_snapshot, right_snapshot, options)
+    return Result(
+        left.description,
+        right.description,
+        tuple(scope),
+        tuple(sorted(options.ignore)),
+        tuple(differences),
+        (left_snapshot.queries, right_snapshot.queries),
+    )
