@@ -39,7 +39,6 @@ from provision.diff.snapshot import (
     Trigger,
 )
 from provision.errors import ConfigError, PermissionProblem
-from provision.sql import ident
 
 # A side's value: a scalar, a list of privileges, or None where the object is absent.
 Value = str | bool | list[str] | None
@@ -146,8 +145,8 @@ def _split(
 
 
 def _q(*parts: str) -> str:
-    """A name as SQL would spell it (`dna."values"`), so that it reads the same everywhere."""
-    return ident(*parts)
+    """A dotted name for display (`dna.values`); never used as SQL."""
+    return ".".join(parts)
 
 
 def _constraint_text(con: Constraint) -> str:

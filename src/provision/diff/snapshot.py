@@ -446,7 +446,7 @@ def read_snapshot(
                         sorted(
                             {
                                 **r["sequence"],
-                                "owned by": ident(*r["owned_by"]) if r["owned_by"] else "none",
+                                "owned by": ".".join(r["owned_by"]) if r["owned_by"] else "none",
                             }.items()
                         )
                     )
