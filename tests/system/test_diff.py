@@ -383,3 +383,55 @@ def test_an_unreachable_side_is_an_error_without_its_password(pair):
         "postgresql://postgres:s3cret-pw@127.0.0.1:9/nucleus_v12",
     )
     assert_clean_error(run, "cannot connect", secrets=("s3cret-pw",))
+
+
+@pytest.fixture
+def second_emulation(tmp_path):
+    """A second Cloud SQL emulation (its own server and roles), reached as `--env local`."""
+    import os
+
+    from provision.local.server import Server
+
+    state_dir = tmp_path / "staging-emulation"
+    server = Server(state_dir)
+    instance = server.start("empty")
+    yield {**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(state_dir)}, instance
+    server.stop()
+
+
+def test_two_emulations_through_the_connector_then_a_membership_changed_by_hand(
+    second_emulation, clone
+):
+    env, staging_instance = second_emulation
+    assert cli("apply", "--env", "local", env=env).code == 0
+    prod = clone("legacy-nucleus-v12")
+    args = ("--from-dsn", prod.admin_dsn, "--to-env", "local", "--schema", MANAGED)
+    args += ("--ignore", "legacy-migrations")
+
+    run = cli("diff", *args, "--format", "json", env=env)
+    assert (run.code, run.json) == (0, []), run.out + run.err
+
+    # Memberships live in the server, not the database: only two servers can differ in them.
+    from provision.local.server import superuser_connection
+
+    conn = superuser_connection(staging_instance)
+    try:
+        conn.run("GRANT pg_read_all_data TO nucleus")
+        for fmt in ("json", "text", "markdown"):
+            run = cli("diff", *args, "--format", fmt, env=env)
+            assert run.code == 2, run.err
+            if fmt == "json":
+                assert run.json == [
+                    {
+                        "kind": "membership",
+                        "object": "role nucleus in pg_read_all_data",
+                        "left": None,
+                        "right": "INHERIT, SET",
+                    }
+                ]
+            else:
+                assert "role nucleus in pg_read_all_data" in run.out
+        conn.run("REVOKE pg_read_all_data FROM nucleus")
+    finally:
+        conn.close()
+    assert cli("diff", *args, env=env).code == 0
