@@ -435,3 +435,19 @@ def test_two_emulations_through_the_connector_then_a_membership_changed_by_hand(
     finally:
         conn.close()
     assert cli("diff", *args, env=env).code == 0
+
+
+def test_the_old_version_table_shape_is_read_too(make_db):
+    # Before any apply, public.migrations has only the old tooling's columns.
+    prod, staging = make_db("legacy-nucleus-v12"), make_db("legacy-nucleus-v12")
+    assert diff(prod, staging).code == 0
+    staging.query("INSERT INTO public.migrations (migration_name) VALUES ('004_hand_run')")
+    run = diff(prod, staging)
+    assert run.json == [
+        {
+            "kind": "legacy-migration-record",
+            "object": "legacy migration 004_hand_run",
+            "left": None,
+            "right": "recorded",
+        }
+    ]

@@ -19,15 +19,14 @@ from provision.diff.snapshot import (
     Policy,
     Relation,
     Snapshot,
+    parse_acl,
 )
 from provision.errors import ConfigError, PermissionProblem
 
-NUCLEUS_ALL = frozenset(("nucleus", p, False) for p in ("SELECT", "INSERT", "UPDATE", "DELETE"))
 
-
-def table(schema: str, name: str, owner: str = "nucleus", grants=None) -> Relation:
-    own = frozenset((owner, g, o) for _, g, o in NUCLEUS_ALL)
-    return Relation(schema, name, "table", Owned(owner, own | frozenset(grants or ())))
+def table(schema: str, name: str, owner: str = "nucleus", grants=()) -> Relation:
+    """A table whose ACL is its owner's full rights plus `grants` (aclitem text)."""
+    return Relation(schema, name, "table", Owned(owner, (f"{owner}=arwdDxt/{owner}", *grants)))
 
 
 def snapshot(**changes) -> Snapshot:
@@ -81,18 +80,16 @@ def test_identical_snapshots_have_no_differences():
 
 
 def test_privileges_are_compared_as_sets_whatever_their_order():
-    grants = [("app", "SELECT", False), ("app", "UPDATE", True)]
+    grants = ["app=r/nucleus", "app=w*/nucleus"]
     left = snapshot(relations={("dna", "entity"): table("dna", "entity", grants=grants)})
     right = snapshot(relations={("dna", "entity"): table("dna", "entity", grants=grants[::-1])})
     assert compare(left, right) == []
 
 
 def test_a_changed_grant_names_the_grantee_and_both_sides():
-    left = snapshot(
-        relations={("dna", "entity"): table("dna", "entity", grants=[("app", "SELECT", False)])}
-    )
+    left = snapshot(relations={("dna", "entity"): table("dna", "entity", grants=["app=r/nucleus"])})
     right = snapshot(
-        relations={("dna", "entity"): table("dna", "entity", grants=[("app", "SELECT", True)])}
+        relations={("dna", "entity"): table("dna", "entity", grants=["app=r*/postgres"])}
     )
     assert [d.to_dict() for d in compare(left, right)] == [
         {
@@ -116,14 +113,12 @@ def test_map_role_applies_to_owners_grantees_default_privileges_and_memberships(
     def env(owner: str, app: str) -> Snapshot:
         return snapshot(
             relations={
-                ("dna", "entity"): table(
-                    "dna", "entity", owner=owner, grants=[(app, "SELECT", False)]
-                )
+                ("dna", "entity"): table("dna", "entity", owner=owner, grants=[f"{app}=r/{owner}"])
             },
             schemas={"dna": Owned(owner), "public": Owned("pg_database_owner")},
             default_privileges={
                 (owner, "dna", "tables"): DefaultPrivilege(
-                    owner, "dna", "tables", frozenset({(app, "SELECT", False)})
+                    owner, "dna", "tables", (f"{app}=r/{owner}",)
                 )
             },
             policies={
@@ -183,8 +178,8 @@ def test_index_definitions_and_validity_are_compared():
     idx = snapshot().indexes[("dna", "entity_pkey")]
     right = snapshot(
         indexes={
-            ("dna", "entity_pkey"): replace(
-                idx, definition=idx.definition.replace("btree", "hash"), valid=False
+            ("dna", "entity_pkey"): idx._replace(
+                definition=idx.definition.replace("btree", "hash"), valid=False
             )
         }
     )
@@ -277,3 +272,14 @@ def test_two_sides_from_any_mix_of_options(kwargs, expected):
 def test_anything_but_two_sides_is_a_usage_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         options.sides(**kwargs)
+
+
+def test_acl_items_parse_into_grants_without_their_grantor():
+    assert parse_acl(("nucleus=arw/nucleus", "=X/postgres", '"odd ""role"""=r*U/nucleus')) == {
+        ("nucleus", "SELECT", False),
+        ("nucleus", "INSERT", False),
+        ("nucleus", "UPDATE", False),
+        ("PUBLIC", "EXECUTE", False),
+        ('odd "role"', "SELECT", True),
+        ('odd "role"', "USAGE", False),
+    }
