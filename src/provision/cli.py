@@ -534,15 +534,13 @@ def diff_command(
         ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
     )
     scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
-    targets = []
+    left = resolve_target(ctx, left_spec.dsn, None, left_spec.env)
     try:
-        for spec in (left_spec, right_spec):
-            targets.append(resolve_target(ctx, spec.dsn, None, spec.env))
-        left, right = (diff.Side(t.admin, t.description) for t in targets)
-        result = diff.run(left, right, settings, scope)
-    finally:
-        for target in targets:
-            target.dispose()
+        right = resolve_target(ctx, right_spec.dsn, None, right_spec.env)
+    except BaseException:
+        left.dispose()
+        raise
+    result = diff.run_targets(left, right, settings, scope)
     click.echo(render.render(result, fmt))
     sys.exit(EXIT_OK if result.identical else EXIT_CHANGES)
 

@@ -25,6 +25,8 @@ from provision.diff.snapshot import Snapshot, read_snapshot
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from provision.db import Target
+
 __all__ = [
     "CATEGORIES",
     "Defaults",
@@ -37,6 +39,8 @@ __all__ = [
     "parse_role_map",
     "read_snapshot",
     "run",
+    "run_targets",
+    "schema_scope",
 ]
 
 
@@ -132,3 +136,22 @@ def run(
         tuple(differences),
         (left_snapshot.queries, right_snapshot.queries),
     )
+
+
+def run_targets(
+    left: Target,
+    right: Target,
+    options: Options | None = None,
+    schemas: tuple[str, ...] | None = None,
+) -> Result:
+    """`run` over two `db.Target`s (their admin sessions), disposing both afterwards."""
+    try:
+        return run(
+            Side(left.admin, left.description),
+            Side(right.admin, right.description),
+            options,
+            schemas,
+        )
+    finally:
+        left.dispose()
+        right.dispose()

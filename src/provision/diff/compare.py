@@ -13,8 +13,8 @@ Decisions worth knowing:
   role is one `owner` difference, not also two privilege differences.
 - Memberships are compared for the managed roles: the layout's owner and admin, plus every
   role that owns or is granted something in the compared objects, minus the platform's own
-  roles (`cloudsql*`, `pg_*`). A membership counts when its member is managed, or its group
-  is managed and its member is not a platform role.
+  roles (`cloudsql*`, `pg_*`). A membership counts when both ends are managed, or when a
+  managed role is a member of a platform role (`cloudsqlsuperuser`, `pg_read_all_data`).
 - Migration records: the versions and checksums of the adopted version table, not when
   they ran; rows of the old tooling (no version) by `migration_name`, under their own
   category `legacy-migrations` (production has a history a fresh environment never will).
@@ -501,7 +501,10 @@ class _Comparer:
             out: dict[tuple[str, str], str] = {}
             for m in snapshot.memberships:
                 group, member = rename(m.role), rename(m.member)
-                if member in managed or (group in managed and not is_platform_role(member)):
+                # Among the managed roles, or a managed role in one of the platform's own roles
+                # (cloudsqlsuperuser, pg_read_all_data, ...), which carry privileges. Not the
+                # ADMIN option PostgreSQL 16 gives `postgres` on every role it ever created.
+                if member in managed and (group in managed or is_platform_role(group)):
                     flags = (("ADMIN", m.admin), ("INHERIT", m.inherit), ("SET", m.set))
                     out[(member, group)] = ", ".join(f for f, on in flags if on) or "member"
             return out
