@@ -2,6 +2,8 @@
 # Each installs what it needs on a fresh machine and is quick when already installed.
 
 VENV   := .venv
+# The IaC scanners (checkov, trivy) live in their own venv: they constrain none of ours.
+SCAN_VENV := .venv-scan
 PY     := $(VENV)/bin/python
 STAMPS := .stamps
 # Node 22 LTS from npm (package "node") comes first on PATH for cdktf and jsii.
@@ -9,7 +11,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # cdktf asks HashiCorp for newer versions at every run; offline that only logs an error.
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: demo test lint setup synth bench clean
+.PHONY: demo test test-unit test-system lint setup synth scan bench clean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm
 
@@ -24,15 +26,34 @@ $(STAMPS)/npm: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(STAMPS)/venv-scan: stacks/scan-requirements.txt
+	@mkdir -p $(STAMPS)
+	test -x $(SCAN_VENV)/bin/python || python3 -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r stacks/scan-requirements.txt
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/nucleus-provision demo
 
 lint: setup
 	$(VENV)/bin/ruff check src tests stacks bench main.py
 	$(VENV)/bin/ruff format --check src tests stacks bench main.py
+	$(VENV)/bin/mypy
 
-test: lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# Fast and pure: planner, concerns, guard rail, config, parity, house (no server, no subprocess).
+test-unit: setup
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+# Against the real thing: the emulation, the real CLI, the Connector, cdktf synth.
+test-system: setup
+	$(VENV)/bin/pytest tests/system $(PYTEST_ARGS)
+
+# The scanner gate: checkov and trivy on every synthesized stack, offline; fails on any
+# failed check not waived in stacks/scan-waivers.toml (see stacks/scan.py).
+scan: setup $(STAMPS)/venv-scan
+	$(PY) -m stacks.scan
+
+test: lint scan test-unit test-system
 
 synth: setup
 	cdktf synth
@@ -43,4 +64,4 @@ bench: setup
 	$(PY) bench/synth_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules $(STAMPS) cdktf.out
+	rm -rf $(VENV) $(SCAN_VENV) node_modules $(STAMPS) cdktf.out

@@ -47,14 +47,13 @@ def build_app(
     from stacks.database import NucleusDatabaseStack
 
     app = App(outdir=str(outdir)) if outdir is not None else App()
-    desired_state = hook.desired_state_sha256(repo_root)
     for env in deployable(environments):
         # cdktf writes each stack to <outdir>/stacks/<name>, and Terraform runs there.
         stack_dir = Path(app.outdir) / "stacks" / env.name
         NucleusDatabaseStack(
             app,
             env,
-            desired_state_sha256=desired_state,
+            desired_state_sha256=hook.desired_state_sha256(env, repo_root),
             hook_working_dir=hook.hook_working_dir(repo_root, stack_dir),
         )
     return app

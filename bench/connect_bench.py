@@ -35,7 +35,8 @@ from sqlalchemy import text
 
 from provision import cloudsql, db
 from provision.config import load_environment
-from provision.local import emulator
+from provision.local import plugin
+from provision.local.gcp import state
 from provision.local.server import Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ class Measured:
 
 def _measure(state_dir: Path, env: dict[str, str], verb: list[str]) -> Measured:
     """Run `nucleus-provision VERB --env local` once and count what the emulator saw."""
-    before = len(emulator.records(state_dir))
+    before = len(state.records(state_dir))
     command = [sys.executable, "-m", "provision", "--config", str(ROOT / "environments.toml")]
     command += [verb[0], "--env", "local", *verb[1:]]
     started = time.perf_counter()
@@ -73,7 +74,7 @@ def _measure(state_dir: Path, env: dict[str, str], verb: list[str]) -> Measured:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"{' '.join(verb)} --env local failed: {result.stderr.strip()}")
-    records = emulator.records(state_dir)[before:]
+    records = state.records(state_dir)[before:]
     return Measured(
         Counter(r["db_user"] for r in records if r["event"] == "startup"),
         sum(1 for r in records if r["component"] == "admin-api"),
@@ -94,20 +95,26 @@ def main() -> None:
         instance = server.start("legacy-nucleus-v12")
         try:
             # Import cost is paid once here, not in the first "cold" sample.
-            cloudsql.target_for(local, state_dir=state_dir).dispose()
+            cloudsql.target_for(
+                local, overrides=plugin.overrides(local, state_dir=state_dir)
+            ).dispose()
 
             def one_query(target: db.Target) -> None:
                 with target.admin.connect() as conn:
                     conn.execute(text("SELECT 1")).scalar()
 
             def cold() -> None:
-                target = cloudsql.target_for(local, state_dir=state_dir)
+                target = cloudsql.target_for(
+                    local, overrides=plugin.overrides(local, state_dir=state_dir)
+                )
                 try:
                     one_query(target)
                 finally:
                     target.dispose()
 
-            warm_target = cloudsql.target_for(local, state_dir=state_dir)
+            warm_target = cloudsql.target_for(
+                local, overrides=plugin.overrides(local, state_dir=state_dir)
+            )
             one_query(warm_target)
             try:
                 warm = _time(lambda: one_query(warm_target), args.rounds)

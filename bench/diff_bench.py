@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from provision import commands, db, diff  # noqa: E402
-from provision.local.server import (  # noqa: E402
+from provision import db, diff  # noqa: E402
+from provision.local.instance import (  # noqa: E402
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
-    Server,
     superuser_connection,
 )
+from provision.local.server import Server  # noqa: E402
 
 
 def pg_dump_binary() -> str:
@@ -76,13 +76,13 @@ def main() -> None:
     server = Server(Path(tempfile.mkdtemp(prefix="bench-diff-")))
     instance = server.start("empty")
     try:
-        commands.apply(
-            db.Target(
-                db.engine_for_dsn(instance.admin_dsn),
-                db.engine_for_dsn(instance.owner_dsn),
-                "bench",
-            )
+        applied = subprocess.run(
+            [sys.executable, "-m", "provision", "apply", "--dsn", instance.admin_dsn]
+            + ["--owner-dsn", instance.owner_dsn],
+            capture_output=True,
+            text=True,
         )
+        assert applied.returncode == 0, applied.stderr
         t = time.perf_counter()
         fill(instance, instance.database, args.tables)
         fill_s = time.perf_counter() - t

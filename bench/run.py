@@ -20,7 +20,8 @@ from sqlalchemy import event
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from provision import commands, db  # noqa: E402
-from provision.local.server import Server, superuser_connection  # noqa: E402
+from provision.local.instance import superuser_connection  # noqa: E402
+from provision.local.server import Server  # noqa: E402
 from provision.migrations import load_migrations  # noqa: E402
 
 

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS dna.goals (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- nucleus-provision: the production hand-run of this file stopped here (scenario legacy-nucleus-v12-partial)
 -- `values` is a reserved word: quoted so the name reads the same everywhere it is used.
 CREATE TABLE IF NOT EXISTS dna."values" (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -17,8 +17,9 @@ from stacks.naming import iam_user_key, member_key
 
 
 def deployable(environments: Iterable[Environment]) -> list[Environment]:
-    """The environments a stack is built for: every one that is not the local emulation."""
-    return [env for env in environments if not env.emulated]
+    """The environments a stack is built for: every one on Google's Cloud SQL, i.e. not reached
+    through a connector plug-in (the local emulation)."""
+    return [env for env in environments if env.connector is None]
 
 
 def environment_problems(env: Environment) -> list[str]:

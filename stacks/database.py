@@ -9,7 +9,8 @@ Resources, in dependency order:
 - the Google APIs the stack needs (`google_project_service`, never disabled on destroy:
   other workloads in the project may use them);
 - the Cloud SQL instance, TLS only, with backups, point-in-time recovery, a maintenance
-  window and Query Insights;
+  window, Query Insights, and the environment's hardening: the CIS logging flags, pgaudit,
+  connector enforcement, SSL mode, server CA mode and password validation policy;
 - the database and the two built-in users, `postgres` (admin) and `nucleus` (owner), with
   `random_password` passwords, each stored in its own Secret Manager secret that only the
   configured identities may read (secret-level IAM, never project-wide);
@@ -55,6 +56,7 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
     SqlDatabaseInstanceSettingsIpConfiguration,
     SqlDatabaseInstanceSettingsIpConfigurationAuthorizedNetworks,
     SqlDatabaseInstanceSettingsMaintenanceWindow,
+    SqlDatabaseInstanceSettingsPasswordValidationPolicy,
 )
 from cdktf_cdktf_provider_google.sql_user import SqlUser
 from cdktf_cdktf_provider_random.password import Password
@@ -71,6 +73,17 @@ SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 # Any character is fine for Cloud SQL, but these stay readable in a connection URL and in
 # a shell without quoting surprises (no '@', '/', ':', '%', quotes or '$').
 PASSWORD_SPECIALS = "-_.~!*+="
+# Generated passwords are at least this long, and longer if the password validation policy
+# asks for more; with at least PASSWORD_MIN_PER_CLASS of each character class they satisfy
+# COMPLEXITY_DEFAULT (lower, upper, digit and symbol).
+PASSWORD_LENGTH = 32
+PASSWORD_MIN_PER_CLASS = 2
+
+
+def password_length(env: Environment) -> int:
+    """The length of the generated passwords: PASSWORD_LENGTH or the policy's minimum."""
+    policy = env.password_validation_policy
+    return max(PASSWORD_LENGTH, policy.min_length) if policy.enabled else PASSWORD_LENGTH
 
 
 def required_services(env: Environment) -> tuple[str, ...]:
@@ -85,6 +98,7 @@ def required_services(env: Environment) -> tuple[str, ...]:
 def database_flags(env: Environment) -> list[tuple[str, str]]:
     """The instance's database flags, sorted by name so that the plan is stable."""
     flags = {flag.name: flag.value for flag in env.database_flags}
+    flags.update(env.pgaudit.flags())
     if env.iam_auth:
         flags["cloudsql.iam_authentication"] = "on"
     return sorted(flags.items())
@@ -267,12 +281,18 @@ class NucleusDatabaseStack(TerraformStack):
                     # Client addresses are personal data for some callers; not needed here.
                     record_client_address=False,
                 ),
+                # REQUIRED refuses direct connections (see environments.toml for why prod
+                # does not require it yet).
+                connector_enforcement=env.connector_enforcement.value,
+                password_validation_policy=self._password_policy(),
                 ip_configuration=SqlDatabaseInstanceSettingsIpConfiguration(
                     ipv4_enabled=public,
                     private_network=env.private_network,
-                    # TLS only. The Connector brings its own client certificate, so it
-                    # works with this mode; plain-text clients are refused.
-                    ssl_mode="ENCRYPTED_ONLY",
+                    # TLS only, always (config refuses plain text). The Connector brings its
+                    # own client certificate, so it works with both modes.
+                    ssl_mode=env.ssl_mode.value,
+                    server_ca_mode=env.server_ca_mode.value,
+                    server_ca_pool=env.server_ca_pool,
                     authorized_networks=[
                         SqlDatabaseInstanceSettingsIpConfigurationAuthorizedNetworks(
                             name=f"network-{index}", value=cidr.strip()
@@ -287,6 +307,18 @@ class NucleusDatabaseStack(TerraformStack):
             ),
         )
 
+    def _password_policy(self) -> SqlDatabaseInstanceSettingsPasswordValidationPolicy | None:
+        policy = self.env.password_validation_policy
+        if not policy.enabled:
+            return None
+        return SqlDatabaseInstanceSettingsPasswordValidationPolicy(
+            enable_password_policy=True,
+            min_length=policy.min_length,
+            complexity=policy.complexity.value,
+            reuse_interval=policy.reuse_interval,
+            disallow_username_substring=policy.disallow_username_substring,
+        )
+
     def _user(
         self,
         role: str,
@@ -299,14 +331,14 @@ class NucleusDatabaseStack(TerraformStack):
         password = Password(
             self,
             f"{role}_password",
-            length=32,
+            length=password_length(env),
             special=True,
             override_special=PASSWORD_SPECIALS,
-            # Enough of every class to pass a Cloud SQL password validation policy.
-            min_lower=2,
-            min_upper=2,
-            min_numeric=2,
-            min_special=2,
+            # Enough of every class to pass the password validation policy's complexity.
+            min_lower=PASSWORD_MIN_PER_CLASS,
+            min_upper=PASSWORD_MIN_PER_CLASS,
+            min_numeric=PASSWORD_MIN_PER_CLASS,
+            min_special=PASSWORD_MIN_PER_CLASS,
         )
         sql_user = SqlUser(
             self,

@@ -6,29 +6,25 @@ provisioner). The command reads the passwords itself from Secret Manager, so not
 secret appears on its command line or in the synthesized Terraform.
 
 The resource is replaced, and the command re-run, when the desired database state
-changes: `desired_state_sha256` hashes the content of every `bootstrap_sql/*.sql` file, of
-`src/provision/layout.py` (the desired layout) and of `src/provision/planner.py` (what the
-desired state requires beyond the layout: grants, the version table's shape, hand-offs). The hash is computed at synth time, so `cdktf diff` shows
-that the hook will run again before anyone deploys.
+changes: `desired_state_sha256` is `provision.desired.DesiredState.fingerprint()` of the
+environment with the migration files of `bootstrap_sql/` (roles, layout, version table,
+each file's name and checksum). It is computed at synth time, so `cdktf diff` shows that the
+hook will run again before anyone deploys; editing Python that does not change the declared
+state does not re-run it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 from pathlib import Path
 
-from provision.config import CONFIG_ENV_VAR, CONFIG_FILE_NAME
-from provision.migrations import MIGRATIONS_ENV_VAR
+from provision.config import CONFIG_ENV_VAR, CONFIG_FILE_NAME, Environment
+from provision.desired import desired_state
+from provision.migrations import MIGRATIONS_ENV_VAR, load_migrations
 
-# Files, relative to the repository root, whose content is the desired database state.
+# The migrations directory, relative to the repository root.
 MIGRATIONS_DIR = "bootstrap_sql"
-DESIRED_STATE_GLOBS: tuple[str, ...] = (
-    f"{MIGRATIONS_DIR}/*.sql",
-    "src/provision/layout.py",
-    "src/provision/planner.py",
-)
 
 CLI_NAME = "nucleus-provision"
 
@@ -53,24 +49,7 @@ def hook_working_dir(repo_root: Path, stack_dir: Path) -> str:
     return Path(os.path.relpath(repo_root.resolve(), stack_dir.resolve())).as_posix()
 
 
-def desired_state_files(repo_root: Path) -> list[Path]:
-    """The files that define the desired state, sorted by their path relative to the root.
-
-    A file that does not exist yet (layout.py before its issue lands) is simply absent."""
-    found: set[Path] = set()
-    for pattern in DESIRED_STATE_GLOBS:
-        found.update(path for path in repo_root.glob(pattern) if path.is_file())
-    return sorted(found, key=lambda path: path.relative_to(repo_root).as_posix())
-
-
-def desired_state_sha256(repo_root: Path) -> str:
-    """sha256 over (relative path, content digest) of every desired-state file.
-
-    The path is part of the hash so that renaming a migration re-runs the hook too; the
-    NUL and newline separators keep two different file lists from hashing alike."""
-    digest = hashlib.sha256()
-    for path in desired_state_files(repo_root):
-        relative = path.relative_to(repo_root).as_posix()
-        content = hashlib.sha256(path.read_bytes()).hexdigest()
-        digest.update(f"{relative}\0{content}\n".encode())
-    return digest.hexdigest()
+def desired_state_sha256(environment: Environment, repo_root: Path) -> str:
+    """The fingerprint of the environment's desired state with the repository's migrations."""
+    migrations = load_migrations(repo_root / MIGRATIONS_DIR)
+    return desired_state(environment, migrations).fingerprint()

@@ -43,6 +43,20 @@ ALLOWED_DIFFERENCES: Mapping[tuple[str, str], str] = {
     ("google_sql_database_instance", "settings.deletion_protection_enabled"): (
         "staging may be destroyed and rebuilt; prod may not"
     ),
+    # Connection hardening: staging runs the target posture first; prod keeps settings that
+    # lock out no live client until the README's client inventory has been done for it.
+    ("google_sql_database_instance", "settings.connector_enforcement"): (
+        "staging refuses direct connections (REQUIRED); prod may still have direct clients, "
+        "so it stays NOT_REQUIRED until the client inventory says otherwise"
+    ),
+    ("google_sql_database_instance", "settings.ip_configuration.ssl_mode"): (
+        "staging requires Connector client certificates; prod stays ENCRYPTED_ONLY so that "
+        "direct TLS clients with a password keep working until the client inventory"
+    ),
+    ("google_sql_database_instance", "settings.ip_configuration.server_ca_mode"): (
+        "staging rehearses Google's CA Service (the server certificate names the instance by "
+        "DNS); prod keeps its per-instance CA, which direct clients may have pinned"
+    ),
     ("google_secret_manager_secret", "secret_id"): "secret ids carry the instance name",
     ("google_secret_manager_secret", "deletion_protection"): (
         "follows the environment's deletion_protection"

@@ -1,127 +1,13 @@
-"""Shared fixtures: one embedded Cloud-SQL-like server per test session, one database per test.
-
-The server starts once (about a second). Each scenario is loaded once into a template
-database; every test then gets its own copy, created and dropped by pytest-postgresql's
-DatabaseJanitor (CREATE DATABASE ... TEMPLATE is a file copy: milliseconds). The copy is
-handed to `cloudsqlsuperuser`, as databases created through Cloud SQL's API are.
-"""
+"""Settings every test shares: the unit tests (tests/unit: pure, no server, no subprocess) and
+the system tests (tests/system: the emulation, the real CLI, the Connector, cdktf synth)."""
 
 from __future__ import annotations
 
-import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
-
-import pg8000.native
-import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
-
-from provision.local import scenarios
-from provision.local.server import (
-    ADMIN_USER,
-    BOOTSTRAP_SUPERUSER,
-    OWNER_USER,
-    SUPERUSER_GROUP,
-    LocalInstance,
-    Server,
-    connect_as,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Never let anything under test reach Google's metadata server or a user's gcloud setup.
 os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:9")
+# The repository's environments.toml, whatever the working directory.
 os.environ["NUCLEUS_PROVISION_CONFIG"] = str(ROOT / "environments.toml")
-
-
-@dataclass(frozen=True)
-class Database:
-    """One test database on the embedded server, with the DSNs of each role."""
-
-    instance: LocalInstance
-    name: str
-
-    def dsn(self, user: str, password: str | None = None) -> str:
-        return self.instance.dsn(user, self.name, password)
-
-    @property
-    def admin_dsn(self) -> str:
-        return self.dsn(ADMIN_USER)
-
-    @property
-    def owner_dsn(self) -> str:
-        return self.dsn(OWNER_USER)
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        """The CLI's TARGET options for both sessions."""
-        return ("--dsn", self.admin_dsn, "--owner-dsn", self.owner_dsn)
-
-    def connect(self, user: str = BOOTSTRAP_SUPERUSER) -> pg8000.native.Connection:
-        return connect_as(self.instance, user, self.name, timeout=30)
-
-    def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER, **params):
-        conn = self.connect(user)
-        try:
-            return conn.run(sql, **params)
-        finally:
-            conn.close()
-
-
-@pytest.fixture(scope="session")
-def instance(tmp_path_factory: pytest.TempPathFactory):
-    server = Server(tmp_path_factory.mktemp("cloudsql"))
-    started = server.start("empty")
-    for name in scenarios.SCENARIOS:
-        scenarios.load(started, name, database=f"tmpl_{name.replace('-', '_')}")
-    yield started
-    server.stop()
-
-
-_counter = itertools.count()
-
-
-def _database(instance: LocalInstance, scenario: str) -> tuple[DatabaseJanitor, Database]:
-    name = f"t{os.getpid()}_{next(_counter)}"
-    janitor = DatabaseJanitor(
-        user=BOOTSTRAP_SUPERUSER,
-        host=instance.host,
-        port=instance.port,
-        dbname=name,
-        template_dbname=f"tmpl_{scenario.replace('-', '_')}",
-        password=instance.passwords[BOOTSTRAP_SUPERUSER],
-    )
-    janitor.init()
-    db = Database(instance, name)
-    db.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
-    return janitor, db
-
-
-@pytest.fixture
-def make_db(instance):
-    """Factory: a fresh database loaded with a scenario, dropped after the test."""
-    janitors = []
-
-    def make(scenario: str) -> Database:
-        janitor, db = _database(instance, scenario)
-        janitors.append(janitor)
-        return db
-
-    yield make
-    for janitor in janitors:
-        janitor.drop()
-
-
-@pytest.fixture
-def legacy_db(make_db) -> Database:
-    return make_db("legacy-nucleus-v12")
-
-
-@pytest.fixture
-def partial_db(make_db) -> Database:
-    return make_db("legacy-nucleus-v12-partial")
-
-
-@pytest.fixture
-def empty_db(make_db) -> Database:
-    return make_db("empty")

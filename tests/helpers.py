@@ -45,7 +45,36 @@ def assert_clean_error(run: Run, *fragments: str, secrets: tuple[str, ...] = ())
     for secret in secrets:
         assert secret not in run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out
-    first = run.err.strip().splitlines()[0]
+    # Progress on stderr ("waiting: ...", lock retries) may come first; then the one error line.
+    lines = [line for line in run.err.strip().splitlines() if not line.startswith("waiting: ")]
+    first = lines[0] if lines else ""
     assert first.startswith("error: "), run.err
     for fragment in fragments:
         assert fragment in run.err, (fragment, run.err)
+
+
+def config_with_owner(tmp_path, owner: str):
+    """A copy of environments.toml whose environments declare another owner role."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "environments.toml").read_text()
+    marker = '[environments.prod.users.owner]\nname = "nucleus"'
+    assert marker in source
+    path = tmp_path / "environments.toml"
+    path.write_text(source.replace(marker, f'[environments.prod.users.owner]\nname = "{owner}"'))
+    return str(path)
+
+
+def _repository_migrations():
+    from pathlib import Path
+
+    from provision.migrations import load_migrations
+
+    return load_migrations(Path(__file__).resolve().parents[1] / "bootstrap_sql")
+
+
+# The repository's migrations, so that adding bootstrap_sql/003_*.sql breaks no test: tests
+# derive expected versions from these. Fixture migrations a test adds use versions 900+.
+MIGRATIONS = _repository_migrations()
+VERSIONS = [m.version for m in MIGRATIONS]
+NAMES = [m.name for m in MIGRATIONS]

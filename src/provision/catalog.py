@@ -1,9 +1,10 @@
 """The one reader of the live catalog.
 
 A handful of set-based queries (never one query per object) turn `pg_catalog` into plain,
-frozen data: schemas and relations with owners and ACLs, extensions installed and available,
+frozen data: schemas and relations with their owners, extensions installed and available,
 the role facts that decide how ownership can change hands, and the rows of the version
-table. Everything downstream (inspect, plan, verify) is a pure function of this snapshot.
+table. This module only reads: every concern (`provision.concerns`) is a pure function of
+this snapshot and the desired state.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
-from provision.layout import Layout
-from provision.sql import ident
+from provision.desired import DesiredState, VersionTable
+from provision.migrations import version_number
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 
@@ -39,7 +40,6 @@ class Relation:
     name: str
     kind: str
     owner: str
-    acl: tuple[str, ...] = ()
     follows_table: bool = False  # an index, or a sequence owned by a table column (serial/identity)
 
     @property
@@ -56,7 +56,9 @@ class Relation:
 class SchemaInfo:
     name: str
     owner: str
-    acl: tuple[str, ...] = ()
+    owner_can_create: bool = (
+        True  # the desired owner may CREATE in it (needed to own objects there)
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,6 @@ class MigrationsTableInfo:
     insertable: bool = False  # the admin session may INSERT (as the legacy tooling did)
     sequence: str | None = None  # the id column's sequence, quoted and qualified
     sequence_usable: bool = False
-    acl: tuple[str, ...] = ()
     records: tuple[MigrationRecord, ...] = ()
     records_known: bool = False  # read by the admin, or through the owner session
 
@@ -132,6 +133,15 @@ class MigrationsTableInfo:
     def recorded_versions(self) -> frozenset[str]:
         """Versions recorded by this tool. Legacy rows (no version) never count, whatever their name."""
         return frozenset(r.version for r in self.records if r.version is not None)
+
+    def recorded(self) -> dict[int, MigrationRecord]:
+        """This tool's records by version number (`001` and `1` are one version)."""
+        found = {}
+        for record in self.records:
+            number = version_number(record.version)
+            if number is not None:
+                found[number] = record
+        return found
 
 
 @dataclass(frozen=True)
@@ -142,49 +152,13 @@ class Catalog:
     relations: dict[tuple[str, str], Relation]
     extensions: dict[str, Extension]
     migrations: MigrationsTableInfo
+    # Indexes a failed CREATE INDEX CONCURRENTLY left behind (indisvalid = false).
+    invalid_indexes: frozenset[tuple[str, str]] = frozenset()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
             (r for (s, _), r in self.relations.items() if s == schema), key=lambda r: r.name
         )
-
-
-@dataclass(frozen=True)
-class OwnedObject:
-    """A schema, or a relation with an owner of its own, that the layout wants owned by its owner."""
-
-    kind: str  # "schema", "table", "view", "materialized view", "foreign table", "sequence"
-    schema: str
-    name: str | None
-    owner: str
-
-    @property
-    def qualified(self) -> str:
-        return self.schema if self.name is None else f"{self.schema}.{self.name}"
-
-    @property
-    def sql(self) -> str:
-        """As in `ALTER <sql> OWNER TO ...`: e.g. `TABLE dna."values"`."""
-        return f"{self.kind.upper()} {ident(self.schema) if self.name is None else ident(self.schema, self.name)}"
-
-
-def layout_objects(
-    layout: Layout, catalog: Catalog, *, with_version_table: bool = False
-) -> list[OwnedObject]:
-    """Every existing object of the new layout (schemas first), and optionally the version table."""
-    objects = [
-        OwnedObject("schema", s.name, None, catalog.schemas[s.name].owner)
-        for s in layout.schemas
-        if s.name in catalog.schemas
-    ]
-    layout_schemas = set(layout.schema_names)
-    version_table = (layout.migrations_table.schema, layout.migrations_table.name)
-    objects += [
-        OwnedObject(r.kind, r.schema, r.name, r.owner)
-        for key, r in sorted(catalog.relations.items())
-        if r.ownable and (key[0] in layout_schemas or (with_version_table and key == version_table))
-    ]
-    return objects
 
 
 _ROLES_SQL = text("""
@@ -220,11 +194,17 @@ SELECT current_user AS current_user,
 
 _RELATIONS_SQL = text("""
 SELECT n.nspname AS schema, NULL AS name, 'n' AS kind, pg_get_userbyid(n.nspowner) AS owner,
-       CAST(n.nspacl AS text[]) AS acl, NULL AS version_table, false AS follows_table
+       CAST(NULL AS json) AS version_table,
+       CASE WHEN to_regrole(quote_ident(:owner)) IS NOT NULL
+            THEN has_schema_privilege(:owner, n.oid, 'CREATE') END AS flag
 FROM pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 UNION ALL
-SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), CAST(c.relacl AS text[]),
+SELECT n.nspname, c.relname, 'x', pg_get_userbyid(c.relowner), NULL, true
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT n.nspname, c.relname, CAST(c.relkind AS text), pg_get_userbyid(c.relowner),
        CASE WHEN n.nspname = :mschema AND c.relname = :mtable THEN json_build_object(
             'columns', ARRAY(SELECT a.attname FROM pg_attribute a
                              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
@@ -254,66 +234,58 @@ WHERE a.name = ANY(CAST(:wanted AS text[])) OR e.extname IS NOT NULL
 """)
 
 
-# Every column of the adopted version table: the legacy ones, then the ones the code expects.
-VERSION_TABLE_COLUMNS = (
-    "id",
-    "migration_name",
-    "applied_at",
-    "version",
-    "description",
-    "executed_at",
-    "checksum",
-    "execution_time_ms",
-)
-
-
-def _records_sql(table: str, columns: tuple[str, ...]) -> str:
-    wanted = VERSION_TABLE_COLUMNS
-    select = ", ".join(c if c in columns else f"NULL AS {c}" for c in wanted)
-    return f"SELECT {select} FROM {table} ORDER BY id"  # noqa: S608 - names come from the layout, not input
+def _records_sql(table: VersionTable, columns: tuple[str, ...]) -> str:
+    select = ", ".join(c if c in columns else f"NULL AS {c}" for c in table.column_names)
+    return f"SELECT {select} FROM {table.ident} ORDER BY id"  # noqa: S608 - names come from the desired state
 
 
 def read_records(
-    conn: Connection, layout: Layout, columns: tuple[str, ...]
+    conn: Connection, table: VersionTable, columns: tuple[str, ...]
 ) -> tuple[MigrationRecord, ...]:
-    mt = layout.migrations_table
-    rows = conn.execute(text(_records_sql(mt.ident, columns))).mappings()
+    """The version table's rows; columns the table lacks yet read as NULL."""
+    rows = conn.execute(text(_records_sql(table, columns))).mappings()
     return tuple(
         MigrationRecord(
-            **{
-                k: (str(v) if k in ("version", "checksum") and v is not None else v)
-                for k, v in r.items()
-            }
+            id=r["id"],
+            migration_name=r["migration_name"],
+            applied_at=r["applied_at"],
+            # varchar in the table, but a legacy tool may have written numbers: compare as text.
+            version=None if r["version"] is None else str(r["version"]),
+            description=r["description"],
+            executed_at=r["executed_at"],
+            checksum=None if r["checksum"] is None else str(r["checksum"]),
+            execution_time_ms=r["execution_time_ms"],
         )
         for r in rows
     )
 
 
 def read_catalog(
-    conn: Connection, layout: Layout, records_conn: Callable[[], Connection] | None = None
+    conn: Connection, desired: DesiredState, records_conn: Callable[[], Connection] | None = None
 ) -> Catalog:
-    """Snapshot everything the layout cares about, in at most four queries.
+    """Snapshot everything the desired state cares about, in at most four queries.
 
     `records_conn` opens (or returns) the owner session, used only to read the version table's
     rows when the admin may not."""
     group = SUPERUSER_GROUP
+    admin, owner, mt = desired.admin, desired.owner, desired.version_table
     pairs = [
-        (layout.admin, layout.owner, "SET"),
-        (layout.admin, layout.owner, "GRANT"),
-        (layout.admin, group, "SET"),
-        (layout.owner, group, "USAGE"),
+        (admin, owner, "SET"),
+        (admin, owner, "GRANT"),
+        (admin, group, "SET"),
+        (owner, group, "USAGE"),
     ]
     row = (
         conn.execute(
             _ROLES_SQL,
             {
-                "names": [layout.admin, layout.owner, group],
+                "names": [admin, owner, group],
                 "members": [p[0] for p in pairs],
                 "targets": [p[1] for p in pairs],
                 "privileges": [p[2] for p in pairs],
                 "group": group,
-                "owner": layout.owner,
-                "mschema": layout.migrations_table.schema,
+                "owner": owner,
+                "mschema": mt.schema,
             },
         )
         .mappings()
@@ -343,22 +315,28 @@ def read_catalog(
         owner_can_create_in_migrations_schema=bool(row["owner_create_mschema"]),
     )
 
-    mt = layout.migrations_table
     schemas: dict[str, SchemaInfo] = {}
     relations: dict[tuple[str, str], Relation] = {}
     migrations = MigrationsTableInfo(exists=False)
-    for r in conn.execute(_RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name}).mappings():
-        acl = tuple(r["acl"] or ())
+    invalid: set[tuple[str, str]] = set()
+    relation_rows = conn.execute(
+        _RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name, "owner": owner}
+    ).mappings()
+    for r in relation_rows:
+        # `flag`: for a schema, whether the owner may CREATE in it; for a relation, whether it
+        # follows a table (an index, or a sequence owned by a column).
         if r["kind"] == "n":
-            schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], acl)
+            schemas[r["schema"]] = SchemaInfo(r["schema"], r["owner"], r["flag"] is True)
+            continue
+        if r["kind"] == "x":
+            invalid.add((r["schema"], r["name"]))
             continue
         relations[(r["schema"], r["name"])] = Relation(
             r["schema"],
             r["name"],
             RELATION_KINDS[r["kind"]],
             r["owner"],
-            acl,
-            bool(r["follows_table"]),
+            bool(r["flag"]),
         )
         if r["version_table"] is not None:
             vt, seq = r["version_table"], r["version_table"]["sequence"] or {}
@@ -370,12 +348,13 @@ def read_catalog(
                 insertable=vt["insert"],
                 sequence=seq.get("name"),
                 sequence_usable=bool(seq.get("usage")),
-                acl=acl,
             )
 
     extensions = {
         r["name"]: Extension(r["name"], r["default_version"], r["extversion"], r["owner"])
-        for r in conn.execute(_EXTENSIONS_SQL, {"wanted": list(layout.extensions)}).mappings()
+        for r in conn.execute(
+            _EXTENSIONS_SQL, {"wanted": list(desired.layout.extensions)}
+        ).mappings()
     }
 
     if migrations.exists:
@@ -386,7 +365,9 @@ def read_catalog(
         if reader is not None:
             migrations = replace(
                 migrations,
-                records=read_records(reader, layout, migrations.columns),
+                records=read_records(reader, mt, migrations.columns),
                 records_known=True,
             )
-    return Catalog(row["database"], roles, schemas, relations, extensions, migrations)
+    return Catalog(
+        row["database"], roles, schemas, relations, extensions, migrations, frozenset(invalid)
+    )

@@ -10,28 +10,45 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from provision.errors import ProvisionError
+from provision import commands, db, render
+from provision.desired import DesiredState
+from provision.errors import (
+    ConfigError,
+    LocalInstanceError,
+    ManualActionRequired,
+    ProvisionError,
+)
+from provision.locks import DEFAULT_POLICY, LockPolicy
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 FORMATS = click.Choice(["text", "markdown", "json"], case_sensitive=False)
+ENGINE_FORMATS = click.Choice(["text", "json"])
+F = TypeVar("F", bound=Callable[..., Any])
 
 # The database states `local up` and `demo` can start from (provision.local.scenarios).
 SCENARIO_NAMES = ["empty", "legacy-nucleus-v12", "legacy-nucleus-v12-partial"]
 
 
 class Context:
-    def __init__(self, debug: bool, config: str | None, connect_timeout: float = 10.0) -> None:
-        self.debug = debug
+    def __init__(
+        self,
+        config: str | None,
+        connect_timeout: float = 10.0,
+        policy: LockPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.config = config
         self.connect_timeout = connect_timeout
+        self.policy = policy
 
 
-def _state_dir_option(func):
+def _state_dir_option(func: F) -> F:
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -40,13 +57,15 @@ def _state_dir_option(func):
     )(func)
 
 
-def target_options(func):
-    """TARGET: `--dsn URL [--owner-dsn URL]` or `--env NAME`."""
+def target_options(func: F) -> F:
+    """TARGET: `--env NAME` (through the Cloud SQL Connector), or `--dsn URL [--owner-dsn URL]`
+    (direct), or both (the environment's desired state, reached at the DSN: a tunnel)."""
     func = click.option(
         "--env",
         "env_name",
         metavar="NAME",
-        help="An environment of environments.toml, reached through the Cloud SQL Connector.",
+        help="An environment of environments.toml: its desired state, reached through the Cloud "
+        "SQL Connector (unless --dsn is given too).",
     )(func)
     func = click.option(
         "--owner-dsn",
@@ -56,24 +75,31 @@ def target_options(func):
     func = click.option(
         "--dsn",
         metavar="URL",
-        help="Direct connection as the admin role: postgresql://postgres:PASSWORD@HOST:PORT/DB.",
+        help="Direct connection as the admin role: postgresql://postgres:PASSWORD@HOST:PORT/DB "
+        "(checked against prod's desired state unless --env names another).",
     )(func)
     return func
 
 
-def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None):
-    from provision import db
-    from provision.errors import ConfigError
-
-    if bool(dsn) == bool(env_name):
+def resolve_target(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    *,
+    state_dir: Path | None = None,
+) -> db.Target:
+    """The connections of a run: the DSNs when given, else the environment's Connector.
+    `state_dir` goes to the environment's connector plug-in (the demo's own emulation)."""
+    if not dsn and not env_name:
         raise ConfigError(
-            "give exactly one of --dsn URL or --env NAME",
+            "give --dsn URL or --env NAME",
             hint="e.g. --dsn postgresql://postgres:PASSWORD@127.0.0.1:5432/nucleus_v12, or --env local",
         )
     if owner_dsn and not dsn:
         raise ConfigError(
             "--owner-dsn goes with --dsn",
-            hint="with --env, the owner connection comes from the environment",
+            hint="with --env alone, the owner connection comes from the environment",
         )
     if dsn:
         admin = db.engine_for_dsn(dsn, connect_timeout=ctx.connect_timeout)
@@ -81,10 +107,11 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
             db.engine_for_dsn(owner_dsn, connect_timeout=ctx.connect_timeout) if owner_dsn else None
         )
         return db.Target(admin=admin, owner=owner, description=db.mask(admin.url))
-    from provision import cloudsql
+    from provision import cloudsql  # the Connector's imports are heavy: only for --env
 
+    assert env_name is not None
     return cloudsql.target_for_environment(
-        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout
+        env_name, config_path=ctx.config, connect_timeout=ctx.connect_timeout, state_dir=state_dir
     )
 
 
@@ -104,9 +131,33 @@ def resolve_target(ctx: Context, dsn: str | None, owner_dsn: str | None, env_nam
     metavar="SECONDS",
     help="Give up connecting after this long.",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_POLICY.timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest wait for one lock on a live object: what a queue of live queries behind "
+    "ours may stall. A wait cut short is rolled back and retried.",
+)
+@click.option(
+    "--lock-budget",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_POLICY.budget,
+    show_default=True,
+    metavar="SECONDS",
+    help="Keep retrying lock waits (with backoff) this long, then stop and name the blocker.",
+)
 @click.version_option(package_name="nucleus-provision")
 @click.pass_context
-def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeout: float) -> None:
+def cli(
+    click_ctx: click.Context,
+    debug: bool,  # noqa: ARG001 - read by main(), before click runs
+    config: str | None,
+    connect_timeout: float,
+    lock_timeout: float,
+    lock_budget: float,
+) -> None:
     """Bring the Nucleus database on Cloud SQL to the layout the code expects.
 
     \b
@@ -122,7 +173,8 @@ def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeo
       nucleus-provision verify --env local    # exit 0: matches the layout
       nucleus-provision local down
     """
-    click_ctx.obj = Context(debug, config, connect_timeout)
+    policy = LockPolicy(timeout=lock_timeout, budget=lock_budget)
+    click_ctx.obj = Context(config, connect_timeout, policy)
 
 
 # -- local ------------------------------------------------------------------------------------
@@ -131,6 +183,18 @@ def cli(click_ctx: click.Context, debug: bool, config: str | None, connect_timeo
 @cli.group()
 def local() -> None:
     """The embedded Cloud SQL emulation (PostgreSQL 16 + pgvector, postgres not a superuser)."""
+
+
+def _require_emulation() -> None:
+    """A clear error when the `emulation` extra is not installed (it is optional)."""
+    from provision.connector_plugin import EMULATION_EXTRA_HINT
+
+    try:
+        import provision.local.server  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local Cloud SQL emulation is not installed ({exc})", hint=EMULATION_EXTRA_HINT
+        ) from None
 
 
 @local.command("up")
@@ -151,37 +215,42 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
       legacy-nucleus-v12          the seed's production state (old schemas, data)
       legacy-nucleus-v12-partial  the same plus migration 001 half run, unrecorded
     """
+    _require_emulation()
     from provision.local import server
 
-    instance = server.Server(state_dir or server.default_state_dir()).start(scenario)
-    click.echo(json.dumps(instance.summary(), indent=2))
+    instance = server.Server(state_dir).start(scenario)
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("status")
 @_state_dir_option
 def local_status(state_dir: Path | None) -> None:
     """Print the running instance as JSON; exit 1 if none runs."""
-    from provision.errors import LocalInstanceError
+
+    _require_emulation()
     from provision.local import server
 
-    directory = state_dir or server.default_state_dir()
-    instance = server.Server(directory).status()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    instance = emulation.status()
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {directory}",
             hint="start one with `nucleus-provision local up`",
         )
-    click.echo(json.dumps(instance.summary(), indent=2))
+    click.echo(json.dumps(server.summary(instance), indent=2))
 
 
 @local.command("down")
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
     """Stop the instance and delete its data (no process is left behind)."""
+    _require_emulation()
     from provision.local import server
 
-    directory = state_dir or server.default_state_dir()
-    stopped = server.Server(directory).stop()
+    emulation = server.Server(state_dir)
+    directory = emulation.state_dir
+    stopped = emulation.stop()
     click.echo(
         f"stopped the local instance in {directory}"
         if stopped
@@ -189,60 +258,32 @@ def local_down(state_dir: Path | None) -> None:
     )
 
 
-# -- inspect ----------------------------------------------------------------------------------
+# -- inspect, plan, apply, verify -------------------------------------------------------------
 
 
-@cli.command()
-@target_options
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
-@click.pass_obj
-def inspect(
-    ctx: Context, dsn: str | None, owner_dsn: str | None, env_name: str | None, fmt: str
-) -> None:
-    """Report the live database against the layout the code expects.
-
-    Reads the catalog with a few set-based queries (read-only) and lists schemas,
-    tables and owners, the migrations table, extensions, the role memberships that
-    decide ownership changes, and findings with stable codes (JSON: code, severity,
-    message). Exit 0 whether or not there are findings; use `verify` to gate.
-    """
-    from provision import commands
-
-    report = commands.inspect(resolve_target(ctx, dsn, owner_dsn, env_name))
-    from provision import render
-
-    if fmt == "json":
-        click.echo(render.to_json(report.to_dict()))
-    elif fmt == "markdown":
-        click.echo(render.report_markdown(report))
-    else:
-        click.echo(render.report_text(report))
+def _inputs(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    migrations_dir: Path | None = None,
+) -> tuple[db.Target, DesiredState]:
+    """The run's desired state (checked first: a bad config or migration file opens nothing)
+    and its target."""
+    desired = commands.load_desired(env_name, config=ctx.config, migrations_dir=migrations_dir)
+    return resolve_target(ctx, dsn, owner_dsn, env_name), desired
 
 
-# -- plan / apply / verify -----------------------------------------------------------------------
-
-
-def engine_options(func):
-    """Options of plan, apply and verify."""
-    func = click.option(
-        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-    )(func)
-    func = click.option(
-        "--owner-role",
-        default="nucleus",
-        show_default=True,
-        help="The role that owns the new layout.",
-    )(func)
-    func = click.option(
+def migrations_option(func: F) -> F:
+    return click.option(
         "--migrations",
         "migrations_dir",
         type=click.Path(file_okay=False, exists=True, path_type=Path),
         help="Directory of NNN_name.sql files [default: ./bootstrap_sql or $NUCLEUS_BOOTSTRAP_SQL].",
     )(func)
-    return func
 
 
-def accept_changed_option(func):
+def accept_changed_option(func: F) -> F:
     return click.option(
         "--accept-changed",
         "accept_changed",
@@ -253,117 +294,96 @@ def accept_changed_option(func):
     )(func)
 
 
-def _layout(owner_role: str):
-    from provision.layout import NUCLEUS
+@cli.command()
+@target_options
+@migrations_option
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def inspect(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    migrations_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Report the live database against the layout the code expects.
 
-    return NUCLEUS if owner_role == NUCLEUS.owner else NUCLEUS.with_owner(owner_role)
+    Reads the catalog with a few set-based queries (read-only) and lists schemas,
+    tables and owners, the migrations table, extensions, the role memberships that
+    decide ownership changes, and findings with stable codes (JSON: code, severity,
+    message). Exit 0 whether or not there are findings; use `verify` to gate.
 
-
-def _plan_dict(plan) -> dict:
-    from provision import render
-
-    return {
-        "changes": len(plan.actions),
-        "route": {"name": plan.route.name.value, "reason": plan.route.reason}
-        if plan.route
-        else None,
-        "pending_migrations": list(plan.pending),
-        "actions": [
-            {
-                "kind": a.kind,
-                "session": a.session.value,
-                "reason": a.reason,
-                "transactional": a.transactional,
-                "migration": a.migration.filename if a.migration else None,
-                "sql": [render.display_sql(s) for s in a.statements],
-            }
-            for a in plan.actions
-        ],
-    }
-
-
-def _echo_plan(plan) -> None:
-    from provision import render
-
-    if plan.empty:
-        click.echo("No changes. The database matches the desired state.")
-        return
-    if plan.route:
-        click.echo(f"Ownership route: {plan.route.name.value}\n  {plan.route.reason}\n")
-    for n, action in enumerate(plan.actions, 1):
-        session = "as owner" if action.session.value == "owner" else "as admin"
-        tx = "one transaction" if action.transactional else "NOT transactional"
-        click.echo(click.style(f"{n}. {action.kind}", bold=True) + f" ({session}, {tx})")
-        click.echo(f"   why: {action.reason}")
-        for sql in action.statements:
-            shown = render.display_sql(sql)
-            if action.migration and not sql.params and len(shown) > 100:
-                shown = shown.splitlines()[0][:100] + " ..."
-            click.echo(f"   {shown};")
-    click.echo(f"\nPlan: {len(plan.actions)} action(s). Run `apply` to execute exactly these.")
-
-
-def _progress(*, show_plan: bool, show_steps: bool):
-    """The listener of `apply`: lock waits always (on stderr), the plan and each step on request."""
-
-    def listener(event) -> None:
-        if event.kind == "waiting":
-            click.echo(f"waiting: {event.message}", err=True)
-        elif event.kind == "plan" and show_plan:
-            _echo_plan(event.plan)
-            if not event.plan.empty:
-                click.echo("\nApplying:")
-        elif event.kind == "action-start" and show_steps:
-            migration = f" {event.action.migration.filename}" if event.action.migration else ""
-            click.echo(f"  - {event.action.kind}{migration} ...", nl=False)
-        elif event.kind == "action-done" and show_steps:
-            click.echo(f" done ({event.seconds:.2f}s)")
-
-    return listener
+    \b
+    Examples:
+      nucleus-provision inspect --env prod --format markdown > analysis.md
+      nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
+    """
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    report = commands.inspect(target, desired, ctx.policy)
+    if fmt == "json":
+        click.echo(render.to_json(report.to_dict()))
+    elif fmt == "markdown":
+        click.echo(render.report_markdown(report))
+    else:
+        click.echo(render.report_text(report))
 
 
 @cli.command()
 @target_options
-@engine_options
+@migrations_option
 @accept_changed_option
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
 @click.pass_obj
 def plan(
-    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    migrations_dir: Path | None,
+    accept_changed: tuple[str, ...],
+    fmt: str,
 ) -> None:
     """Show the ordered actions `apply` would run, each with its SQL and reason.
 
-    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error (as
-    `terraform plan -detailed-exitcode`).
+    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error, or a difference
+    `apply` cannot fix (listed with what a person must do), as `terraform plan
+    -detailed-exitcode`. Never says "matches" when `verify` would fail.
 
     \b
     Examples:
       nucleus-provision plan --env staging
       nucleus-provision plan --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --format json
     """
-    from provision import commands
-
-    result = commands.plan(
-        resolve_target(ctx, dsn, owner_dsn, env_name),
-        _layout(owner_role),
-        migrations_dir,
-        tuple(accept_changed),
-    )
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    reading = commands.plan(target, desired, accept_changed, ctx.policy)
+    plan, manual = reading.plan, reading.manual
     if fmt == "json":
-        from provision import render
-
-        click.echo(render.to_json(_plan_dict(result)))
+        click.echo(render.to_json(render.plan_dict(plan, manual)))
     else:
-        _echo_plan(result)
-    sys.exit(EXIT_OK if result.empty else EXIT_CHANGES)
+        click.echo(render.plan_text(plan, manual))
+    if manual:
+        raise ManualActionRequired(
+            f"{len(manual)} difference(s) apply cannot fix: {', '.join(f.code for f in manual)}",
+            hint="see 'what to do' above; apply would still make the planned changes",
+        )
+    sys.exit(EXIT_OK if plan.empty else EXIT_CHANGES)
 
 
 @cli.command()
 @target_options
-@engine_options
+@migrations_option
 @accept_changed_option
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
 @click.pass_obj
 def apply(
-    ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, accept_changed, fmt
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    migrations_dir: Path | None,
+    accept_changed: tuple[str, ...],
+    fmt: str,
 ) -> None:
     """Run the plan: under an advisory lock, each step in its own transaction.
 
@@ -380,45 +400,29 @@ def apply(
       nucleus-provision apply --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"
       nucleus-provision apply --env prod --accept-changed 002   # an edited, applied file
     """
-    from provision import commands
-
-    listener = _progress(show_plan=fmt == "text", show_steps=fmt == "text")
-    result = commands.apply(
-        resolve_target(ctx, dsn, owner_dsn, env_name),
-        _layout(owner_role),
-        migrations_dir,
-        listener,
-        tuple(accept_changed),
-    )
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    text = fmt == "text"
+    listener = render.progress(click.echo, show_plan=text, show_steps=text)
+    result = commands.apply(target, desired, listener, accept_changed, ctx.policy)
     if fmt == "json":
-        from provision import render
-
-        click.echo(
-            render.to_json(
-                {
-                    **_plan_dict(result.plan),
-                    "applied": [
-                        {
-                            "kind": a.kind,
-                            "migration": a.migration.filename if a.migration else None,
-                            "seconds": round(s, 3),
-                        }
-                        for a, s in result.timings
-                    ],
-                }
-            )
-        )
-    elif not result.plan.empty:
-        click.echo(
-            f"\nApply complete: {len(result.timings)} action(s); the database matches the desired state."
-        )
+        click.echo(render.to_json(render.apply_dict(result)))
+    elif (summary := render.apply_summary(result)) is not None:
+        click.echo(summary)
 
 
 @cli.command()
 @target_options
-@engine_options
+@migrations_option
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
 @click.pass_obj
-def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, fmt) -> None:
+def verify(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    migrations_dir: Path | None,
+    fmt: str,
+) -> None:
     """Check that the live database matches the desired state (a CI/CD gate).
 
     Read-only. Exit 0 when it matches; 1 with the differences listed (findings of
@@ -428,22 +432,13 @@ def verify(ctx: Context, dsn, owner_dsn, env_name, migrations_dir, owner_role, f
     Example (in CI, after deploy):
       nucleus-provision verify --env staging --format json
     """
-    from provision import commands
-
-    diffs = commands.verify(
-        resolve_target(ctx, dsn, owner_dsn, env_name), _layout(owner_role), migrations_dir
-    )
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    verdict = commands.verify(target, desired, ctx.policy)
     if fmt == "json":
-        from provision import render
-
-        click.echo(render.to_json({"matches": not diffs, "differences": diffs}))
-    elif diffs:
-        click.echo(f"The database differs from the desired state ({len(diffs)}):")
-        for d in diffs:
-            click.echo(f"  - {d}")
+        click.echo(render.to_json(render.verdict_dict(verdict)))
     else:
-        click.echo("OK: the database matches the desired state.")
-    sys.exit(EXIT_ERROR if diffs else EXIT_OK)
+        click.echo(render.verdict_text(verdict))
+    sys.exit(EXIT_OK if verdict.matches else EXIT_ERROR)
 
 
 @cli.command("diff")
@@ -564,60 +559,17 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     Everything goes through the same path as production: the Cloud SQL Python
     Connector, against the local Cloud SQL emulation (`--env local`).
     """
-    import os
-    import shutil
-    import tempfile
+    _require_emulation()
+    from provision import demo as story
 
-    from provision import commands, render
-    from provision.local import server
-
-    def banner(title: str) -> None:
-        click.echo(
-            "\n"
-            + click.style(f"== {title} ", bold=True, fg="cyan")
-            + click.style("=" * (70 - len(title)), fg="cyan")
-        )
-
-    # Always a fresh instance of its own: never one the user is running (it is stopped at the end).
-    state_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-"))
-    os.environ[server.STATE_ENV_VAR] = str(state_dir)
-    banner(f"1. start the local Cloud SQL emulation ({scenario})")
-    instance = server.Server(state_dir).start(scenario)
-    summary = instance.summary()
-    click.echo(
-        f"PostgreSQL 16 + pgvector, reached as Cloud SQL instance {summary.get('connection_name')} "
-        f"through the Connector (Admin API {summary.get('admin_api')}, proxy {summary.get('proxy')})"
+    matches = story.run(
+        scenario=scenario,
+        keep=keep,
+        target=lambda state_dir: resolve_target(ctx, None, None, "local", state_dir=state_dir),
+        desired=commands.load_desired("local", config=ctx.config),
+        echo=click.echo,
     )
-    click.echo(f"state in {state_dir}")
-    try:
-        # The production path: the Cloud SQL Python Connector, against the local emulation.
-        target = lambda: resolve_target(ctx, None, None, "local")  # noqa: E731 - a fresh one per step, as separate runs
-        banner("2. inspect (before)")
-        click.echo(render.report_text(commands.inspect(target())))
-        banner("3. plan")
-        planned = commands.plan(target())
-        _echo_plan(planned)
-        banner("4. apply")
-        commands.apply(target(), listener=_progress(show_plan=False, show_steps=True))
-        banner("5. inspect (after)")
-        click.echo(render.report_text(commands.inspect(target())))
-        banner("6. verify")
-        diffs = commands.verify(target())
-        click.echo("OK: the database matches the desired state." if not diffs else "\n".join(diffs))
-        banner("7. apply again (a rerun is a no-op)")
-        again = commands.apply(target())
-        click.echo("No changes." if again.plan.empty else f"{len(again.plan.actions)} action(s)?!")
-    finally:
-        if not keep:
-            server.Server(state_dir).stop()
-            shutil.rmtree(state_dir, ignore_errors=True)
-            click.echo("\nstopped the local instance and removed its state")
-        else:
-            click.echo(
-                f"\nleft running: NUCLEUS_LOCAL_STATE_DIR={state_dir} nucleus-provision local down"
-            )
-    if diffs:
-        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK if matches else EXIT_ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -646,4 +598,19 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         code = exc.exit_code
+    except Exception as exc:  # anything unforeseen is still one line, never a traceback
+        if debug:
+            raise
+        click.secho(
+            f"error: unexpected {type(exc).__name__}: {_safe_first_line(exc)}", fg="red", err=True
+        )
+        click.echo("hint: run again with --debug for the traceback, and report it", err=True)
+        code = EXIT_ERROR
     sys.exit(code or 0)
+
+
+def _safe_first_line(exc: BaseException) -> str:
+    """The first line of an unforeseen error, unless it could carry a connection string (and
+    so a password): then only that it did."""
+    line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return "(details withheld: they name a connection)" if "://" in line or "@" in line else line

@@ -16,10 +16,10 @@ otherwise block the run. Every failure becomes one `ConnectionFailed` / `Credent
 line that says what to fix; the Connector's own log output (tracebacks at ERROR level) is
 kept out of the terminal unless logging is configured.
 
-For an emulated environment (`emulated = true`, the `local` environment) the Admin API
-endpoint, the instance's passwords and a static OAuth token come from the running
-emulation's state directory (`nucleus-provision local up`); the Connector is the same, only
-given `sqladmin_api_endpoint` and `google.oauth2.credentials.Credentials(token=...)`.
+An environment with a connector plug-in (`connector = "local"`: the local emulation, see
+`provision.connector_plugin`) gets its Admin API endpoint, Google credentials and passwords
+from the plug-in's `ConnectorOverrides`; the Connector is the same, only given
+`sqladmin_api_endpoint` and those credentials, and Secret Manager is never asked.
 """
 
 from __future__ import annotations
@@ -41,21 +41,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from provision import __version__, credentials, db
-from provision.errors import (
-    ConnectionFailed,
-    CredentialsMissing,
-    LocalInstanceError,
-    ProvisionError,
-)
+from provision.config import Environment, load_environment
+from provision.connector_plugin import ConnectorOverrides, overrides_for
+from provision.errors import ConnectionFailed, CredentialsMissing, ProvisionError
 from provision.sql import error_fields
 
 if TYPE_CHECKING:
     import google.auth.credentials
     from google.cloud.sql.connector import Connector
-
-    from provision.config import Environment
-    from provision.local.emulator import EmulatorState
-    from provision.local.server import LocalInstance
 
 logger = logging.getLogger(__name__)
 # The Connector logs failed certificate refreshes with a traceback at ERROR level; without a
@@ -221,9 +214,12 @@ def describe_connector_error(
     login: credentials.Login,
     environment: Environment,
     session: ConnectorSession,
-    emulation: EmulatorState | None = None,
+    overrides: ConnectorOverrides | None = None,
 ) -> ProvisionError:
-    """One clear line for a failed Connector connection (never with a password or token)."""
+    """One clear line for a failed Connector connection (never with a password or token).
+
+    With a connector plug-in, its `unreachable_hint` replaces the hints about Google's side
+    for whatever did not answer."""
     import aiohttp
     import pg8000.exceptions
     from google.auth.exceptions import GoogleAuthError
@@ -231,26 +227,22 @@ def describe_connector_error(
 
     api = session.sqladmin_api_endpoint or "sqladmin.googleapis.com"
     section = f"[environments.{environment.name}] in environments.toml"
-    if emulation is not None:
-        down_hint = (
-            "is the local emulation running? see `nucleus-provision local status`; "
-            "`local down` then `local up` restarts it"
-        )
-    else:
-        down_hint = None
+    unreachable = overrides.unreachable_hint if overrides is not None else None
 
     if isinstance(exc, TimeoutError):
         return ConnectionFailed(
             f"{where}: {exc} through the Cloud SQL Connector (Admin API {api}, then the instance's "
             "server proxy on port 3307)",
-            hint=down_hint
+            hint=unreachable
             or "check that the Admin API and the instance's address are reachable from here",
         )
     if isinstance(exc, aiohttp.ClientResponseError):
         detail = exc.message or "no details"
         if exc.status == 404:
             served = (
-                f"; the local emulation serves {emulation.connection_name}" if emulation else ""
+                f"; {overrides.label} serves {', '.join(overrides.serves)}"
+                if overrides is not None and overrides.serves
+                else ""
             )
             return ConnectionFailed(
                 f"{where}: the Cloud SQL Admin API does not know this instance (404: {detail})",
@@ -259,7 +251,7 @@ def describe_connector_error(
         if exc.status == 401:
             return CredentialsMissing(
                 f"{where}: the Cloud SQL Admin API rejected the Google credentials (401: {detail})",
-                hint=down_hint
+                hint=unreachable
                 or "run `gcloud auth application-default login` or check GOOGLE_APPLICATION_CREDENTIALS",
             )
         if exc.status == 403:
@@ -273,7 +265,8 @@ def describe_connector_error(
     if isinstance(exc, aiohttp.ClientError):
         return ConnectionFailed(
             f"{where}: cannot reach the Cloud SQL Admin API at {api} ({_reason(exc)})",
-            hint=down_hint or "check the network path to sqladmin.googleapis.com (proxy, firewall)",
+            hint=unreachable
+            or "check the network path to sqladmin.googleapis.com (proxy, firewall)",
         )
     if isinstance(exc, ValueError) and "region was mismatched" in str(exc):
         match = _REGION_MISMATCH.search(str(exc))
@@ -305,20 +298,19 @@ def describe_connector_error(
             else:
                 hint = f"check the password from {login.source}"
             return ConnectionFailed(described.message, hint=hint)
-        if not fields and emulation is not None:
-            return ConnectionFailed(described.message, hint=down_hint)
+        if not fields and unreachable is not None:
+            return ConnectionFailed(described.message, hint=unreachable)
         return described
     if isinstance(exc, ssl.SSLError):
         return ConnectionFailed(
             f"{where}: TLS handshake with the instance's server proxy failed ({exc.reason or exc})",
-            hint=down_hint
+            hint=unreachable
             or "the instance's server CA or the ephemeral certificate was refused; retry",
         )
     if isinstance(exc, OSError):
-        at = f" at {emulation.proxy}" if emulation is not None else " on port 3307"
         return ConnectionFailed(
-            f"{where}: cannot reach the instance's server proxy{at} ({exc.strerror or exc})",
-            hint=down_hint
+            f"{where}: cannot reach the instance's server proxy on port 3307 ({exc.strerror or exc})",
+            hint=unreachable
             or f"check that the instance's {environment.ip_type.value} address is reachable from here",
         )
     if login.password is None and isinstance(exc, AttributeError):
@@ -347,7 +339,7 @@ def _engine(
     session: ConnectorSession,
     environment: Environment,
     login: credentials.Login,
-    emulation: EmulatorState | None,
+    overrides: ConnectorOverrides | None,
 ) -> Engine:
     where = f"{environment.connection_name} as {login.user}"
 
@@ -363,7 +355,7 @@ def _engine(
                 login=login,
                 environment=environment,
                 session=session,
-                emulation=emulation,
+                overrides=overrides,
             ) from None
 
     # The URL only names the role and the database (for messages and introspection); the
@@ -372,55 +364,40 @@ def _engine(
     return sqlalchemy.create_engine(url, creator=creator, poolclass=sqlalchemy.pool.NullPool)
 
 
-def _running_emulation(state_dir: Path | None) -> tuple[LocalInstance, EmulatorState]:
-    from provision.local import emulator, server
-
-    directory = state_dir or server.default_state_dir()
-    instance = server.LocalInstance.load(directory)
-    state = emulator.EmulatorState.load(directory)
-    if instance is None or state is None:
-        raise LocalInstanceError(
-            f"no local Cloud SQL emulation runs from {directory}",
-            hint=f"start one with `nucleus-provision local up`, or set {server.STATE_ENV_VAR} to its state directory",
-        )
-    return instance, state
-
-
 def target_for(
     environment: Environment,
     *,
     connect_timeout: float = db.DEFAULT_CONNECT_TIMEOUT,
     secrets: credentials.SecretReader | None = None,
-    state_dir: Path | None = None,
+    overrides: ConnectorOverrides | None = None,
 ) -> db.Target:
     """The Target of an environment already loaded (see `target_for_environment`).
 
-    `secrets` replaces the Secret Manager reader (tests); `state_dir` the emulation's state
-    directory (default: `provision.local.server.default_state_dir()`).
+    `secrets` replaces the Secret Manager reader (tests). `overrides` are what a connector
+    plug-in hands over; by default those of the environment's `connector`, if it names one.
     """
-    instance: LocalInstance | None = None
-    emulation: EmulatorState | None = None
-    if environment.emulated:
-        instance, emulation = _running_emulation(state_dir)
-        token, _iam_user = credentials.emulation_token(emulation, environment)
-        google_credentials = credentials.static_token_credentials(token)
-        endpoint: str | None = emulation.admin_api
+    if overrides is None:
+        overrides = overrides_for(environment)
+    own_reader = None
+    if overrides is not None:
+        google_credentials = overrides.google_credentials
+        endpoint: str | None = overrides.sqladmin_api_endpoint
+        secrets = None  # the plug-in's passwords or the variables: never Secret Manager
     else:
         google_credentials = credentials.application_default_credentials()
         endpoint = None
-    own_reader = None
-    if secrets is None and not environment.emulated:
-        secrets = own_reader = credentials.SecretManagerReader(google_credentials)
+        if secrets is None:
+            secrets = own_reader = credentials.SecretManagerReader(google_credentials)
 
     owner_login: credentials.Login | None = None
     owner_unavailable: str | None = None
     try:
         admin_login = credentials.login_for(
-            environment, "admin", secrets=secrets, emulation=instance
+            environment, "admin", secrets=secrets, overrides=overrides
         )
         try:
             owner_login = credentials.login_for(
-                environment, "owner", secrets=secrets, emulation=instance
+                environment, "owner", secrets=secrets, overrides=overrides
             )
         except CredentialsMissing as exc:
             # Not an error yet: only runs that hand objects over or run migrations need the owner.
@@ -437,12 +414,12 @@ def target_for(
         sqladmin_api_endpoint=endpoint,
     )
     try:
-        admin = _engine(session, environment, admin_login, emulation)
-        owner = _engine(session, environment, owner_login, emulation) if owner_login else None
+        admin = _engine(session, environment, admin_login, overrides)
+        owner = _engine(session, environment, owner_login, overrides) if owner_login else None
     except BaseException:
         session.close()
         raise
-    via = f", emulated, Admin API {endpoint}" if emulation is not None else ""
+    via = f", {overrides.label}, Admin API {endpoint}" if overrides is not None else ""
     return db.Target(
         admin=admin,
         owner=owner,
@@ -464,8 +441,15 @@ def target_for_environment(
     config_path: str | None = None,
     *,
     connect_timeout: float = db.DEFAULT_CONNECT_TIMEOUT,
+    state_dir: Path | None = None,
 ) -> db.Target:
-    """The Target for `--env NAME`: admin and owner engines over one Cloud SQL Connector."""
-    from provision.config import load_environment
+    """The Target for `--env NAME`: admin and owner engines over one Cloud SQL Connector.
 
-    return target_for(load_environment(env_name, config_path), connect_timeout=connect_timeout)
+    `state_dir` is handed to the environment's connector plug-in, if it has one (where its
+    state lives; the demo names its own emulation's)."""
+    environment = load_environment(env_name, config_path)
+    return target_for(
+        environment,
+        connect_timeout=connect_timeout,
+        overrides=overrides_for(environment, state_dir=state_dir),
+    )

@@ -1,96 +1,97 @@
-"""One plain function per CLI verb (as alembic's command.py): `fn(target, ...)`.
+"""One plain function per CLI verb (as alembic's command.py): `fn(target, desired, ...)`.
 
-They return data and raise ProvisionError; printing and exit codes belong to the CLI.
+They return data and raise ProvisionError; printing and exit codes belong to the CLI. Each
+one runs inside `session`, which sees the desired state from the run's login, explains a
+missing owner session, and releases the target (and its Connector) however the verb ends.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from provision import db, executor
-from provision.analysis import Report, analyze
-from provision.catalog import read_catalog
+from provision.config import load_environment
+from provision.desired import DesiredState, desired_state
 from provision.errors import PermissionProblem
-from provision.layout import NUCLEUS, Layout
+from provision.findings import Verdict
+from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.migrations import load_migrations
-from provision.planner import Plan
+from provision.report import Report, build_report
+
+# The environment whose desired state a run checks when it names none (`--dsn` alone): every
+# environment declares the same layout, and prod is the one the others reproduce. A shell (or
+# a test suite) that works against another environment's server says so once in this variable.
+DEFAULT_ENVIRONMENT = "prod"
+ENVIRONMENT_ENV_VAR = "NUCLEUS_PROVISION_ENV"
+
+
+def load_desired(
+    env_name: str | None = None,
+    *,
+    config: str | None = None,
+    migrations_dir: Path | None = None,
+) -> DesiredState:
+    """The desired state of an environment of environments.toml, with the migration files."""
+    name = env_name or os.environ.get(ENVIRONMENT_ENV_VAR) or DEFAULT_ENVIRONMENT
+    environment = load_environment(name, config)
+    return desired_state(environment, load_migrations(migrations_dir))
 
 
 @contextmanager
-def _explain_missing_owner(target: db.Target) -> Iterator[None]:
-    """When a step needs the owner session and the environment had no credentials for it, say where we looked."""
+def session(target: db.Target, desired: DesiredState) -> Iterator[DesiredState]:
+    """The desired state as the run's login sees it (an IAM login is the admin of its run);
+    on the way out, a PermissionProblem that needed the missing owner session says where the
+    credentials were looked for, and the target is disposed."""
     try:
-        yield
-    except PermissionProblem as exc:
-        if target.owner is None and target.owner_unavailable:
-            exc.hint = f"{exc.hint}. No owner session: {target.owner_unavailable}"
-        raise
-
-
-def _for_target(layout: Layout, target: db.Target) -> Layout:
-    """The layout as seen from this target: an IAM login is the admin of its run."""
-    return layout.with_owner(layout.owner, admin=target.admin_role) if target.admin_role else layout
-
-
-def inspect(target: db.Target, layout: Layout = NUCLEUS) -> Report:
-    """Read the catalog (read-only) and compare it with the expected layout."""
-    layout = _for_target(layout, target)
-    try:
-        with db.connect(target.admin, target.description) as conn:
-            return analyze(layout, read_catalog(conn, layout))
+        try:
+            yield desired.with_admin(target.admin_role) if target.admin_role else desired
+        except PermissionProblem as exc:
+            if target.owner is None and target.owner_unavailable:
+                exc.hint = f"{exc.hint}. No owner session: {target.owner_unavailable}"
+            raise
     finally:
         target.dispose()
+
+
+def inspect(
+    target: db.Target, desired: DesiredState | None = None, policy: LockPolicy = DEFAULT_POLICY
+) -> Report:
+    """Read the catalog (read-only) and compare it with the desired state."""
+    with session(target, desired or load_desired()) as seen:
+        return build_report(seen, executor.snapshot(target, seen, policy=policy))
 
 
 def plan(
     target: db.Target,
-    layout: Layout = NUCLEUS,
-    migrations_dir: Path | None = None,
+    desired: DesiredState | None = None,
     accept_changed: tuple[str, ...] = (),
-) -> Plan:
-    """What `apply` would run now (read-only)."""
-    layout = _for_target(layout, target)
-    migrations = load_migrations(migrations_dir)
-    try:
-        with _explain_missing_owner(target):
-            return executor.read_and_plan(
-                target, layout, migrations, accept_changed=accept_changed
-            )[1]
-    finally:
-        target.dispose()
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> executor.Reading:
+    """What `apply` would run now, and what it could not fix (read-only)."""
+    with session(target, desired or load_desired()) as seen:
+        return executor.read(target, seen, accept_changed=accept_changed, policy=policy)
 
 
 def apply(
     target: db.Target,
-    layout: Layout = NUCLEUS,
-    migrations_dir: Path | None = None,
+    desired: DesiredState | None = None,
     listener: executor.Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
+    policy: LockPolicy = DEFAULT_POLICY,
 ) -> executor.ApplyResult:
-    """Run the plan under the advisory lock, then check the result."""
-    layout = _for_target(layout, target)
-    migrations = load_migrations(migrations_dir)
-    try:
-        with _explain_missing_owner(target):
-            return executor.apply(
-                target, layout, migrations, listener=listener, accept_changed=accept_changed
-            )
-    finally:
-        target.dispose()
+    """Run the plan under the run's locks, then check the result."""
+    with session(target, desired or load_desired()) as seen:
+        return executor.apply(
+            target, seen, listener=listener, accept_changed=accept_changed, policy=policy
+        )
 
 
 def verify(
-    target: db.Target, layout: Layout = NUCLEUS, migrations_dir: Path | None = None
-) -> list[str]:
-    """The differences between the live database and the desired state (empty: it matches)."""
-    layout = _for_target(layout, target)
-    migrations = load_migrations(migrations_dir)
-    try:
-        catalog, plan = executor.read_and_plan(
-            target, layout, migrations, assume_owner_session=True
-        )
-        return executor.differences(layout, catalog, plan)
-    finally:
-        target.dispose()
+    target: db.Target, desired: DesiredState | None = None, policy: LockPolicy = DEFAULT_POLICY
+) -> Verdict:
+    """Does the live database match the desired state? (read-only)"""
+    with session(target, desired or load_desired()) as seen:
+        return executor.read(target, seen, assume_owner_session=True, policy=policy).verdict

@@ -129,6 +129,120 @@ class DatabaseFlag(_Model):
     value: str
 
 
+# -- hardening (CIS Cloud SQL for PostgreSQL; see the README, "Hardening") -----------------
+
+
+class ConnectorEnforcement(StrEnum):
+    """`settings.connector_enforcement`: REQUIRED refuses every client that is not a Cloud
+    SQL Connector or the Auth Proxy (direct connections by IP, even over TLS)."""
+
+    NOT_REQUIRED = "NOT_REQUIRED"
+    REQUIRED = "REQUIRED"
+
+
+class SslMode(StrEnum):
+    """`ip_configuration.ssl_mode`. ALLOW_UNENCRYPTED_AND_ENCRYPTED is left out on purpose:
+    plain-text connections are never acceptable here."""
+
+    ENCRYPTED_ONLY = "ENCRYPTED_ONLY"
+    TRUSTED_CLIENT_CERTIFICATE_REQUIRED = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
+
+
+class ServerCaMode(StrEnum):
+    """`ip_configuration.server_ca_mode`: who signs the server certificate."""
+
+    GOOGLE_MANAGED_INTERNAL_CA = "GOOGLE_MANAGED_INTERNAL_CA"
+    GOOGLE_MANAGED_CAS_CA = "GOOGLE_MANAGED_CAS_CA"
+    CUSTOMER_MANAGED_CAS_CA = "CUSTOMER_MANAGED_CAS_CA"
+
+
+class PasswordComplexity(StrEnum):
+    # COMPLEXITY_DEFAULT: at least one lower-case letter, upper-case letter, digit and symbol.
+    COMPLEXITY_DEFAULT = "COMPLEXITY_DEFAULT"
+    COMPLEXITY_UNSPECIFIED = "COMPLEXITY_UNSPECIFIED"
+
+
+class PasswordValidationPolicy(_Model):
+    """`settings.password_validation_policy`: what Cloud SQL accepts as a built-in user's
+    password, whoever sets it (Terraform, the console, `ALTER ROLE`)."""
+
+    enabled: bool = False
+    min_length: int = Field(default=16, ge=1)
+    complexity: PasswordComplexity = PasswordComplexity.COMPLEXITY_DEFAULT
+    reuse_interval: int = Field(
+        default=0, ge=0, description="how many previous passwords may not be reused"
+    )
+    disallow_username_substring: bool = True
+
+
+class PgauditClass(StrEnum):
+    """The statement classes `pgaudit.log` accepts."""
+
+    READ = "read"
+    WRITE = "write"
+    FUNCTION = "function"
+    ROLE = "role"
+    DDL = "ddl"
+    MISC = "misc"
+    MISC_SET = "misc_set"
+    ALL = "all"
+
+
+class PgauditConfig(_Model):
+    """pgaudit: the `cloudsql.enable_pgaudit` and `pgaudit.log` flags, and the extension that
+    `apply` creates where they are on."""
+
+    enabled: bool = False
+    log: tuple[PgauditClass, ...] = (PgauditClass.DDL, PgauditClass.ROLE)
+
+    @field_validator("log")
+    @classmethod
+    def _classes(cls, value: tuple[PgauditClass, ...]) -> tuple[PgauditClass, ...]:
+        if not value:
+            raise ValueError("names no statement class; write e.g. ['ddl', 'role']")
+        if len(set(value)) != len(value):
+            raise ValueError("names the same statement class twice")
+        return value
+
+    def flags(self) -> dict[str, str]:
+        """The database flags that switch pgaudit on; none when it is off."""
+        if not self.enabled:
+            return {}
+        return {"cloudsql.enable_pgaudit": "on", "pgaudit.log": ",".join(self.log)}
+
+
+# Values PostgreSQL accepts for the logging flags the CIS benchmark names, so that a typo
+# fails here instead of at deploy time. Flags not listed are passed through unchecked.
+_ON_OFF = ("on", "off")
+_LEVELS = (
+    "debug5", "debug4", "debug3", "debug2", "debug1",
+    "info", "notice", "warning", "error", "log", "fatal", "panic",
+)  # fmt: skip
+_FLAG_VALUES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        (
+            "log_checkpoints",
+            "log_connections",
+            "log_disconnections",
+            "log_duration",
+            "log_executor_stats",
+            "log_hostname",
+            "log_lock_waits",
+            "log_parser_stats",
+            "log_planner_stats",
+            "log_statement_stats",
+        ),
+        _ON_OFF,
+    ),
+    "log_statement": ("none", "ddl", "mod", "all"),
+    "log_error_verbosity": ("terse", "default", "verbose"),
+    "log_min_error_statement": _LEVELS,
+    "log_min_messages": _LEVELS,
+}
+# Integer flags: -1 switches them off, otherwise a threshold (kB or ms).
+_INTEGER_FLAGS = ("log_temp_files", "log_min_duration_statement")
+
+
 def _one_of(value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
@@ -167,8 +281,11 @@ class Environment(_Model):
         "database authentication, instead of users.admin with its password",
     )
     lazy_refresh: bool = False
-    emulated: bool = Field(
-        default=False, description="reach the local Cloud SQL emulation (`local up`)"
+    connector: str | None = Field(
+        default=None,
+        description="a connector plug-in (entry point of group nucleus_provision.connectors) "
+        "that supplies the Admin API endpoint, Google credentials and passwords instead of "
+        "Google; `local` is the local Cloud SQL emulation (`local up`)",
     )
     state_bucket: str = "nucleus-terraform-state"
     state_prefix: str = ""
@@ -182,6 +299,20 @@ class Environment(_Model):
         default=(),
         description="extra database flags; cloudsql.iam_authentication is set from iam_auth",
     )
+
+    connector_enforcement: ConnectorEnforcement = Field(
+        default=ConnectorEnforcement.NOT_REQUIRED,
+        description="REQUIRED refuses clients that are not a Connector or the Auth Proxy",
+    )
+    ssl_mode: SslMode = SslMode.ENCRYPTED_ONLY
+    server_ca_mode: ServerCaMode = ServerCaMode.GOOGLE_MANAGED_INTERNAL_CA
+    server_ca_pool: str | None = Field(
+        default=None,
+        description="CA Service pool (projects/P/locations/L/caPools/NAME) that signs the "
+        "server certificate; only with server_ca_mode = CUSTOMER_MANAGED_CAS_CA",
+    )
+    password_validation_policy: PasswordValidationPolicy = PasswordValidationPolicy()
+    pgaudit: PgauditConfig = PgauditConfig()
 
     @field_validator("edition")
     @classmethod
@@ -240,6 +371,51 @@ class Environment(_Model):
             raise ValueError("cloudsql.enable_pgvector does not exist; pgvector needs no flag")
         return value
 
+    @field_validator("database_flags", mode="before")
+    @classmethod
+    def _flags_table(cls, value: Any) -> Any:
+        # environments.toml writes the flags as a table (`log_connections = "on"`), so that an
+        # environment that extends another inherits them and may override one by name; TOML
+        # booleans and integers become the strings Cloud SQL expects.
+        if not isinstance(value, dict):
+            return value
+
+        def text(flag: Any) -> Any:
+            if isinstance(flag, bool):
+                return "on" if flag else "off"
+            return str(flag) if isinstance(flag, int) else flag
+
+        return tuple({"name": name, "value": text(flag)} for name, flag in value.items())
+
+    @field_validator("database_flags")
+    @classmethod
+    def _flag_values(cls, value: tuple[DatabaseFlag, ...]) -> tuple[DatabaseFlag, ...]:
+        for flag in value:
+            if flag.name == "cloudsql.enable_pgaudit" or flag.name.startswith("pgaudit."):
+                raise ValueError(f"{flag.name} is set from the [pgaudit] table; remove it here")
+            allowed = _FLAG_VALUES.get(flag.name)
+            if allowed is not None and flag.value not in allowed:
+                raise ValueError(
+                    f"{flag.name} must be one of {', '.join(allowed)}; got {flag.value!r}"
+                )
+            if flag.name in _INTEGER_FLAGS and not re.fullmatch(r"-1|0|[1-9][0-9]*", flag.value):
+                raise ValueError(
+                    f"{flag.name} must be -1 (off) or a non-negative integer; got {flag.value!r}"
+                )
+        return value
+
+    @field_validator("server_ca_pool")
+    @classmethod
+    def _ca_pool_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"projects/[^/]+/locations/[^/]+/caPools/[^/]+", value
+        ):
+            raise ValueError(
+                "must be a CA pool path like projects/PROJECT/locations/REGION/caPools/NAME, "
+                f"got {value!r}"
+            )
+        return value
+
     @field_validator("database_version")
     @classmethod
     def _postgres_only(cls, value: str) -> str:
@@ -277,6 +453,26 @@ class Environment(_Model):
                 f"iam_login {self.iam_login!r} needs iam_auth = true and the same email in iam_users"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ca_pool_goes_with_customer_managed_ca(self) -> Environment:
+        customer_managed = self.server_ca_mode is ServerCaMode.CUSTOMER_MANAGED_CAS_CA
+        if customer_managed and self.server_ca_pool is None:
+            raise ValueError(
+                "server_ca_mode = 'CUSTOMER_MANAGED_CAS_CA' needs server_ca_pool "
+                "(projects/PROJECT/locations/REGION/caPools/NAME)"
+            )
+        if not customer_managed and self.server_ca_pool is not None:
+            raise ValueError(
+                "server_ca_pool only applies to server_ca_mode = 'CUSTOMER_MANAGED_CAS_CA'"
+            )
+        return self
+
+    @property
+    def required_extensions(self) -> tuple[str, ...]:
+        """The extensions `apply` must create in the database: pgvector always, pgaudit where
+        the environment switches it on (`[pgaudit] enabled`, the cloudsql.enable_pgaudit flag)."""
+        return ("vector", "pgaudit") if self.pgaudit.enabled else ("vector",)
 
     @property
     def connection_name(self) -> str:
@@ -347,6 +543,18 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
     tables = data.get("environments")
     if not isinstance(tables, dict) or not tables:
         raise ConfigError(f"{config_file} has no [environments.NAME] tables")
+    for name, table in tables.items():
+        # Shapes pydantic never sees: an environment that is not a table, a non-text parent.
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{config_file}: environments.{name} is not a table",
+                hint=f"write it as a [environments.{name}] section with key = value lines",
+            )
+        if "extends" in table and not isinstance(table["extends"], str):
+            raise ConfigError(
+                f"{config_file}: environments.{name}.extends must name an environment",
+                hint=f'e.g. extends = "prod"; known: {", ".join(sorted(tables))}',
+            )
     environments: dict[str, Environment] = {}
     for name in tables:
         try:
@@ -360,6 +568,10 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
                 f"{config_file}: environment {name!r} is invalid: {problems}",
                 hint="fix the field named above",
             ) from None
+        except ConfigError as exc:
+            if str(config_file) not in exc.message:
+                exc.message = f"{config_file}: {exc.message}"
+            raise
     return environments
 
 

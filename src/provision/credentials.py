@@ -1,28 +1,26 @@
-"""Where the database logins of an environment come from: IAM, a password variable, Secret
-Manager, or the local emulation's state.
+"""Where the database logins of an environment come from: IAM, a connector plug-in, a password
+variable, or Secret Manager.
 
 For each user of an environment (`users.admin`, `users.owner` in environments.toml) the
 lookup is, in this order:
 
 1. Admin only, when the environment sets `iam_login`: IAM database authentication as that
    service account (one of `iam_users`); no password.
-2. Emulated environments only: the password the running emulation generated for that user
-   (`local up` writes it to its state directory). It comes before the variable so that a
-   production password exported in the shell can never be sent to the local emulation, nor
-   a stale one be used after `local up` made new ones.
+2. Environments with a connector plug-in only (`provision.connector_plugin`, e.g. the local
+   emulation): the password the plug-in knows for that user. It comes before the variable
+   so that a production password exported in the shell can never be sent to the plug-in's
+   instance, nor a stale one be used after `local up` made new ones.
 3. The environment variable named by `password_env`, when it is set and not empty.
-4. Non-emulated environments only: the latest version of the Secret Manager secret `secret`
-   in the environment's project (the secret the stacks create).
+4. Without a plug-in only: the latest version of the Secret Manager secret `secret` in the
+   environment's project (the secret the stacks create).
 
 A `Login` keeps the password out of its repr, and errors name where they looked, never a
-value. Google credentials come from Application Default Credentials for real environments
-and from the emulation's static token for emulated ones (never `google.auth.default()`
-there, which could reach Google's metadata server).
+value. Google credentials come from Application Default Credentials, unless a plug-in
+supplies its own.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +32,7 @@ if TYPE_CHECKING:
     import google.auth.credentials
 
     from provision.config import Environment, UserConfig
-    from provision.local.emulator import EmulatorState, IamUser
-    from provision.local.server import LocalInstance
+    from provision.connector_plugin import ConnectorOverrides
 
 Role = Literal["admin", "owner"]
 # (project, secret id) -> the secret's latest payload (SecretManagerReader, or a stand-in).
@@ -73,25 +70,6 @@ def application_default_credentials() -> google.auth.credentials.Credentials:
             "to a service-account key file",
         ) from None
     return credentials
-
-
-def static_token_credentials(token: str) -> google.auth.credentials.Credentials:
-    """Credentials that never need a refresh, for the local emulation: a static token, no expiry.
-
-    A subclass only so that a refresh keeps the token: IAM database authentication makes the
-    Connector copy the credentials, down-scope the copy and refresh it, and google-auth's
-    refresh_handler does not survive that copy. The emulation knows one token per identity,
-    so "refreshing" hands back the same token, valid for an hour.
-    """
-    import google.oauth2.credentials
-
-    class StaticTokenCredentials(google.oauth2.credentials.Credentials):
-        def refresh(self, request: object) -> None:
-            # google-auth compares expiries as naive UTC datetimes.
-            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-            self.expiry = now + datetime.timedelta(hours=1)
-
-    return StaticTokenCredentials(token=token)
 
 
 # -- Secret Manager ---------------------------------------------------------------------------
@@ -180,7 +158,8 @@ class SecretManagerReader:
             ) from None
         # A secret made with `echo ... | gcloud secrets create` ends in a newline that is not
         # part of the password.
-        return response.payload.data.decode("utf-8").rstrip("\r\n")
+        payload: bytes = response.payload.data
+        return payload.decode("utf-8").rstrip("\r\n")
 
     def close(self) -> None:
         """Close the client's channel (gRPC keeps threads otherwise). Idempotent."""
@@ -196,16 +175,16 @@ class _SecretNotFound(Exception):
 # -- the lookup -------------------------------------------------------------------------------
 
 
-def _hint(environment: Environment, role: Role, user: UserConfig) -> str:
+def _hint(
+    environment: Environment, role: Role, user: UserConfig, overrides: ConnectorOverrides | None
+) -> str:
     ways = []
     if user.password_env:
         ways.append(f"export {user.password_env}")
-    if user.secret and not environment.emulated:
+    if user.secret and overrides is None:
         ways.append(f"create Secret Manager secret {user.secret} in project {environment.project}")
     if role == "admin":
         ways.append("or log in with IAM: iam_login = a service account of iam_users")
-    if environment.emulated:
-        ways.insert(0, "start the emulation with `nucleus-provision local up`")
     return "; ".join(ways)
 
 
@@ -214,7 +193,7 @@ def login_for(
     role: Role,
     *,
     secrets: SecretReader | None = None,
-    emulation: LocalInstance | None = None,
+    overrides: ConnectorOverrides | None = None,
 ) -> Login:
     """The login of `users.<role>` (see the module docstring for the order), or CredentialsMissing
     naming every place that was looked at."""
@@ -228,19 +207,11 @@ def login_for(
     user: UserConfig = getattr(environment.users, role)
 
     looked: list[str] = []
-    if environment.emulated:
-        if emulation is not None and user.name in emulation.passwords:
-            return Login(
-                user.name,
-                emulation.passwords[user.name],
-                False,
-                f"the local emulation in {emulation.state_dir}",
-            )
-        looked.append(
-            "the local emulation's state"
-            if emulation is not None
-            else "a running local emulation (none)"
-        )
+    if overrides is not None:
+        known = overrides.passwords(user.name)
+        if known is not None:
+            return Login(user.name, known, False, overrides.label)
+        looked.append(f"{overrides.label} (it has no password for {user.name!r})")
 
     if user.password_env:
         value = os.environ.get(user.password_env)
@@ -248,7 +219,7 @@ def login_for(
             return Login(user.name, value, False, f"environment variable {user.password_env}")
         looked.append(f"environment variable {user.password_env} (not set)")
 
-    if user.secret and not environment.emulated:
+    if user.secret and overrides is None:
         own_reader = None
         if secrets is None:
             secrets = own_reader = SecretManagerReader(application_default_credentials())
@@ -272,26 +243,5 @@ def login_for(
     raise CredentialsMissing(
         f"no password for database user {user.name!r} (users.{role} of environment {environment.name!r}); "
         f"looked in: {'; '.join(looked)}",
-        hint=_hint(environment, role, user),
+        hint=_hint(environment, role, user, overrides),
     )
-
-
-def emulation_token(state: EmulatorState, environment: Environment) -> tuple[str, IamUser | None]:
-    """The static token for an emulated environment's Google credentials.
-
-    With `iam_login`, the run acts as that service account (as it would with its key on
-    Google Cloud): the token is the one the emulation issued to it.
-    """
-    from provision.local.emulator import iam_users
-
-    if environment.iam_login is None:
-        return state.api_token, None
-    known = iam_users(state.state_dir)
-    if environment.iam_login not in known:
-        raise CredentialsMissing(
-            f"the local emulation has no IAM service account {environment.iam_login}",
-            hint="list it in the emulated environment's iam_users (with iam_auth = true), then run "
-            "`nucleus-provision local down` and `local up` again",
-        )
-    user = known[environment.iam_login]
-    return user.token, user

@@ -24,9 +24,32 @@ from provision.sql import error_fields, server_message
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
+def _check_shape(dsn: str, usage: str) -> None:
+    """Refuse, before any parser guesses, a DSN whose password was not percent-encoded: an
+    unencoded `@`, `/`, `?` or `#` would make a parser take part of the password for the host
+    (which is then looked up in DNS and printed) or the database. Nothing of the DSN is quoted
+    in the message."""
+    _scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        raise ConfigError("the DSN is not a URL", hint=usage)
+    if "#" in rest:
+        raise ConfigError("the DSN contains '#' (unencoded in the password?)", hint=usage)
+    authority, _, tail = rest.partition("/")
+    path = tail.partition("?")[0]
+    if authority.count("@") > 1 or "@" in tail or ("/" in path):
+        raise ConfigError(
+            "the DSN has an unencoded '@' or '/' in its password (or a malformed database)",
+            hint=usage,
+        )
+
+
 def parse_dsn(dsn: str) -> URL:
     """`postgresql://user:password@host:port/db` (or with +pg8000) as a SQLAlchemy URL for pg8000."""
-    usage = "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE, percent-encoding special characters in the password (@ as %40)"
+    usage = (
+        "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE, percent-encoding special characters "
+        "in the password (@ as %40, / as %2F, # as %23, ? as %3F)"
+    )
+    _check_shape(dsn, usage)
     try:
         url = make_url(dsn)
         url.port  # noqa: B018 - a non-numeric port raises here
@@ -58,7 +81,7 @@ def mask(url: URL | str) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _unblock_after_connect(dbapi_connection, _record) -> None:
+def _unblock_after_connect(dbapi_connection: object, _record: object) -> None:
     # pg8000 applies its `timeout` to connecting *and* to every later read on the socket. We
     # want the bound on connecting (an unreachable host must fail fast) but not on statements
     # (a migration may legitimately run long; PostgreSQL's statement_timeout bounds those).

@@ -45,12 +45,35 @@ class ChecksumMismatch(ProvisionError):
     """Raised when an applied migration's file changed after it was applied."""
 
 
+class VersionClash(ProvisionError):
+    """Raised when a recorded version belongs to another file than the one of that version in
+    bootstrap_sql/ (two branches both added it): not an edit, never accepted as one."""
+
+
 class PermissionProblem(ProvisionError):
     """Raised when a role lacks a membership or privilege the plan needs; the hint says how to grant it."""
 
 
 class ApplyFailed(ProvisionError):
     """Raised when a statement of the plan fails; everything in its transaction was rolled back."""
+
+
+class ScopeViolation(ProvisionError):
+    """Raised when a migration changed rows or objects outside the managed schemas; its
+    transaction was rolled back, so nothing of it remains."""
+
+
+class LockTimeout(ProvisionError):
+    """Raised when a lock was not granted within the lock budget; the hint names who holds it."""
+
+
+class SessionMismatch(ProvisionError):
+    """Raised when the admin and owner sessions do not reach the same server and database."""
+
+
+class ManualActionRequired(ProvisionError):
+    """Raised when the database differs from the desired state in a way `apply` cannot fix;
+    the message says what a person must do."""
 
 
 class VerifyFailed(ProvisionError):

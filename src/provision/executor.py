@@ -1,38 +1,71 @@
-"""The imperative shell: lock, read, plan, run, check.
+"""The imperative shell: lock, read, plan, run, prove, check.
 
-`apply` takes a PostgreSQL advisory lock (a concurrent run waits, and says so), reads the
-catalog and plans *under the lock* (so a run that waited sees the work already done and
-applies nothing twice), runs each action in its own transaction in its session, then reads
-the catalog again and fails if the database does not match the desired state.
+`apply` takes the run lock (a concurrent run waits, and says so) and the writer lock (so it
+cannot start while any backend of an earlier run still works), reads the catalog and plans
+*under the lock* (a run that waited sees the work already done and applies nothing twice),
+runs each action in its own transaction in its session, then reads the catalog again and
+fails if the database does not match the desired state.
+
+Every lock on a live object is asked for under the `LockPolicy` (`provision.locks`): short
+waits, retried with backoff, and a clear error naming the blocker when the budget runs out.
+Each migration that runs in a transaction is proven, before its COMMIT, to have changed
+nothing outside the managed schemas (`provision.safety`); a no-transaction one is checked
+after it runs (every index it built is valid) before it is recorded.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from provision import db
-from provision.analysis import Report, analyze
+from provision import db, safety
+from provision.actions import Action, Session, Sql
 from provision.catalog import Catalog, read_catalog
-from provision.errors import ApplyFailed, ConfigError, PermissionProblem, VerifyFailed
-from provision.layout import Layout
-from provision.migrations import Migration, check_protected
-from provision.planner import Action, Plan, Session, Sql, make_plan
+from provision.concerns import all_findings
+from provision.desired import DesiredState
+from provision.errors import (
+    ApplyFailed,
+    ConfigError,
+    LockTimeout,
+    ManualActionRequired,
+    PermissionProblem,
+    ScopeViolation,
+    SessionMismatch,
+    VerifyFailed,
+)
+from provision.findings import Finding, Verdict, manual, verify
+from provision.locks import (
+    DEFAULT_POLICY,
+    RUN_KEY,
+    WRITER_KEY,
+    Attempts,
+    BlockerWatch,
+    LockPolicy,
+    holders,
+)
+from provision.planner import Plan, make_plan
 from provision.sql import error_fields, ident, server_message
 
-# pg_advisory_lock key shared by every nucleus-provision run on a database ("nucl").
-LOCK_KEY = 0x6E75636C
-LOCK_WAIT_SECONDS = 600
+# Bounds every statement of a read, so that `plan` and `verify` never hang.
+READ_STATEMENT_TIMEOUT_MS = 60_000
+
+
+class EventKind(StrEnum):
+    WAITING = "waiting"  # another run holds a lock we need; or a lock wait is being retried
+    PLAN = "plan"  # computed under the lock, about to run
+    ACTION_START = "action-start"
+    ACTION_DONE = "action-done"
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # waiting | plan | action-start | action-done
+    kind: EventKind
     message: str = ""
     action: Action | None = None
     plan: Plan | None = None
@@ -46,61 +79,287 @@ Listener = Callable[[Event], None]
 class ApplyResult:
     plan: Plan
     timings: list[tuple[Action, float]] = field(default_factory=list)
-    after: Report | None = None
 
 
-def plan_for(
-    conn: Connection,
-    layout: Layout,
-    migrations: list[Migration],
+@dataclass(frozen=True)
+class Reading:
+    """What a read-only run learns: the catalog, the plan, and every finding."""
+
+    catalog: Catalog
+    plan: Plan
+    findings: tuple[Finding, ...]
+
+    @property
+    def manual(self) -> list[Finding]:
+        return manual(self.findings)
+
+    @property
+    def verdict(self) -> Verdict:
+        return verify(self.findings, self.plan.actions)
+
+
+def verdict(desired: DesiredState, catalog: Catalog, plan: Plan) -> Verdict:
+    """What stands between the live database and the desired state."""
+    return verify(all_findings(desired, catalog), plan.actions)
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+class _Run:
+    """The connections of one run: the admin session, the owner session (opened on first
+    need, checked to log in as the owner on the admin's server and database), and a third
+    connection only when a lock wait must be watched."""
+
+    def __init__(
+        self,
+        stack: ExitStack,
+        target: db.Target,
+        desired: DesiredState,
+        policy: LockPolicy,
+        listener: Listener,
+        *,
+        writes: bool,
+    ) -> None:
+        self.stack, self.target, self.desired = stack, target, desired
+        self.policy, self.listener, self.writes = policy, listener, writes
+        self.admin = stack.enter_context(db.connect(target.admin, target.description))
+        self.admin_pid: int = self.admin.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        self.admin.commit()
+        self._owner: Connection | None = None
+        self.owner_pid: int | None = None
+        # A login sees the query of sessions of its own role; the owner's login is the one
+        # that sees the services' sessions when they share it.
+        self.watches = {
+            Session.ADMIN: BlockerWatch(
+                lambda: stack.enter_context(
+                    db.connect(target.admin, f"{target.description} (watch)")
+                )
+            ),
+            Session.OWNER: BlockerWatch(
+                lambda: stack.enter_context(
+                    db.connect(target.owner or target.admin, f"{target.description} (watch)")
+                )
+            ),
+        }
+
+    @property
+    def has_owner_session(self) -> bool:
+        return self.target.owner is not None
+
+    def attempts(self, session: Session = Session.ADMIN) -> Attempts:
+        return Attempts(
+            self.policy,
+            self.watches[session],
+            on_retry=lambda message: self.listener(Event(EventKind.WAITING, message)),
+        )
+
+    def owner(self) -> Connection:
+        if self._owner is None:
+            assert self.target.owner is not None
+            conn = self.stack.enter_context(
+                db.connect(self.target.owner, f"{self.target.description} (owner)")
+            )
+            row = conn.execute(
+                text(
+                    "SELECT current_user AS who, current_database() AS database, "
+                    "pg_postmaster_start_time() AS started, pg_backend_pid() AS pid"
+                )
+            ).one()
+            if row.who != self.desired.owner:
+                raise ConfigError(
+                    f"the owner session logs in as {row.who}, not {self.desired.owner}",
+                    hint=f"--owner-dsn (or users.owner) must log in as {self.desired.owner}, "
+                    "so that what the migrations create belongs to it",
+                )
+            self._check_same_database(conn, row.database, row.started)
+            if self.writes:
+                # Every session that writes holds the writer lock: a later run cannot start
+                # while this backend still works, even after our client is gone.
+                conn.execute(text("SELECT pg_advisory_lock_shared(:k)"), {"k": WRITER_KEY})
+            conn.commit()
+            self._owner, self.owner_pid = conn, row.pid
+        return self._owner
+
+    def _check_same_database(self, conn: Connection, database: str, started: object) -> None:
+        """Both sessions must be on one server and one database: a DSN pointing elsewhere would
+        run and record migrations there. With the run lock held, the admin's lock is visible
+        to the owner session only on the same server and database."""
+        here = self.admin.execute(
+            text("SELECT current_database() AS database, pg_postmaster_start_time() AS started")
+        ).one()
+        self.admin.commit()
+        same = (here.database, here.started) == (database, started)
+        if same and self.writes:
+            same = bool(
+                conn.execute(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND granted AND pid = :pid AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database()))"
+                    ),
+                    {"pid": self.admin_pid},
+                ).scalar()
+            )
+        if not same:
+            raise SessionMismatch(
+                f"the owner session reaches database {database!r} of another server or "
+                f"database than the admin session ({here.database!r})",
+                hint="--dsn and --owner-dsn must name the same host, port and database",
+            )
+
+    def pids(self) -> list[int]:
+        return [self.admin_pid] + ([self.owner_pid] if self.owner_pid is not None else [])
+
+    def bounded(self, conn: Connection) -> Connection:
+        """Bound the waits of the read transaction that `conn` is in (or is about to begin)."""
+        conn.execute(
+            text(
+                "SELECT set_config('lock_timeout', :lock, true), "
+                "set_config('statement_timeout', :statement, true)"
+            ),
+            {"lock": f"{self.policy.timeout_ms}ms", "statement": f"{READ_STATEMENT_TIMEOUT_MS}ms"},
+        )
+        return conn
+
+    def records_reader(self) -> Callable[[], Connection] | None:
+        """The owner session, for reading the version table when the admin may not."""
+        if not self.has_owner_session:
+            return None
+        return lambda: self.bounded(self.owner())
+
+    def end_reads(self) -> None:
+        """Close the read transactions (SQLAlchemy autobegins them)."""
+        self.admin.commit()
+        if self._owner is not None:
+            self._owner.commit()
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _catalog(run: _Run) -> Catalog:
+    """Read the catalog, bounded: a lock held on the version table makes the read time out,
+    retry, and finally name the holder."""
+
+    def read() -> Catalog:
+        try:
+            return read_catalog(run.bounded(run.admin), run.desired, run.records_reader())
+        except BaseException:
+            run.admin.rollback()
+            if run._owner is not None:
+                run._owner.rollback()
+            raise
+
+    catalog = run.attempts().run("reading the catalog", run.pids, read)
+    run.end_reads()
+    return catalog
+
+
+def _read(run: _Run, *, owner_session: bool, accept_changed: tuple[str, ...]) -> Reading:
+    """Read the catalog and plan."""
+    catalog = _catalog(run)
+    plan = make_plan(
+        run.desired, catalog, owner_session=owner_session, accept_changed=accept_changed
+    )
+    return Reading(catalog, plan, tuple(all_findings(run.desired, catalog)))
+
+
+def snapshot(
+    target: db.Target,
+    desired: DesiredState,
     *,
-    owner_session: bool,
+    policy: LockPolicy = DEFAULT_POLICY,
+    listener: Listener = lambda e: None,
+) -> Catalog:
+    """`inspect`: the catalog alone, read-only, bounded like every read."""
+    with ExitStack() as stack:
+        return _catalog(_Run(stack, target, desired, policy, listener, writes=False))
+
+
+def read(
+    target: db.Target,
+    desired: DesiredState,
+    *,
     accept_changed: tuple[str, ...] = (),
-    records_conn: Callable[[], Connection] | None = None,
-) -> tuple[Catalog, Plan]:
-    mt = layout.migrations_table
-    for migration in migrations:  # guard rails first: nothing runs if one file is refused
-        check_protected(migration, layout.protected_schemas, (mt.schema, mt.name))
-    catalog = read_catalog(conn, layout, records_conn)
-    return catalog, make_plan(
-        layout, catalog, migrations, owner_session=owner_session, accept_changed=accept_changed
+    assume_owner_session: bool = False,
+    policy: LockPolicy = DEFAULT_POLICY,
+    listener: Listener = lambda e: None,
+) -> Reading:
+    """`plan` and `verify`: read-only, no run lock. `assume_owner_session` plans as if the
+    owner session were there (verify lists differences; it does not choose how to fix them)."""
+    with ExitStack() as stack:
+        run = _Run(stack, target, desired, policy, listener, writes=False)
+        return _read(
+            run,
+            owner_session=assume_owner_session or run.has_owner_session,
+            accept_changed=accept_changed,
+        )
+
+
+# -- locks of the run -------------------------------------------------------------------------
+
+
+def _advisory(conn: Connection, sql: str, key: int) -> bool:
+    return bool(conn.execute(text(sql), {"k": key}).scalar())
+
+
+def _wait_for(run: _Run, key: int, *, what: str, exclusive: bool = True) -> None:
+    """Take one of our advisory locks, waiting (and saying so) up to policy.run_wait."""
+    conn = run.admin
+    try_sql = (
+        "SELECT pg_try_advisory_lock(:k)" if exclusive else "SELECT pg_try_advisory_lock_shared(:k)"
+    )
+    if _advisory(conn, try_sql, key):
+        conn.commit()
+        return
+    others = holders(conn, key)
+    conn.commit()
+    who = "; ".join(b.describe() for b in others) or "a session that has just ended"
+    run.listener(Event(EventKind.WAITING, f"{what} ({who}); waiting"))
+    deadline = time.monotonic() + run.policy.run_wait
+    delay = 0.05
+    while time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+        if _advisory(conn, try_sql, key):
+            conn.commit()
+            return
+        conn.commit()
+    others = holders(conn, key)
+    conn.commit()
+    raise LockTimeout(
+        f"gave up after waiting {run.policy.run_wait:g}s: {what} "
+        f"({'; '.join(b.describe() for b in others) or 'no longer visible'})",
+        hint="another apply is still running (or hung): see pg_stat_activity for that pid",
     )
 
 
-def differences(layout: Layout, catalog: Catalog, plan: Plan) -> list[str]:
-    """What stands between the live database and the desired state (empty: it matches)."""
-    diffs = [f"{f.code}: {f.message}" for f in analyze(layout, catalog).findings]
-    diffs += [f"pending {a.kind}: {a.reason}" for a in plan.actions]
-    return diffs
-
-
-def _acquire_lock(conn: Connection, listener: Listener) -> None:
-    got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
-    if not got:
-        holder = conn.execute(
-            text(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND ((classid::bigint << 32) | objid::bigint) = :k LIMIT 1"
-            ),
-            {"k": LOCK_KEY},
-        ).scalar()
-        listener(
-            Event(
-                "waiting",
-                f"another nucleus-provision run holds the lock (backend pid {holder}); waiting",
-            )
+@contextmanager
+def _run_locks(run: _Run) -> Iterator[None]:
+    conn = run.admin
+    _wait_for(run, RUN_KEY, what="another nucleus-provision run holds the lock")
+    try:
+        # Exclusive for a moment: only possible once no backend of an earlier run still
+        # holds its share (a killed client's owner backend may still be executing).
+        _wait_for(
+            run,
+            WRITER_KEY,
+            what="a backend of an earlier nucleus-provision run is still working",
         )
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_KEY})
+        conn.execute(text("SELECT pg_advisory_lock_shared(:k)"), {"k": WRITER_KEY})
+        conn.commit()
+        yield
+    finally:
         try:
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-        except DBAPIError as exc:
-            if error_fields(exc).get("C") != "55P03":  # lock_not_available
-                raise
-            raise ApplyFailed(
-                f"gave up after waiting {LOCK_WAIT_SECONDS} s for the lock held by backend pid {holder}",
-                hint="another apply is still running (or hung): see pg_stat_activity for that pid",
-            ) from None
-    conn.commit()
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+        except DBAPIError:
+            pass  # the session is gone: PostgreSQL released its locks with it
+
+
+# -- running one action -----------------------------------------------------------------------
 
 
 def _run_sql(conn: Connection, sql: Sql, extra: dict[str, object]) -> None:
@@ -113,28 +372,121 @@ def _run_sql(conn: Connection, sql: Sql, extra: dict[str, object]) -> None:
         conn.exec_driver_sql(sql.text)
 
 
-def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
+def _where(action: Action) -> str:
+    return action.migration.filename if action.migration else action.kind.value
+
+
+def _transaction(
+    conn: Connection,
+    action: Action,
+    set_role: str | None,
+    policy: LockPolicy,
+    managed: tuple[str, ...],
+) -> None:
+    """One attempt: everything or nothing."""
     started = time.monotonic()
-    extra: dict[str, object] = {}
-    where = action.migration.filename if action.migration else action.kind
+    with conn.begin():
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'")
+        if set_role:
+            conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
+        before = safety.snapshot(conn, managed) if action.proven else None
+        for sql in action.statements:
+            _run_sql(conn, sql, {})
+        if before is not None:
+            found = safety.violations(before, safety.snapshot(conn, managed))
+            if found:
+                raise ScopeViolation(
+                    f"{_where(action)} changed what is outside the managed schemas: "
+                    + "; ".join(found[:10])
+                    + (f"; and {len(found) - 10} more" if len(found) > 10 else ""),
+                    hint="its transaction was rolled back, nothing of it remains: legacy schemas, "
+                    "their rows and public.migrations' legacy rows are never changed; put only "
+                    "changes to the new schemas in migrations",
+                )
+        if action.record is not None:
+            elapsed = int((time.monotonic() - started) * 1000)
+            _run_sql(conn, action.record, {"execution_time_ms": elapsed})
+
+
+_INVALID_SQL = text("""
+SELECT n.nspname || '.' || c.relname
+FROM unnest(CAST(:schemas AS text[]), CAST(:names AS text[])) AS w(schema, name)
+LEFT JOIN pg_namespace n ON n.nspname = w.schema
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name
+LEFT JOIN pg_index i ON i.indexrelid = c.oid
+WHERE i.indisvalid IS DISTINCT FROM true
+""")
+
+
+def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: LockPolicy) -> None:
+    """A no-transaction migration (CREATE INDEX CONCURRENTLY and kin): one statement at a
+    time, then every index it builds must be valid before it is recorded. Its lock waits do
+    not stall live traffic (CONCURRENTLY takes no lock that blocks reads or writes), so they
+    may last the whole lock budget."""
+    started = time.monotonic()
+    conn.commit()  # no transaction may be open while the isolation level changes
+    # In SQLAlchemy 2 this changes the connection in place: restored below for the next action.
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        conn.exec_driver_sql(f"SET lock_timeout = '{int(policy.budget * 1000)}ms'")
+        if set_role:
+            conn.exec_driver_sql(f"SET ROLE {ident(set_role)}")
+        for sql in action.statements:
+            _run_sql(conn, sql, {})
+        if action.indexes:
+            invalid = (
+                conn.execute(
+                    _INVALID_SQL,
+                    {
+                        "schemas": [schema for schema, _ in action.indexes],
+                        "names": [name for _, name in action.indexes],
+                    },
+                )
+                .scalars()
+                .all()
+            )
+            if invalid:
+                raise ApplyFailed(
+                    f"{_where(action)}: index {', '.join(invalid)} is missing or invalid after "
+                    "the build (a CONCURRENTLY build that failed leaves an invalid index)",
+                    hint="the step was not recorded; run apply again: it drops the invalid index "
+                    "and builds it anew",
+                )
+        if action.record is not None:
+            elapsed = int((time.monotonic() - started) * 1000)
+            _run_sql(conn, action.record, {"execution_time_ms": elapsed})
+    finally:
+        try:
+            conn.exec_driver_sql("RESET lock_timeout")
+            if set_role:
+                conn.exec_driver_sql("RESET ROLE")
+        finally:
+            conn.commit()  # SQLAlchemy's autobegun (empty) transaction, before the level changes
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+
+
+def _execute(run: _Run, action: Action, conn: Connection, pid: int, set_role: str | None) -> float:
+    started = time.monotonic()
+    where = _where(action)
     try:
         if action.transactional:
-            with conn.begin():
-                if set_role:
-                    conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
-                for sql in action.statements:
-                    extra["execution_time_ms"] = int((time.monotonic() - started) * 1000)
-                    _run_sql(conn, sql, extra)
+            run.attempts(Session.OWNER if conn is run._owner else Session.ADMIN).run(
+                where,
+                lambda: [pid],
+                lambda: _transaction(conn, action, set_role, run.policy, run.desired.schema_names),
+            )
         else:
-            _run_autocommit(conn, action, set_role, started, extra)
+            _autocommit(conn, action, set_role, run.policy)
     except (OperationalError, InterfaceError) as exc:
         raise ApplyFailed(
-            f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was rolled back",
+            f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was "
+            "rolled back",
             hint="run apply again: it resumes from what is committed",
         ) from None
     except DBAPIError as exc:
         fields = error_fields(exc)
-        statement = next((s for s in action.statements if s.text in str(exc.statement or "")), None)
+        failed = str(exc.statement or "")
+        statement = next((s for s in action.all_statements if s.text in failed), None)
         line = ""
         if action.migration and statement is not None:
             found = next((s for s in action.migration.statements if s.sql == statement.text), None)
@@ -142,141 +494,68 @@ def _execute(conn: Connection, action: Action, set_role: str | None) -> float:
         error = PermissionProblem if fields.get("C") == "42501" else ApplyFailed
         raise error(
             f"{where}{line}: {server_message(exc)}",
-            hint="nothing of this step was applied (its transaction was rolled back); fix and run again"
+            hint="nothing of this step was applied (its transaction was rolled back); fix and "
+            "run again"
             if action.transactional
-            else "this step is not transactional: check what it left before rerunning",
+            else "this step is not transactional: check what it left before rerunning (apply "
+            "rebuilds an index a failed build left invalid)",
         ) from None
     return time.monotonic() - started
 
 
-def _run_autocommit(
-    conn: Connection, action: Action, set_role: str | None, started: float, extra: dict[str, object]
-) -> None:
-    """A migration declared non-transactional (e.g. CREATE INDEX CONCURRENTLY): one statement at a time."""
-    conn.commit()  # no transaction may be open while the isolation level changes
-    # In SQLAlchemy 2 this changes the connection in place: restored below for the next action.
-    conn.execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        if set_role:
-            conn.exec_driver_sql(f"SET ROLE {ident(set_role)}")
-        for sql in action.statements:
-            extra["execution_time_ms"] = int((time.monotonic() - started) * 1000)
-            _run_sql(conn, sql, extra)
-    finally:
-        if set_role:
-            conn.exec_driver_sql("RESET ROLE")
-        conn.commit()
-        conn.execution_options(isolation_level=conn.default_isolation_level)
+# -- apply ------------------------------------------------------------------------------------
 
 
-def _end_reads(admin: Connection, owner: _OwnerSession | None) -> None:
-    """Close the read transactions the catalog reads opened (SQLAlchemy autobegins them)."""
-    admin.commit()
-    if owner is not None and owner.conn is not None:
-        owner.conn.commit()
-
-
-class _OwnerSession:
-    """The owner connection, opened on first need and checked to log in as the owner: a session
-    that logs in as anyone else would create objects owned by the wrong role."""
-
-    def __init__(self, stack: ExitStack, target: db.Target, layout: Layout) -> None:
-        self.stack, self.target, self.layout = stack, target, layout
-        self.conn: Connection | None = None
-
-    def __call__(self) -> Connection:
-        if self.conn is None:
-            assert self.target.owner is not None
-            conn = self.stack.enter_context(
-                db.connect(self.target.owner, f"{self.target.description} (owner)")
-            )
-            who = conn.execute(text("SELECT current_user")).scalar()
-            conn.commit()
-            if who != self.layout.owner:
-                raise ConfigError(
-                    f"the owner session logs in as {who}, not {self.layout.owner}",
-                    hint=f"--owner-dsn (or users.owner) must log in as {self.layout.owner}, "
-                    "so that what the migrations create belongs to it",
-                )
-            self.conn = conn
-        return self.conn
-
-
-def read_and_plan(
-    target: db.Target,
-    layout: Layout,
-    migrations: list[Migration],
-    *,
-    accept_changed: tuple[str, ...] = (),
-    assume_owner_session: bool = False,
-) -> tuple[Catalog, Plan]:
-    """`plan` and `verify`: read-only, no lock. `assume_owner_session` plans as if the owner
-    session were there (verify lists differences; it does not choose how to fix them)."""
-    with ExitStack() as stack:
-        admin = stack.enter_context(db.connect(target.admin, target.description))
-        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
-        return plan_for(
-            admin,
-            layout,
-            migrations,
-            owner_session=assume_owner_session or owner is not None,
-            accept_changed=accept_changed,
-            records_conn=owner,
-        )
+def _manual_error(found: list[Finding], *, applied: int) -> ManualActionRequired:
+    done = f"apply did what it could ({applied} action(s)); " if applied else ""
+    return ManualActionRequired(
+        f"{done}the database differs from the desired state in a way apply cannot fix: "
+        + "; ".join(f"{f.code}: {f.message}" for f in found),
+        hint=" | ".join(f.remedy or "" for f in found),
+    )
 
 
 def apply(
     target: db.Target,
-    layout: Layout,
-    migrations: list[Migration],
+    desired: DesiredState,
     *,
     listener: Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
+    policy: LockPolicy = DEFAULT_POLICY,
 ) -> ApplyResult:
     with ExitStack() as stack:
-        admin = stack.enter_context(db.connect(target.admin, target.description))
-        owner = _OwnerSession(stack, target, layout) if target.owner is not None else None
-        _acquire_lock(admin, listener)
-        try:
-            catalog, plan = plan_for(
-                admin,
-                layout,
-                migrations,
-                owner_session=owner is not None,
-                accept_changed=accept_changed,
-                records_conn=owner,
-            )
-            _end_reads(admin, owner)
+        run = _Run(stack, target, desired, policy, listener, writes=True)
+        with _run_locks(run):
+            reading = _read(run, owner_session=run.has_owner_session, accept_changed=accept_changed)
+            plan = reading.plan
             uses_owner = plan.needs(Session.OWNER) and not plan.owner_via_set_role
-            if uses_owner and owner is not None:
-                owner()  # connect and check who it is before anything runs
-            listener(Event("plan", plan=plan))
+            if uses_owner and run.has_owner_session:
+                run.owner()  # connect and check who and where it is before anything runs
+            listener(Event(EventKind.PLAN, plan=plan))
             result = ApplyResult(plan)
             for action in plan.actions:
-                if action.session == Session.OWNER and uses_owner and owner is not None:
-                    conn, role = owner(), None
+                if action.session == Session.OWNER and uses_owner and run.has_owner_session:
+                    conn, pid, role = run.owner(), run.owner_pid or 0, None
                 else:
-                    conn, role = admin, (layout.owner if action.session == Session.OWNER else None)
-                listener(Event("action-start", action=action))
-                seconds = _execute(conn, action, role)
+                    conn, pid = run.admin, run.admin_pid
+                    role = desired.owner if action.session == Session.OWNER else None
+                listener(Event(EventKind.ACTION_START, action=action))
+                seconds = _execute(run, action, conn, pid, role)
                 result.timings.append((action, seconds))
-                listener(Event("action-done", action=action, seconds=seconds))
-            if plan.actions:
-                after, again = plan_for(
-                    admin, layout, migrations, owner_session=owner is not None, records_conn=owner
+                listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
+            after = (
+                _read(run, owner_session=run.has_owner_session, accept_changed=())
+                if plan.actions
+                else reading
+            )
+            needs_person = after.manual
+            remaining = verify([f for f in after.findings if not f.manual], after.plan.actions)
+            if not remaining.matches:
+                raise VerifyFailed(
+                    "after apply the database still differs from the desired state: "
+                    + "; ".join(remaining.differences),
+                    hint="this is a bug or a concurrent change; run `plan` to see what is left",
                 )
-                _end_reads(admin, owner)
-                remaining = differences(layout, after, again)
-                if remaining:
-                    raise VerifyFailed(
-                        "after apply the database still differs from the desired state: "
-                        + "; ".join(remaining),
-                        hint="this is a bug or a concurrent change; run `plan` to see what is left",
-                    )
+            if needs_person:
+                raise _manual_error(needs_person, applied=len(result.timings))
             return result
-        finally:
-            try:
-                admin.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                admin.commit()
-            except DBAPIError:
-                pass  # the session is gone: PostgreSQL released the lock with it

@@ -1,23 +1,32 @@
 """The versioned SQL files in bootstrap_sql/: naming, parsing, checksums, guard rails.
 
-A migration is `NNN_description.sql`. Its version is the numeric prefix exactly as written
-(`001`), its checksum the SHA-256 of the file's bytes (Flyway keeps a CRC32; a cryptographic
-hash costs nothing here). Each file runs in one transaction unless its header declares
-`-- nucleus-provision: no-transaction` (for statements such as CREATE INDEX CONCURRENTLY).
+A migration is `NNN_description.sql`. Its version is the numeric prefix, compared as a number
+everywhere (`001` and `1` are the same version), its checksum the SHA-256 of the file's
+bytes (Flyway keeps a CRC32; a cryptographic hash costs nothing here). Each file runs in one
+transaction unless its header (the comment lines before the first statement) declares
+`-- nucleus-provision: no-transaction`; such a file may only hold statements that are safe
+outside a transaction and can be checked afterwards (`CREATE INDEX CONCURRENTLY` and its
+kin, on the new schemas).
 
-Files are parsed with PostgreSQL's own parser (pglast/libpg_query) before anything runs, so
-a malformed file is reported with its name, line and column, and a statement that would
-touch a protected (legacy) schema is refused up front.
+Loading reads and checks every file (name, UTF-8, no NUL byte, unique version) but parses
+none: a file is parsed with PostgreSQL's own parser (pglast/libpg_query) only when it is
+about to run, once, linearly in its size, and its parse tree feeds the guard rail, which
+refuses up front a statement that would touch a protected (legacy) schema. The guard rail is
+a friendly early warning; the proof that nothing outside the managed scope changed is taken
+by the database itself when the file runs (`provision.safety`).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pglast
 from pglast import ast
@@ -27,28 +36,90 @@ from provision.errors import ConfigError, MigrationFileError
 
 MIGRATIONS_ENV_VAR = "NUCLEUS_BOOTSTRAP_SQL"
 FILE_PATTERN = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
-NO_TRANSACTION_MARK = re.compile(r"^\s*--\s*nucleus-provision:\s*no-transaction\s*$", re.MULTILINE)
+# What a migration file name might have meant to be: digits first, or a .sql suffix in any case.
+_NEAR_MISS = re.compile(r"^\d|\.sql\s*$", re.IGNORECASE)
+NO_TRANSACTION_MARK = re.compile(r"^\s*--\s*nucleus-provision:\s*no-transaction\s*$")
+_MARK_ANYWHERE = re.compile(r"nucleus-provision:\s*no-transaction", re.IGNORECASE)
+_NAMING_HINT = "name migrations NNN_lower_case_description.sql, e.g. 003_add_index.sql"
 
 
 @dataclass(frozen=True)
 class Statement:
     sql: str
     line: int
+    tree: Any = field(default=None, repr=False, compare=False)  # the pglast node
+
+
+def version_number(version: str | None) -> int | None:
+    """A version as the number it names (`001` -> 1); None for what is not a version."""
+    if version is None:
+        return None
+    text = str(version).strip()
+    return int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True)
 class Migration:
-    version: str
+    version: str  # as written in the file name, e.g. "001"
     name: str  # the file's stem, e.g. 001_init_schemas: what legacy tooling called migration_name
     description: str
     path: Path
     checksum: str
     transactional: bool
-    statements: tuple[Statement, ...]
+    text: str = field(repr=False)
 
     @property
     def filename(self) -> str:
         return self.path.name
+
+    @property
+    def number(self) -> int:
+        return int(self.version)
+
+    @property
+    def slug(self) -> str:
+        """The name without its version (`init_schemas`): what stays when a file is renumbered."""
+        return self.name.split("_", 1)[1]
+
+    @cached_property
+    def statements(self) -> tuple[Statement, ...]:
+        """The file's statements with their line numbers and parse trees: parsed on first use,
+        once, in one pass of PostgreSQL's parser."""
+        try:
+            raw = pglast.parse_sql(self.text)
+        except ParseError as exc:
+            message, offset = exc.args[0], exc.args[1]
+            line, col = _LineIndex(self.text).line_col(offset)
+            raise MigrationFileError(
+                f"{self.filename}:{line}:{col}: {message}",
+                hint="fix the SQL at that position; nothing was applied",
+            ) from None
+        if not raw:
+            raise MigrationFileError(
+                f"{self.filename}: contains no SQL statement",
+                hint="remove the file or add its SQL",
+            )
+        lines = _LineIndex(self.text)
+        statements = []
+        for node in raw:
+            start = node.stmt_location or 0
+            end = start + node.stmt_len if node.stmt_len else len(self.text)
+            statements.append(
+                Statement(self.text[start:end].strip(), lines.line_col(start)[0], node.stmt)
+            )
+        return tuple(statements)
+
+
+class _LineIndex:
+    """Line and column of an offset, in O(log n): counting newlines from the start for every
+    statement made parsing quadratic in the file's size."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        line = bisect.bisect_right(self.starts, offset)
+        return line, offset - self.starts[line - 1] + 1
 
 
 def default_directory() -> Path:
@@ -64,69 +135,99 @@ def default_directory() -> Path:
     return Path(__file__).resolve().parents[2] / "bootstrap_sql"
 
 
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+def _header_end(lines: list[str]) -> int:
+    """Index of the first line that is neither blank nor a `--` comment."""
+    for n, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("--"):
+            return n
+    return len(lines)
 
 
-def parse_migration(path: Path) -> Migration:
+def _transactional(path: Path, text: str) -> bool:
+    """False when the header declares no-transaction. The marker anywhere else (after the
+    first statement, inside a string, or misspelt) is an error: a file must not silently run
+    in the other mode than its author meant."""
+    lines = text.splitlines()
+    header = _header_end(lines)
+    marked = any(NO_TRANSACTION_MARK.match(line) for line in lines[:header])
+    for n, line in enumerate(lines, 1):
+        if _MARK_ANYWHERE.search(line) and not (n <= header and NO_TRANSACTION_MARK.match(line)):
+            raise MigrationFileError(
+                f"{path.name}:{n}: the no-transaction marker must be a comment line of its own "
+                "in the file's header, before the first statement",
+                hint="write `-- nucleus-provision: no-transaction` as one of the first lines",
+            )
+    return not marked
+
+
+def read_migration(path: Path) -> Migration:
+    """One file, named, decoded and checksummed; its SQL is parsed on first use."""
     match = FILE_PATTERN.match(path.name)
     if match is None:
-        raise MigrationFileError(
-            f"{path.name}: not a migration file name",
-            hint="name migrations NNN_lower_case_description.sql, e.g. 003_add_index.sql",
-        )
+        raise MigrationFileError(f"{path.name}: not a migration file name", hint=_NAMING_HINT)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MigrationFileError(
-            f"{path.name}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+            f"{path.name}: not valid UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
         ) from None
-    try:
-        slices = list(pglast.split(text, with_parser=True, only_slices=True))
-    except ParseError as exc:
-        message, offset = exc.args[0], exc.args[1]
-        line, col = _line_col(text, offset)
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
         raise MigrationFileError(
-            f"{path.name}:{line}:{col}: {message}",
-            hint="fix the SQL at that position; nothing was applied",
-        ) from None
-    if not slices:
-        raise MigrationFileError(
-            f"{path.name}: contains no SQL statement", hint="remove the file or add its SQL"
+            f"{path.name}:{line}: contains a NUL byte, which would cut the SQL short",
+            hint="remove the NUL byte (the file is probably binary or corrupted)",
         )
-    statements = tuple(Statement(text[s].strip(), _line_col(text, s.start)[0]) for s in slices)
     return Migration(
         version=match["version"],
         name=path.stem,
         description=match["name"].replace("_", " "),
         path=path,
         checksum=hashlib.sha256(raw).hexdigest(),
-        transactional=NO_TRANSACTION_MARK.search(text) is None,
-        statements=statements,
+        transactional=_transactional(path, text),
+        text=text,
     )
 
 
+def parse_migration(path: Path) -> Migration:
+    """Read and parse one file now (tests and tools that want every error at once)."""
+    migration = read_migration(path)
+    migration.statements  # noqa: B018 - parsing raises the file's errors
+    return migration
+
+
 def load_migrations(directory: Path | None = None) -> list[Migration]:
-    """Every migration of the directory, ordered by version; duplicates are an error."""
+    """Every migration of the directory, ordered by version. A file that looks meant as a
+    migration but is misnamed (`003_x.SQL`, `3-x.sql`) and two files of one version are
+    errors; other files (a README) are ignored."""
     directory = directory or default_directory()
     if not directory.is_dir():
         raise ConfigError(
             f"migrations directory {directory} does not exist",
             hint=f"run from the project checkout or set {MIGRATIONS_ENV_VAR}",
         )
-    migrations = [parse_migration(p) for p in sorted(directory.glob("*.sql"))]
+    migrations = []
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        if FILE_PATTERN.match(path.name):
+            migrations.append(read_migration(path))
+        elif _NEAR_MISS.search(path.name):
+            raise MigrationFileError(
+                f"{path.name}: looks like a migration but is not named like one, so it would "
+                "never run",
+                hint=_NAMING_HINT + " (lower case, .sql)",
+            )
     seen: dict[int, Migration] = {}
     for migration in migrations:
-        other = seen.get(int(migration.version))
+        other = seen.get(migration.number)
         if other is not None:
             raise MigrationFileError(
-                f"{migration.filename} and {other.filename} have the same version {int(migration.version)}",
+                f"{migration.filename} and {other.filename} have the same version "
+                f"{migration.number}",
                 hint="give every migration a unique numeric prefix",
             )
-        seen[int(migration.version)] = migration
-    return sorted(migrations, key=lambda m: int(m.version))
+        seen[migration.number] = migration
+    return sorted(migrations, key=lambda m: m.number)
 
 
 # -- guard rail: migrations must not touch protected schemas ---------------------------------
@@ -174,7 +275,7 @@ def _names(node: object) -> list[str]:
     if isinstance(node, ast.RangeVar):
         return [node.schemaname or "", node.relname or ""]
     if isinstance(node, ast.String):
-        return [node.sval]
+        return [node.sval or ""]
     if isinstance(node, ast.RenameStmt) and node.subname:  # ALTER SCHEMA x RENAME TO y
         return [node.subname]
     return []
@@ -188,7 +289,7 @@ def _problem(stmt: object, protected: set[str], version_table: tuple[str, str]) 
         if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _SESSION_SETTINGS:
             return f"changing {node.name} would let unqualified names reach other schemas"
         if isinstance(node, ast.FuncCall):
-            name = [n.sval for n in node.funcname if isinstance(n, ast.String)]
+            name = [n.sval or "" for n in node.funcname or () if isinstance(n, ast.String)]
             if name and name[-1] == "set_config":
                 return (
                     "set_config() can change search_path or the role behind the guard rail's back"
@@ -217,12 +318,65 @@ def check_protected(
     contents or the version table's rows, or that escapes what this check can see."""
     protected = set(protected)
     for statement in migration.statements:
-        for raw in pglast.parse_sql(statement.sql):
-            problem = _problem(raw.stmt, protected, version_table)
-            if problem:
-                kind = type(raw.stmt).__name__.removesuffix("Stmt")
-                raise MigrationFileError(
-                    f"{migration.filename}:{statement.line}: refused {kind} statement: {problem}",
-                    hint="legacy schemas and their rows are never altered or dropped; create new objects "
-                    "in the new schemas (reading legacy tables in a SELECT is fine)",
-                )
+        problem = _problem(statement.tree, protected, version_table)
+        if problem:
+            kind = type(statement.tree).__name__.removesuffix("Stmt")
+            raise MigrationFileError(
+                f"{migration.filename}:{statement.line}: refused {kind} statement: {problem}",
+                hint="legacy schemas and their rows are never altered or dropped; create new "
+                "objects in the new schemas (reading legacy tables in a SELECT is fine)",
+            )
+
+
+# -- no-transaction files ---------------------------------------------------------------------
+#
+# Outside a transaction nothing can be rolled back, and the after-the-fact proof of
+# `provision.safety` cannot undo anything either. So such files are limited to statements
+# whose whole effect is one index of a new schema, which is checked after it runs (an index
+# left invalid by a failed CONCURRENTLY build fails the step, and the next run rebuilds it).
+
+
+def _index_target(node: object) -> tuple[str, ...] | None:
+    """The qualified name an index statement acts on, if it is one of the allowed ones."""
+    if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
+        return (node.relation.schemaname or "",)
+    if isinstance(node, ast.DropStmt) and node.concurrent:
+        kind = getattr(node.removeType, "name", str(node.removeType))
+        if kind == "OBJECT_INDEX":
+            names = [[getattr(p, "sval", "") or "" for p in obj] for obj in node.objects or ()]
+            return tuple(n[0] if len(n) > 1 else "" for n in names)
+    if isinstance(node, ast.ReindexStmt) and node.relation is not None:
+        options = {getattr(p, "defname", "") for p in node.params or ()}
+        if "concurrently" in options:
+            return (node.relation.schemaname or "",)
+    return None
+
+
+def check_no_transaction(migration: Migration, managed: Iterable[str]) -> None:
+    """A no-transaction file holds only index builds and drops done CONCURRENTLY on the new
+    schemas, each naming its schema."""
+    if migration.transactional:
+        return
+    allowed = set(managed)
+    for statement in migration.statements:
+        schemas = _index_target(statement.tree)
+        if schemas is None or not schemas or not set(schemas) <= allowed:
+            kind = type(statement.tree).__name__.removesuffix("Stmt")
+            raise MigrationFileError(
+                f"{migration.filename}:{statement.line}: refused {kind} statement in a "
+                "no-transaction file: only CREATE INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY "
+                "and REINDEX ... CONCURRENTLY on a schema-qualified object of the new schemas "
+                "may run outside a transaction (nothing else could be rolled back)",
+                hint="move the other statements to a transactional migration file",
+            )
+
+
+def index_names(migration: Migration) -> tuple[tuple[str, str], ...]:
+    """(schema, index) of each CREATE INDEX CONCURRENTLY of a no-transaction file: checked for
+    validity after it runs."""
+    found = []
+    for statement in migration.statements:
+        node = statement.tree
+        if isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname and node.relation:
+            found.append((node.relation.schemaname or "", node.idxname))
+    return tuple(found)

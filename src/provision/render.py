@@ -1,15 +1,31 @@
-"""Turning reports into text, markdown (like the seed's analysis document) and JSON."""
+"""Everything the CLI shows: reports in text, markdown (like the seed's analysis) and JSON,
+plans, apply progress, and verify verdicts. Pure functions from data to strings; the CLI
+decides where they go."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from provision.analysis import Report
+import click
+from pg8000.native import literal
 
-_SEVERITY_MARK = {"critical": "❌", "high": "❌", "medium": "⚠️", "low": "ℹ️"}
+from provision.actions import Session, Sql
+from provision.executor import ApplyResult, Event, EventKind
+from provision.findings import Finding, Severity, Verdict
+from provision.planner import Plan
+from provision.report import Report, SchemaStatus
+
+_SEVERITY_MARK = {Severity.CRITICAL: "❌", Severity.HIGH: "❌", Severity.MEDIUM: "⚠️"}
+_STATUS_LABEL = {
+    SchemaStatus.LEGACY: "(OLD - legacy name)",
+    SchemaStatus.EXPECTED: "(NEW - expected by code)",
+    SchemaStatus.OTHER: "",
+}
 
 
 def to_json(data: Any) -> str:
@@ -20,15 +36,14 @@ def to_json(data: Any) -> str:
             return value.value
         if isinstance(value, (set, frozenset, tuple)):
             return list(value)
+        if is_dataclass(value) and not isinstance(value, type):
+            return asdict(value)
         raise TypeError(f"cannot serialise {type(value).__name__}")
 
     return json.dumps(data, indent=2, default=default, ensure_ascii=False)
 
 
-def _label(status: str) -> str:
-    return {"legacy": "(OLD - legacy name)", "expected": "(NEW - expected by code)", "other": ""}[
-        status
-    ]
+# -- inspect ----------------------------------------------------------------------------------
 
 
 def report_markdown(report: Report, *, title: str = "Database State Analysis") -> str:
@@ -45,54 +60,47 @@ def report_markdown(report: Report, *, title: str = "Database State Analysis") -
         "### Schemas Found",
         "```",
     ]
-    width = max((len(s["name"]) for s in report.schemas), default=10) + 2
+    width = max((len(s.name) for s in report.schemas), default=10) + 2
     lines += [
-        f"{s['name']:<{width}} {_label(s['status'])}".rstrip() + f"  owner: {s['owner']}"
+        f"{s.name:<{width}} {_STATUS_LABEL[s.status]}".rstrip() + f"  owner: {s.owner}"
         for s in report.schemas
     ]
     lines += ["```", ""]
     for schema in report.schemas:
-        if schema["status"] == "other" or not schema["tables"]:
+        if schema.status == SchemaStatus.OTHER or not schema.tables:
             continue
-        lines += [
-            f"### Tables in {schema['name']} {'(OLD)' if schema['status'] == 'legacy' else '(NEW)'}",
-            "```",
-        ]
-        lines += [f"- {t['name']} ({t['kind']}, owner {t['owner']})" for t in schema["tables"]]
+        age = "(OLD)" if schema.status == SchemaStatus.LEGACY else "(NEW)"
+        lines += [f"### Tables in {schema.name} {age}", "```"]
+        lines += [f"- {t.name} ({t.kind}, owner {t.owner})" for t in schema.tables]
         lines += ["```", ""]
     lines += ["### Schemas Expected by Code", "```"]
     lines += [
-        f"{s['name']:<12} {'present, owner ' + s['owner'] if s['present'] else 'MISSING'}"
+        f"{s.name:<12} {'present, owner ' + (s.owner or '?') if s.present else 'MISSING'}"
         for s in report.expected_schemas
     ]
     mt = report.migrations_table
+    state = f"owner {mt.owner}, columns {', '.join(mt.columns)}" if mt.exists else "missing"
     lines += [
         "```",
         "",
         "### Migrations Table",
         "```",
-        f"{mt['name']}: "
-        + (
-            f"owner {mt['owner']}, columns {', '.join(mt['columns'])}"
-            if mt["exists"]
-            else "missing"
-        ),
-        f"expected columns: {', '.join(mt['expected_columns'])}",
-        f"legacy rows: {len(mt['legacy_rows'])}; recorded versions: {', '.join(mt['recorded_versions']) or 'none'}",
+        f"{mt.name}: {state}",
+        f"expected columns: {', '.join(mt.expected_columns)}",
+        f"legacy rows: {len(mt.legacy_rows)}; recorded versions: "
+        f"{', '.join(mt.recorded_versions) or 'none'}",
         "```",
         "",
         "### Extensions",
         "```",
     ]
     lines += [
-        f"{e['name']:<12} installed {e['installed_version'] or '-'}, available {e['available_version'] or '-'}"
+        f"{e.name:<12} installed {e.installed_version or '-'}, available "
+        f"{e.available_version or '-'}"
         for e in report.extensions
     ]
     lines += ["```", "", "### Roles", "```"]
-    lines += [
-        f"{key}: {', '.join(value) if isinstance(value, list) else value}"
-        for key, value in report.roles.items()
-    ]
+    lines += [f"{key}: {_value(value)}" for key, value in asdict(report.roles).items()]
     lines += ["```", "", "---", "", "## Issues Identified", ""]
     if not report.findings:
         lines += ["None: the database matches the layout the code expects. ✅", ""]
@@ -109,43 +117,40 @@ def report_markdown(report: Report, *, title: str = "Database State Analysis") -
     return "\n".join(lines)
 
 
+def _value(value: object) -> str:
+    return ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
+
+
 def report_text(report: Report) -> str:
     lines = [
-        f"database {report.database} (PostgreSQL {report.server_version // 10000}), connected as {report.connected_as}",
+        f"database {report.database} (PostgreSQL {report.server_version // 10000}), "
+        f"connected as {report.connected_as}",
         "",
+        "schemas:",
     ]
-    lines.append("schemas:")
     for s in report.schemas:
-        tables = s["tables"]
-        names = ", ".join(t["name"] for t in tables[:8]) + (
-            f", ... ({len(tables)} in all)" if len(tables) > 8 else ""
-        )
-        lines.append(f"  {s['name']:<16} {s['status']:<8} owner {s['owner']:<18} {names}")
-    missing = [s["name"] for s in report.expected_schemas if not s["present"]]
+        names = ", ".join(t.name for t in s.tables[:8])
+        if len(s.tables) > 8:
+            names += f", ... ({len(s.tables)} in all)"
+        lines.append(f"  {s.name:<16} {s.status:<8} owner {s.owner:<18} {names}")
+    missing = [s.name for s in report.expected_schemas if not s.present]
     lines.append(f"  expected but missing: {', '.join(missing) or 'none'}")
     mt = report.migrations_table
-    lines += [
-        "",
-        f"migrations table {mt['name']}: "
-        + (
-            f"owner {mt['owner']}; columns {', '.join(mt['columns'])}"
-            if mt["exists"]
-            else "missing"
-        ),
-    ]
-    if mt["exists"]:
+    state = f"owner {mt.owner}; columns {', '.join(mt.columns)}" if mt.exists else "missing"
+    lines += ["", f"migrations table {mt.name}: {state}"]
+    if mt.exists:
         lines.append(
-            f"  legacy rows {len(mt['legacy_rows'])}; recorded versions {', '.join(mt['recorded_versions']) or 'none'}"
+            f"  legacy rows {len(mt.legacy_rows)}; recorded versions "
+            f"{', '.join(mt.recorded_versions) or 'none'}"
         )
     lines += ["", "extensions:"]
     lines += [
-        f"  {e['name']:<12} installed {e['installed_version'] or '-':<8} available {e['available_version'] or '-'}"
+        f"  {e.name:<12} installed {e.installed_version or '-':<8} available "
+        f"{e.available_version or '-'}"
         for e in report.extensions
     ]
     lines += ["", "roles:"]
-    lines += [
-        f"  {k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in report.roles.items()
-    ]
+    lines += [f"  {k}: {_value(v)}" for k, v in asdict(report.roles).items()]
     lines += [
         "",
         f"findings ({len(report.findings)}):"
@@ -160,12 +165,129 @@ def report_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-def display_sql(sql) -> str:
+# -- plan and apply ---------------------------------------------------------------------------
+
+
+def display_sql(sql: Sql) -> str:
     """A statement as printed by `plan`: bound values shown as literals. Plans never carry
     passwords (the engine sets none), so nothing here needs masking."""
-    from pg8000.native import literal
-
     shown = sql.text
     for name, value in sorted(sql.params.items(), key=lambda kv: -len(kv[0])):
         shown = shown.replace(f":{name}", literal(value))
     return shown
+
+
+def plan_dict(plan: Plan, manual: Sequence[Finding] = ()) -> dict[str, Any]:
+    return {
+        "changes": len(plan.actions),
+        "manual": [{"code": f.code, "message": f.message, "remedy": f.remedy} for f in manual],
+        "route": {"name": plan.route.name.value, "reason": plan.route.reason}
+        if plan.route
+        else None,
+        "pending_migrations": list(plan.pending),
+        "actions": [
+            {
+                "kind": a.kind.value,
+                "session": a.session.value,
+                "reason": a.reason,
+                "transactional": a.transactional,
+                "migration": a.migration.filename if a.migration else None,
+                "sql": [display_sql(s) for s in a.all_statements],
+            }
+            for a in plan.actions
+        ],
+    }
+
+
+def apply_dict(result: ApplyResult) -> dict[str, Any]:
+    return {
+        **plan_dict(result.plan),
+        "applied": [
+            {
+                "kind": a.kind.value,
+                "migration": a.migration.filename if a.migration else None,
+                "seconds": round(s, 3),
+            }
+            for a, s in result.timings
+        ],
+    }
+
+
+def manual_text(manual: Sequence[Finding]) -> str:
+    lines = [
+        click.style("Manual action required", bold=True)
+        + f": {len(manual)} difference(s) apply cannot fix"
+    ]
+    for f in manual:
+        lines += [f"  - {f.code}: {f.message}", f"    what to do: {f.remedy}"]
+    return "\n".join(lines)
+
+
+def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
+    if plan.empty and not manual:
+        return "No changes. The database matches the desired state."
+    if plan.empty:
+        return "No changes apply can make.\n\n" + manual_text(manual)
+    lines = []
+    if plan.route:
+        lines += [f"Ownership route: {plan.route.name.value}", f"  {plan.route.reason}", ""]
+    for n, action in enumerate(plan.actions, 1):
+        session = "as owner" if action.session == Session.OWNER else "as admin"
+        tx = "one transaction" if action.transactional else "NOT transactional"
+        lines.append(click.style(f"{n}. {action.kind.value}", bold=True) + f" ({session}, {tx})")
+        lines.append(f"   why: {action.reason}")
+        for sql in action.all_statements:
+            shown = display_sql(sql)
+            if action.migration and not sql.params and len(shown) > 100:
+                shown = shown.splitlines()[0][:100] + " ..."
+            lines.append(f"   {shown};")
+    lines += ["", f"Plan: {len(plan.actions)} action(s). Run `apply` to execute exactly these."]
+    if manual:
+        lines += ["", manual_text(manual)]
+    return "\n".join(lines)
+
+
+def apply_summary(result: ApplyResult) -> str | None:
+    if result.plan.empty:
+        return None
+    return (
+        f"\nApply complete: {len(result.timings)} action(s); "
+        "the database matches the desired state."
+    )
+
+
+def progress(
+    echo: Callable[..., None], *, show_plan: bool, show_steps: bool
+) -> Callable[[Event], None]:
+    """The listener of `apply`: lock waits always (on stderr), the plan and each step on
+    request. `echo` is click.echo's signature (message, nl=, err=)."""
+
+    def listener(event: Event) -> None:
+        if event.kind == EventKind.WAITING:
+            echo(f"waiting: {event.message}", err=True)
+        elif event.kind == EventKind.PLAN and show_plan and event.plan is not None:
+            echo(plan_text(event.plan))
+            if not event.plan.empty:
+                echo("\nApplying:")
+        elif event.kind == EventKind.ACTION_START and show_steps and event.action is not None:
+            migration = f" {event.action.migration.filename}" if event.action.migration else ""
+            echo(f"  - {event.action.kind.value}{migration} ...", nl=False)
+        elif event.kind == EventKind.ACTION_DONE and show_steps:
+            echo(f" done ({event.seconds:.2f}s)")
+
+    return listener
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+def verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    return {"matches": verdict.matches, "differences": list(verdict.differences)}
+
+
+def verdict_text(verdict: Verdict) -> str:
+    if verdict.matches:
+        return "OK: the database matches the desired state."
+    lines = [f"The database differs from the desired state ({len(verdict.differences)}):"]
+    lines += [f"  - {d}" for d in verdict.differences]
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.dialects import postgresql
 
-_quote = postgresql.dialect().identifier_preparer.quote
+_quote = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
 
 
 def ident(*parts: str) -> str:

@@ -1,23 +1,24 @@
-"""Fixtures of the `diff` system tests: the layout applied once per module, cloned per test.
+"""Fixtures of the system tests: one embedded Cloud-SQL-like server per test session, one database per test.
 
-Applying the layout (through the real CLI) to an `empty` and to a `legacy-nucleus-v12`
-database takes a few seconds; each test then gets its own copies of the two applied databases
-(`CREATE DATABASE ... TEMPLATE`: milliseconds), so a test may change one side freely.
+The server starts once (about a second). Each scenario is loaded once into a template
+database; every test then gets its own copy, created and dropped by pytest-postgresql's
+DatabaseJanitor (CREATE DATABASE ... TEMPLATE is a file copy: milliseconds). The copy is
+handed to `cloudsqlsuperuser`, as databases created through Cloud SQL's API are.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
+import pg8000.native
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from helpers import cli
-from provision.local.server import (
+from provision.commands import ENVIRONMENT_ENV_VAR
+from provision.local import scenarios
+from provision.local.instance import (
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
     OWNER_USER,
@@ -25,74 +26,102 @@ from provision.local.server import (
     LocalInstance,
     connect_as,
 )
+from provision.local.server import Server
 
-_names = itertools.count()
+# Every database of these tests lives on the emulated server, which is what the `local`
+# environment describes (its server cannot load pgaudit): `--dsn` runs check local's desired
+# state. Tests of prod's desired state name `--env prod` themselves.
+os.environ[ENVIRONMENT_ENV_VAR] = "local"
 
 
 @dataclass(frozen=True)
-class Side:
-    """One database of the pair: its DSNs, and a way to change it by hand."""
+class Database:
+    """One test database on the embedded server, with the DSNs of each role."""
 
     instance: LocalInstance
     name: str
 
+    def dsn(self, user: str, password: str | None = None) -> str:
+        return self.instance.dsn(user, self.name, password)
+
     @property
     def admin_dsn(self) -> str:
-        return self.instance.dsn(ADMIN_USER, self.name)
+        return self.dsn(ADMIN_USER)
 
     @property
     def owner_dsn(self) -> str:
-        return self.instance.dsn(OWNER_USER, self.name)
+        return self.dsn(OWNER_USER)
 
-    def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER) -> Any:
-        conn = connect_as(self.instance, user, self.name, timeout=30)
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The CLI's TARGET options for both sessions."""
+        return ("--dsn", self.admin_dsn, "--owner-dsn", self.owner_dsn)
+
+    def connect(self, user: str = BOOTSTRAP_SUPERUSER) -> pg8000.native.Connection:
+        return connect_as(self.instance, user, self.name, timeout=30)
+
+    def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER, **params):
+        conn = self.connect(user)
         try:
-            return conn.run(sql)
+            return conn.run(sql, **params)
         finally:
             conn.close()
 
 
-def _create(instance: LocalInstance, template: str) -> tuple[DatabaseJanitor, Side]:
-    name = f"d{os.getpid()}_{next(_names)}"
+@pytest.fixture(scope="session")
+def instance(tmp_path_factory: pytest.TempPathFactory):
+    server = Server(tmp_path_factory.mktemp("cloudsql"))
+    started = server.start("empty")
+    for name in scenarios.SCENARIOS:
+        scenarios.load(started, name, database=f"tmpl_{name.replace('-', '_')}")
+    yield started
+    server.stop()
+
+
+_counter = itertools.count()
+
+
+def _database(instance: LocalInstance, scenario: str) -> tuple[DatabaseJanitor, Database]:
+    name = f"t{os.getpid()}_{next(_counter)}"
     janitor = DatabaseJanitor(
         user=BOOTSTRAP_SUPERUSER,
         host=instance.host,
         port=instance.port,
         dbname=name,
-        template_dbname=template,
+        template_dbname=f"tmpl_{scenario.replace('-', '_')}",
         password=instance.passwords[BOOTSTRAP_SUPERUSER],
     )
     janitor.init()
-    side = Side(instance, name)
-    side.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
-    return janitor, side
+    db = Database(instance, name)
+    db.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
+    return janitor, db
 
 
-@pytest.fixture(scope="module")
-def applied(instance: LocalInstance) -> Iterator[dict[str, str]]:
-    """Template databases: the layout applied to `empty` and to `legacy-nucleus-v12`."""
-    janitors, names = [], {}
-    for scenario in ("empty", "legacy-nucleus-v12"):
-        janitor, side = _create(instance, f"tmpl_{scenario.replace('-', '_')}")
+@pytest.fixture
+def make_db(instance):
+    """Factory: a fresh database loaded with a scenario, dropped after the test."""
+    janitors = []
+
+    def make(scenario: str) -> Database:
+        janitor, db = _database(instance, scenario)
         janitors.append(janitor)
-        run = cli("apply", "--dsn", side.admin_dsn, "--owner-dsn", side.owner_dsn)
-        assert run.code == 0, run.err
-        names[scenario] = side.name
-    yield names
+        return db
+
+    yield make
     for janitor in janitors:
         janitor.drop()
 
 
 @pytest.fixture
-def clone(instance: LocalInstance, applied: dict[str, str]) -> Iterator[Callable[[str], Side]]:
-    """Factory: a fresh copy of the applied `empty` or `legacy-nucleus-v12` database."""
-    janitors = []
+def legacy_db(make_db) -> Database:
+    return make_db("legacy-nucleus-v12")
 
-    def make(scenario: str) -> Side:
-        janitor, side = _create(instance, applied[scenario])
-        janitors.append(janitor)
-        return side
 
-    yield make
-    for janitor in janitors:
-        janitor.drop()
+@pytest.fixture
+def partial_db(make_db) -> Database:
+    return make_db("legacy-nucleus-v12-partial")
+
+
+@pytest.fixture
+def empty_db(make_db) -> Database:
+    return make_db("empty")

@@ -8,11 +8,103 @@ must name exactly that difference, in JSON, text and markdown, exit 2; undone, e
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from helpers import assert_clean_error, cli
+from provision.local.instance import (
+    ADMIN_USER,
+    BOOTSTRAP_SUPERUSER,
+    OWNER_USER,
+    SUPERUSER_GROUP,
+    LocalInstance,
+    connect_as,
+    superuser_connection,
+)
+
+# -- fixtures: the layout applied once per module, cloned per test ----------------------------
+#
+# Applying the layout (through the real CLI) to an `empty` and to a `legacy-nucleus-v12`
+# database takes a few seconds; each test then gets its own copies of the two applied
+# databases (`CREATE DATABASE ... TEMPLATE`: milliseconds), so a test may change one side.
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Side:
+    """One database of the pair: its DSNs, and a way to change it by hand."""
+
+    instance: LocalInstance
+    name: str
+
+    @property
+    def admin_dsn(self) -> str:
+        return self.instance.dsn(ADMIN_USER, self.name)
+
+    @property
+    def owner_dsn(self) -> str:
+        return self.instance.dsn(OWNER_USER, self.name)
+
+    def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER) -> Any:
+        conn = connect_as(self.instance, user, self.name, timeout=30)
+        try:
+            return conn.run(sql)
+        finally:
+            conn.close()
+
+
+def _create(instance: LocalInstance, template: str) -> tuple[DatabaseJanitor, Side]:
+    name = f"d{os.getpid()}_{next(_names)}"
+    janitor = DatabaseJanitor(
+        user=BOOTSTRAP_SUPERUSER,
+        host=instance.host,
+        port=instance.port,
+        dbname=name,
+        template_dbname=template,
+        password=instance.passwords[BOOTSTRAP_SUPERUSER],
+    )
+    janitor.init()
+    side = Side(instance, name)
+    side.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
+    return janitor, side
+
+
+@pytest.fixture(scope="module")
+def applied(instance: LocalInstance) -> Iterator[dict[str, str]]:
+    """Template databases: the layout applied to `empty` and to `legacy-nucleus-v12`."""
+    janitors, names = [], {}
+    for scenario in ("empty", "legacy-nucleus-v12"):
+        janitor, side = _create(instance, f"tmpl_{scenario.replace('-', '_')}")
+        janitors.append(janitor)
+        run = cli("apply", "--dsn", side.admin_dsn, "--owner-dsn", side.owner_dsn)
+        assert run.code == 0, run.err
+        names[scenario] = side.name
+    yield names
+    for janitor in janitors:
+        janitor.drop()
+
+
+@pytest.fixture
+def clone(instance: LocalInstance, applied: dict[str, str]) -> Iterator[Callable[[str], Side]]:
+    """Factory: a fresh copy of the applied `empty` or `legacy-nucleus-v12` database."""
+    janitors = []
+
+    def make(scenario: str) -> Side:
+        janitor, side = _create(instance, applied[scenario])
+        janitors.append(janitor)
+        return side
+
+    yield make
+    for janitor in janitors:
+        janitor.drop()
+
 
 MANAGED = "dna,tasks,agents,results,memory,assembly,execution,public"
 # The production side keeps the old tooling's history, which a fresh database never has.
@@ -288,8 +380,6 @@ def test_ignore_drops_a_category(pair):
 @pytest.fixture
 def app_roles(instance):
     """Two roles of the server (roles are cluster-wide): one a member of nucleus, one not."""
-    from provision.local.server import superuser_connection
-
     conn = superuser_connection(instance)
     try:
         conn.run("CREATE ROLE diff_app_prod IN ROLE nucleus")
@@ -333,8 +423,6 @@ def test_map_role_compares_differently_named_roles_and_their_memberships(app_rol
 
 def test_a_read_behind_a_lock_gives_up_instead_of_hanging(pair):
     prod, staging = pair
-    from provision.local.server import connect_as
-
     holder = connect_as(staging.instance, "cloudsqladmin", staging.name, timeout=30)
     try:
         holder.run("BEGIN")
@@ -391,8 +479,6 @@ def test_an_unreachable_side_is_an_error_without_its_password(pair):
 @pytest.fixture
 def second_emulation(tmp_path):
     """A second Cloud SQL emulation (its own server and roles), reached as `--env local`."""
-    import os
-
     from provision.local.server import Server
 
     state_dir = tmp_path / "staging-emulation"
@@ -415,8 +501,6 @@ def test_two_emulations_through_the_connector_then_a_membership_changed_by_hand(
     assert (run.code, run.json) == (0, []), run.out + run.err
 
     # Memberships live in the server, not the database: only two servers can differ in them.
-    from provision.local.server import superuser_connection
-
     conn = superuser_connection(staging_instance)
     try:
         conn.run("GRANT pg_read_all_data TO nucleus")

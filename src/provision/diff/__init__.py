@@ -50,7 +50,6 @@ class Defaults:
 
     managed_schemas: tuple[str, ...]  # the new layout's schemas and the version table's
     legacy_schemas: tuple[str, ...]
-    roles: tuple[str, ...]  # the layout's owner and admin: always in the managed roles
     migrations_table: tuple[str, str]
 
     @property
@@ -59,14 +58,16 @@ class Defaults:
 
 
 def defaults() -> Defaults:
-    """The one place `diff` reads the layout (it is being reshaped: keep this the only import)."""
-    from provision.layout import NUCLEUS as layout
+    """The one place `diff` reads the layout (keep it the only import, so that a reshaped
+    layout touches one line here).
 
-    mt = layout.migrations_table
-    managed = tuple(dict.fromkeys((*layout.schema_names, mt.schema)))
-    return Defaults(
-        managed, tuple(layout.protected_schemas), (layout.owner, layout.admin), (mt.schema, mt.name)
-    )
+    Roles are not taken from it: they differ per environment, and every role that owns or is
+    granted something compared is a managed role anyway (see `compare`)."""
+    from provision.desired import LAYOUT as layout
+
+    vt = layout.version_table
+    managed = tuple(dict.fromkeys((*(s.name for s in layout.schemas), vt.schema)))
+    return Defaults(managed, tuple(layout.protected_schemas), (vt.schema, vt.name))
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,6 @@ def run(
     settings = defaults()
     scope = schemas if schemas is not None else settings.schemas
     options = options or Options()
-    if not options.managed_roles:
-        options = Options(options.ignore, options.role_map, frozenset(settings.roles))
 
     def read(side: Side) -> Snapshot:
         with db.connect(side.engine, side.description) as conn:

@@ -11,8 +11,8 @@ Decisions worth knowing:
 - Privileges are sets of (grantee, privilege, grantable): order and grantor do not matter.
   The owner's own entry is compared as the grantee `owner`, so handing an object to another
   role is one `owner` difference, not also two privilege differences.
-- Memberships are compared for the managed roles: the layout's owner and admin, plus every
-  role that owns or is granted something in the compared objects, minus the platform's own
+- Memberships are compared for the managed roles: every role that owns or is granted
+  something in the compared objects (plus `Options.managed_roles`), minus the platform's own
   roles (`cloudsql*`, `pg_*`). A membership counts when both ends are managed, or when a
   managed role is a member of a platform role (`cloudsqlsuperuser`, `pg_read_all_data`).
 - Migration records: the versions and checksums of the adopted version table, not when
@@ -101,7 +101,8 @@ class Difference:
 class Options:
     ignore: frozenset[str] = frozenset()
     role_map: Mapping[str, str] = field(default_factory=dict)  # left name -> right name
-    managed_roles: frozenset[str] = frozenset()  # in the right side's names
+    # Roles always compared (in the right side's names), e.g. an environment's owner and admin.
+    managed_roles: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.ignore) - set(CATEGORIES))

@@ -1,0 +1,205 @@
+"""The desired state: what the Nucleus database must look like, as one frozen value.
+
+Everything the engine compares against lives here and is built by one function,
+`desired_state(environment, migrations)`: the roles come from the environment's `users` in
+environments.toml (so `inspect`, `plan`, `apply`, `verify` and the stacks' hook agree on the
+owner), the layout of schemas and tables is the code's (below), the migrations are the files
+of `bootstrap_sql/`. Nothing here talks to a database; `fingerprint()` is what the stacks'
+hook hashes to know when to run again.
+
+Adding a migration touches `bootstrap_sql/` and, when it creates a table the code relies on,
+`LAYOUT` below: nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+from provision.config import Environment
+from provision.migrations import Migration
+from provision.sql import ident
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    migration: str  # version of the migration that creates it
+    legacy: str | None = None  # the old schema the code used to expect instead
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    migration: str
+    legacy: tuple[str, str] | None = None  # (schema, table) of its old counterpart
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    definition: str  # type and default, as in ADD COLUMN / CREATE TABLE
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    """The version table, adopted in place: the legacy columns and rows stay, the columns the
+    code expects are added, and Flyway's bookkeeping (checksum, run time) beside them."""
+
+    schema: str
+    name: str
+    legacy_columns: tuple[Column, ...]
+    expected_columns: tuple[Column, ...]
+    bookkeeping_columns: tuple[Column, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> str:
+        """The quoted, qualified name for SQL."""
+        return ident(self.schema, self.name)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """Every column once, in table order: legacy first (`id` is shared), then the rest."""
+        seen: dict[str, Column] = {}
+        for column in self.legacy_columns + self.expected_columns + self.bookkeeping_columns:
+            seen.setdefault(column.name, column)
+        return tuple(seen.values())
+
+    @property
+    def added_columns(self) -> tuple[Column, ...]:
+        """What adoption adds to the legacy table."""
+        legacy = {c.name for c in self.legacy_columns}
+        return tuple(c for c in self.columns if c.name not in legacy)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def required_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.expected_columns + self.bookkeeping_columns)
+
+    @property
+    def version_index(self) -> str:
+        return f"{self.name}_version_key"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The objects the code expects, independent of any environment."""
+
+    schemas: tuple[Schema, ...]
+    tables: tuple[Table, ...]
+    extensions: tuple[str, ...]
+    protected_schemas: tuple[str, ...]  # legacy: never altered, their rows never changed
+    version_table: VersionTable
+
+
+LAYOUT = Layout(
+    schemas=(
+        Schema("dna", "001", legacy="dna_schema"),
+        Schema("tasks", "001", legacy="tasks_schema"),
+        Schema("agents", "001", legacy="agents_schema"),
+        Schema("results", "001", legacy="results_schema"),
+        Schema("memory", "001"),
+        Schema("assembly", "001"),
+        Schema("execution", "001"),
+    ),
+    tables=(
+        Table("dna", "entity", "001", legacy=("dna_schema", "entities")),
+        Table("dna", "interests", "001"),
+        Table("dna", "goals", "001"),
+        Table("dna", "values", "001"),
+        Table("dna", "raw_data", "001"),
+        Table("dna", "entity_integrations", "002"),
+        Table("tasks", "task", "001"),
+        Table("agents", "agent", "001"),
+        Table("results", "result", "001"),
+        Table("memory", "memory", "001"),
+        Table("assembly", "blueprint", "001"),
+        Table("execution", "run", "001"),
+    ),
+    extensions=("vector",),  # per environment: Environment.required_extensions
+    protected_schemas=("dna_schema", "tasks_schema", "agents_schema", "results_schema"),
+    version_table=VersionTable(
+        schema="public",
+        name="migrations",
+        # What production's legacy tooling created (the seed: `id, migration_name, applied_at`).
+        legacy_columns=(
+            Column("id", "serial PRIMARY KEY"),
+            Column("migration_name", "varchar(255) NOT NULL UNIQUE"),
+            Column("applied_at", "timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP"),
+        ),
+        # What the code expects (the seed: `id, version, description, executed_at`).
+        expected_columns=(
+            Column("id", "serial PRIMARY KEY"),
+            Column("version", "varchar(50)"),
+            Column("description", "text"),
+            Column("executed_at", "timestamptz DEFAULT CURRENT_TIMESTAMP"),
+        ),
+        # Kept as Flyway keeps them: detect edited files, show how long each migration took.
+        bookkeeping_columns=(
+            Column("checksum", "varchar(64)"),
+            Column("execution_time_ms", "integer"),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The layout, the roles of one environment, and the migrations to have run."""
+
+    owner: str  # owns every object of the new layout (users.owner)
+    admin: str  # the run's admin session (users.admin, or the IAM login's role)
+    layout: Layout = LAYOUT
+    migrations: tuple[Migration, ...] = field(default=())
+
+    @property
+    def schema_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.layout.schemas)
+
+    @property
+    def version_table(self) -> VersionTable:
+        return self.layout.version_table
+
+    def with_admin(self, admin: str) -> DesiredState:
+        """The same state seen from another admin login (an IAM service account's role)."""
+        return replace(self, admin=admin)
+
+    def fingerprint(self) -> str:
+        """sha256 of everything declared, migrations by name and checksum: what the stacks'
+        hook hashes, so that it runs again exactly when the desired state changes."""
+        data = {
+            "owner": self.owner,
+            "admin": self.admin,
+            "layout": asdict(self.layout),
+            "migrations": [(m.filename, m.checksum) for m in self.migrations],
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def desired_state(environment: Environment, migrations: Sequence[Migration] = ()) -> DesiredState:
+    """The desired state of one environment: its users, the code's layout, these migrations.
+
+    The admin is `users.admin`; a run that logs in another way (an IAM service account) sees
+    the same state `with_admin` its login's role."""
+    return DesiredState(
+        owner=environment.users.owner.name,
+        admin=environment.users.admin.name,
+        # pgvector everywhere; pgaudit where the environment's instance loads it (the
+        # cloudsql.enable_pgaudit flag), which the local emulation cannot.
+        layout=replace(LAYOUT, extensions=environment.required_extensions),
+        migrations=tuple(migrations),
+    )

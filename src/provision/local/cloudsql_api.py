@@ -1,0 +1,77 @@
+"""What Cloud SQL itself does inside PostgreSQL, as the emulated `cloudsqladmin`: the acts of
+creating an instance and of the Admin API's users and databases calls.
+
+- instance creation: `cloudsqlsuperuser` is a NOLOGIN CREATEROLE CREATEDB group; `postgres`
+  is LOGIN CREATEROLE CREATEDB NOSUPERUSER and a member of it;
+- `google_sql_user` / `gcloud sql users create`: a LOGIN member of `cloudsqlsuperuser`,
+  created by `cloudsqladmin`, so `postgres` holds no ADMIN OPTION on it;
+- `google_sql_database`: a database owned by `cloudsqlsuperuser` (and only the owner has
+  CREATE on it, which is what keeps `vector` to members of that group);
+- `gcloud sql users create EMAIL --type=cloud_iam_service_account`: the same, also a member
+  of `cloudsqliamserviceaccount`, named after the email less `.gserviceaccount.com`.
+
+See shared/docs/cloudsql.md, sections 1 to 3. These are never what the tool does.
+"""
+
+from __future__ import annotations
+
+import pg8000.native
+from pg8000.native import identifier, literal
+
+from provision.local.instance import (
+    ADMIN_USER,
+    IAM_SERVICE_ACCOUNT_GROUP,
+    OWNER_USER,
+    SUPERUSER_GROUP,
+    LocalInstance,
+    superuser_connection,
+)
+
+
+def create_user(conn: pg8000.native.Connection, name: str, password: str) -> None:
+    """A built-in user created through the API: a LOGIN member of cloudsqlsuperuser."""
+    conn.run(
+        f"CREATE ROLE {identifier(name)} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} "
+        f"IN ROLE {identifier(SUPERUSER_GROUP)}"
+    )
+
+
+def create_database(conn: pg8000.native.Connection, name: str) -> None:
+    """A database created through the API: owned by cloudsqlsuperuser."""
+    conn.run(f"CREATE DATABASE {identifier(name)} OWNER {identifier(SUPERUSER_GROUP)}")
+
+
+def bootstrap(instance: LocalInstance) -> None:
+    """The roles of a new Cloud SQL instance, and the owner user Terraform creates beside it."""
+    conn = superuser_connection(instance)
+    try:
+        conn.run(f"CREATE ROLE {identifier(SUPERUSER_GROUP)} NOLOGIN CREATEROLE CREATEDB")
+        conn.run(
+            f"CREATE ROLE {identifier(ADMIN_USER)} LOGIN CREATEROLE CREATEDB NOSUPERUSER "
+            f"PASSWORD {literal(instance.passwords[ADMIN_USER])} IN ROLE {identifier(SUPERUSER_GROUP)}"
+        )
+        create_user(conn, OWNER_USER, instance.passwords[OWNER_USER])
+    finally:
+        conn.close()
+
+
+def create_iam_service_account_user(instance: LocalInstance, db_user: str, password: str) -> None:
+    """An IAM service-account user (idempotent). `password` is internal to the emulation: only
+    its proxy uses it, to finish the login of a client whose certificate proves the identity."""
+    conn = superuser_connection(instance)
+    try:
+        group = identifier(IAM_SERVICE_ACCOUNT_GROUP)
+        if not conn.run(
+            "SELECT 1 FROM pg_roles WHERE rolname = :name", name=IAM_SERVICE_ACCOUNT_GROUP
+        ):
+            conn.run(f"CREATE ROLE {group} NOLOGIN")
+        role = identifier(db_user)
+        if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=db_user):
+            conn.run(f"ALTER ROLE {role} LOGIN PASSWORD {literal(password)}")
+        else:
+            conn.run(
+                f"CREATE ROLE {role} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} "
+                f"IN ROLE {identifier(SUPERUSER_GROUP)}, {group}"
+            )
+    finally:
+        conn.close()

@@ -1,0 +1,208 @@
+"""The emulated Cloud SQL Admin API: the two calls the Cloud SQL Python Connector makes.
+
+Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint=
+"http://127.0.0.1:PORT"`), under the real paths and with Google's shapes:
+
+- `GET  /sql/v1beta4/projects/{project}/instances/{instance}/connectSettings`
+- `POST /sql/v1beta4/projects/{project}/instances/{instance}:generateEphemeralCert`
+- errors as `{"error": {"code": N, "message": "...", "status": "NOT_FOUND"}}`: 401 without a
+  valid bearer token, 404 for another project or instance, 400 for a malformed request,
+  403 for an IAM login token the emulation does not know.
+
+The emulated instance answers for every `ip_type` (PRIMARY, PRIVATE and PSC) with the same
+loopback address, so an environment's ip_type setting is exercised locally whatever it is.
+Every call is written to the emulator's records with the caller's identity and user agent
+(never the token).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from provision.local.gcp import certs
+from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
+
+COMPONENT = "admin-api"
+_CONNECT_SETTINGS = re.compile(r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+)/connectSettings")
+_EPHEMERAL_CERT = re.compile(
+    r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+):generateEphemeralCert"
+)
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _error_body(code: int, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "status": _STATUS.get(code, "UNKNOWN"),
+            "errors": [
+                {
+                    "message": message,
+                    "domain": "global",
+                    "reason": _STATUS.get(code, "unknown").lower(),
+                }
+            ],
+        }
+    }
+
+
+@dataclass
+class AdminApi:
+    state: EmulatorState
+    records: RecordLog
+
+    def __post_init__(self) -> None:
+        self.server_ca = self.state.keypair("server-ca")
+        self.client_ca = self.state.keypair("client-ca")
+
+    # -- request handling -----------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        record: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "user_agent": request.headers.get("User-Agent", ""),
+        }
+        event = "request"
+        try:
+            caller = self._caller(request)
+            record["caller"] = caller
+            if match := _CONNECT_SETTINGS.fullmatch(request.path):
+                event = "connectSettings"
+                self._allow(request, "GET")
+                self._instance(*match.groups())
+                body = self._connect_settings()
+            elif match := _EPHEMERAL_CERT.fullmatch(request.path):
+                event = "generateEphemeralCert"
+                self._allow(request, "POST")
+                self._instance(*match.groups())
+                body, record["certificate"] = await self._ephemeral_cert(request)
+            else:
+                raise ApiError(
+                    404, f"The requested URL {request.path} was not found on this server."
+                )
+        except ApiError as exc:
+            self.records.write(COMPONENT, event, status=exc.code, error=exc.message, **record)
+            return web.json_response(_error_body(exc.code, exc.message), status=exc.code)
+        self.records.write(COMPONENT, event, status=200, **record)
+        return web.json_response(body)
+
+    def _caller(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if token and token == self.state.api_token:
+            return "local developer (static token)"
+        for user in iam_users(self.state.state_dir).values():
+            if token and token == user.token:
+                return f"serviceAccount:{user.email}"
+        raise ApiError(
+            401,
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+            "login cookie or other valid authentication credential.",
+        )
+
+    @staticmethod
+    def _allow(request: web.Request, method: str) -> None:
+        if request.method != method:
+            raise ApiError(405, f"Method {request.method} is not allowed here; use {method}.")
+
+    def _instance(self, project: str, instance: str) -> None:
+        if project != self.state.project:
+            raise ApiError(
+                404, f"The project {project} does not exist or has no Cloud SQL instances."
+            )
+        if instance != self.state.instance:
+            raise ApiError(404, "The Cloud SQL instance does not exist.")
+
+    def _connect_settings(self) -> dict[str, Any]:
+        ca = self.server_ca.cert
+        address = self.state.address
+        return {
+            "kind": "sql#connectSettings",
+            "serverCaCert": {
+                "kind": "sql#sslCert",
+                "certSerialNumber": str(ca.serial_number),
+                "cert": self.server_ca.cert_pem,
+                "commonName": ca.subject.rfc4514_string(),
+                "expirationTime": ca.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+                "instance": self.state.instance,
+            },
+            "ipAddresses": [
+                {"type": "PRIMARY", "ipAddress": address},
+                {"type": "PRIVATE", "ipAddress": address},
+            ],
+            "region": self.state.region,
+            "databaseVersion": self.state.database_version,
+            "backendType": "SECOND_GEN",
+            "pscEnabled": True,
+            "dnsName": f"{address}.",
+        }
+
+    async def _ephemeral_cert(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "Invalid JSON payload received.") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("public_key"), str):
+            raise ApiError(400, "Invalid request: public_key is required.")
+        iam_email = None
+        token = payload.get("access_token")
+        if token is not None:
+            # IAM database authentication: the login token names the service account, which
+            # the certificate then carries (see provision.local.gcp.proxy).
+            matches = [u for u in iam_users(self.state.state_dir).values() if u.token == token]
+            if not matches:
+                raise ApiError(
+                    403, "The access_token is not valid for IAM database authentication."
+                )
+            iam_email = matches[0].email
+        try:
+            cert = certs.issue_ephemeral_cert(
+                self.client_ca, payload["public_key"], iam_email=iam_email
+            )
+        except certs.InvalidPublicKey as exc:
+            raise ApiError(400, f"Invalid request: {exc}.") from None
+        body = {
+            "ephemeralCert": {
+                "kind": "sql#sslCert",
+                "certSerialNumber": str(cert.serial_number),
+                "cert": certs.pem(cert),
+                "commonName": cert.subject.rfc4514_string(),
+                "expirationTime": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+                "instance": self.state.instance,
+            }
+        }
+        return body, certs.describe(cert)
+
+
+async def start(
+    state: EmulatorState, sock: Any, records: RecordLog
+) -> Callable[[], Awaitable[None]]:
+    """Serve the Admin API on the given listening socket; returns the coroutine that stops it."""
+    api = AdminApi(state, records)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner.cleanup

@@ -1,0 +1,133 @@
+"""Helpers of the connector tests (imported by their conftest and test modules; the name is
+unique so that it cannot clash with another test directory's helpers on sys.path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision import cloudsql, db
+from provision.config import Environment, load_environment
+from provision.local import plugin
+from provision.local.gcp import state as gcp_state
+from provision.local.instance import LocalInstance
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIG = ROOT / "environments.toml"
+SCENARIO = "legacy-nucleus-v12"
+IAM_ACCOUNT = "runner@local-project.iam.gserviceaccount.com"
+
+
+@dataclass(frozen=True)
+class Emulation:
+    instance: LocalInstance
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.instance.state_dir)
+
+    @property
+    def state(self) -> gcp_state.EmulatorState:
+        loaded = gcp_state.EmulatorState.load(self.state_dir)
+        assert loaded is not None
+        return loaded
+
+    def records(self, since: int = 0) -> list[dict]:
+        return gcp_state.records(self.state_dir)[since:]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a CLI run against this emulation."""
+        return {**os.environ, "NUCLEUS_LOCAL_STATE_DIR": str(self.state_dir), **extra}
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+def nucleus(*args: str, env: dict[str, str], timeout: float = 60) -> Run:
+    """`nucleus-provision ARGS` in a subprocess, as users and CI run it."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "provision", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def config_variant(tmp_path: Path, name: str, **local: object) -> Path:
+    """environments.toml with the `local` environment's top-level keys replaced or added."""
+    lines = CONFIG.read_text().splitlines()
+    out: list[str] = []
+    in_local = False
+    for line in lines:
+        if line.startswith("["):
+            in_local = line.strip() == "[environments.local]"
+        key = line.split("=", 1)[0].strip()
+        if in_local and key in local:
+            continue
+        out.append(line)
+        if line.strip() == "[environments.local]":
+            out += [f"{k} = {_toml(v)}" for k, v in local.items()]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value) + '"'
+
+
+def local_environment(**changes: object) -> Environment:
+    """The `local` environment of environments.toml with some fields changed (validated)."""
+    local = load_environment("local", CONFIG)
+    return Environment.model_validate({**local.model_dump(), **changes})
+
+
+def emulated_target(environment: Environment, state_dir: Path, **options: float) -> db.Target:
+    """`cloudsql.target_for` with the `local` connector plug-in's overrides for `state_dir`."""
+    return cloudsql.target_for(
+        environment, overrides=plugin.overrides(environment, state_dir=state_dir), **options
+    )
+
+
+def iam_environment() -> Environment:
+    """The `local` environment with IAM database authentication for one service account."""
+    return local_environment(iam_auth=True, iam_users=[IAM_ACCOUNT], iam_login=IAM_ACCOUNT)
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (this sandbox's init does not reap orphans)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def assert_one_clear_line(run: Run, *fragments: str, within: float = 15.0) -> None:
+    """Exit 1, one `error:` line (plus at most a `hint:` line), no traceback, in bounded time."""
+    assert run.code == 1, (run.code, run.out, run.err)
+    assert "Traceback" not in run.err and "Traceback" not in run.out, run.err
+    lines = run.err.strip().splitlines()
+    assert lines and lines[0].startswith("error: "), run.err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), run.err
+    for fragment in fragments:
+        assert fragment in run.err, (fragment, run.err)
+    assert run.seconds < within, f"took {run.seconds:.1f}s"

@@ -1,0 +1,61 @@
+"""The desired state is derived from environments.toml and written once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from provision.config import load_environment, load_environments
+from provision.desired import LAYOUT, desired_state
+from provision.findings import FAILING, Finding, Severity, verify
+from provision.migrations import load_migrations
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_staging_declares_prods_desired_state_and_local_differs_only_by_pgaudit():
+    migrations = load_migrations(ROOT / "bootstrap_sql")
+    envs = load_environments(ROOT / "environments.toml")
+    prod, staging, local = (
+        desired_state(envs[n], migrations) for n in ("prod", "staging", "local")
+    )
+    assert staging.fingerprint() == prod.fingerprint()
+    assert prod.layout.extensions == ("vector", "pgaudit")
+    # The emulated server cannot load pgaudit (environments.toml says why); nothing else differs.
+    assert local.layout.extensions == ("vector",)
+    assert replace(local, layout=prod.layout).fingerprint() == prod.fingerprint()
+
+
+def test_owner_and_admin_come_from_the_environments_users():
+    prod = load_environment("prod", ROOT / "environments.toml")
+    desired = desired_state(prod)
+    assert (desired.owner, desired.admin) == (prod.users.owner.name, prod.users.admin.name)
+    renamed = prod.model_copy(
+        update={"users": prod.users.model_copy(update={"owner": prod.users.admin})}
+    )
+    assert desired_state(renamed).owner == prod.users.admin.name
+    assert desired_state(renamed).fingerprint() != desired.fingerprint()
+
+
+def test_the_version_table_names_each_column_once_with_its_type():
+    vt = LAYOUT.version_table
+    assert vt.column_names == (
+        "id",
+        "migration_name",
+        "applied_at",
+        "version",
+        "description",
+        "executed_at",
+        "checksum",
+        "execution_time_ms",
+    )
+    assert [c.name for c in vt.added_columns] == list(vt.column_names[3:])
+    assert all(c.definition for c in vt.columns)
+
+
+def test_verify_fails_on_every_failing_severity_and_on_pending_work():
+    assert verify([]).matches
+    for severity in Severity:
+        verdict = verify([Finding("x", severity, "m")])
+        assert verdict.matches is (severity not in FAILING)
+    assert FAILING == frozenset(Severity)

@@ -1,0 +1,77 @@
+"""The shape of the house, read from the code's own imports: no circle, and production code
+that never reaches into the emulation."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "provision"
+PRODUCTION_CONNECTION_CODE = ("cloudsql", "credentials", "config", "db")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the provision modules it imports, anywhere in its body (a function-level
+    import counts: hiding a circle inside a function does not remove it)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_package_has_no_import_circle() -> None:
+    graph = import_graph()
+    assert len(graph) > 20  # the walk found the package
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_production_connection_code_never_imports_the_emulation() -> None:
+    graph = import_graph()
+    for name in PRODUCTION_CONNECTION_CODE:
+        leaks = {m for m in graph[f"provision.{name}"] if m.startswith("provision.local")}
+        assert not leaks, (name, leaks)
+
+
+def test_the_engine_core_does_no_io() -> None:
+    """Concerns, planner, findings, desired state: pure, no connection or emulation imports."""
+    graph = import_graph()
+    pure = [m for m in graph if m.startswith("provision.concerns")]
+    pure += ["provision.planner", "provision.findings", "provision.desired", "provision.report"]
+    for name in pure:
+        shell = graph[name] & {"provision.db", "provision.cloudsql", "provision.executor"}
+        assert not shell and not any(m.startswith("provision.local") for m in graph[name]), name

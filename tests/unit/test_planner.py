@@ -1,0 +1,288 @@
+"""The planner is pure: these tests build catalog snapshots by hand, no database."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from provision.catalog import (
+    Catalog,
+    Extension,
+    MigrationRecord,
+    MigrationsTableInfo,
+    Relation,
+    Role,
+    RoleFacts,
+    SchemaInfo,
+)
+from provision.concerns import all_findings
+from provision.concerns.ownership import RouteName
+from provision.config import load_environment
+from provision.desired import DesiredState, desired_state
+from provision.errors import ChecksumMismatch, MigrationFileError, PermissionProblem
+from provision.migrations import check_protected, load_migrations, parse_migration
+from provision.planner import Plan, make_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
+# The local environment's desired state (vector only); prod's adds pgaudit (tests below).
+DESIRED = desired_state(load_environment("local"), MIGRATIONS)
+PROD = desired_state(load_environment("prod"), MIGRATIONS)
+LAYOUT = DESIRED.layout
+COLUMNS = DESIRED.version_table.column_names
+
+
+def plan(catalog: Catalog, desired: DesiredState = DESIRED, **options) -> Plan:
+    return make_plan(desired, catalog, **options)
+
+
+def roles(**overrides) -> RoleFacts:
+    base = RoleFacts(
+        current_user="postgres",
+        server_version_num=160002,
+        roles={
+            n: Role(n, True, login=n != "cloudsqlsuperuser")
+            for n in ("postgres", "nucleus", "cloudsqlsuperuser")
+        },
+        superuser_group_members=("nucleus", "postgres"),
+        admin_can_set_owner=False,
+        admin_can_grant_owner=False,
+        admin_can_set_group=True,
+        owner_inherits_group=True,
+    )
+    return replace(base, **overrides)
+
+
+def converged(**overrides) -> Catalog:
+    """A snapshot of a database that matches the layout."""
+    schemas = {s.name: SchemaInfo(s.name, "nucleus") for s in LAYOUT.schemas} | {
+        "public": SchemaInfo("public", "x")
+    }
+    relations = {
+        (t.schema, t.name): Relation(t.schema, t.name, "table", "nucleus") for t in LAYOUT.tables
+    }
+    relations[("public", "migrations")] = Relation("public", "migrations", "table", "nucleus")
+    relations[("public", "migrations_version_key")] = Relation(
+        "public", "migrations_version_key", "index", "nucleus", follows_table=True
+    )
+    records = tuple(
+        MigrationRecord(i, m.name, None, m.version, m.description, None, m.checksum, 5)
+        for i, m in enumerate(MIGRATIONS, 1)
+    )
+    base = Catalog(
+        database="nucleus_v12",
+        roles=roles(),
+        schemas=schemas,
+        relations=relations,
+        extensions={"vector": Extension("vector", "0.6.2", "0.6.2", "postgres")},
+        migrations=MigrationsTableInfo(
+            exists=True,
+            owner="nucleus",
+            columns=COLUMNS,
+            readable=True,
+            insertable=True,
+            sequence="public.migrations_id_seq",
+            sequence_usable=True,
+            records=records,
+            records_known=True,
+        ),
+    )
+    return replace(base, **overrides)
+
+
+def test_a_converged_database_plans_nothing_and_reports_nothing():
+    catalog = converged()
+    assert plan(catalog, owner_session=False).empty
+    assert all_findings(DESIRED, catalog) == []
+
+
+def test_the_admin_that_may_set_role_owner_hands_objects_over_directly():
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
+        roles=roles(admin_can_set_owner=True),
+    )
+    planned = plan(catalog, owner_session=False)
+    assert planned.route.name == RouteName.DIRECT and planned.owner_via_set_role
+    assert [s.text for a in planned.actions for s in a.statements] == [
+        "ALTER SCHEMA dna OWNER TO nucleus"
+    ]
+
+
+def test_without_set_role_or_admin_option_the_two_step_route_goes_through_cloudsqlsuperuser():
+    catalog = converged(schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")})
+    planned = plan(catalog, owner_session=True)
+    assert planned.route.name == RouteName.TWO_STEP
+    assert [(a.session.value, [s.text for s in a.statements]) for a in planned.actions] == [
+        ("admin", ["ALTER SCHEMA dna OWNER TO cloudsqlsuperuser"]),
+        ("owner", ["ALTER SCHEMA dna OWNER TO nucleus"]),
+    ]
+
+
+def test_an_object_left_with_cloudsqlsuperuser_by_an_interrupted_run_needs_only_step_two():
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "cloudsqlsuperuser")}
+    )
+    planned = plan(catalog, owner_session=True)
+    assert [a.kind for a in planned.actions] == ["handoff-to-owner"]
+
+
+def test_no_route_names_the_missing_membership_and_the_fix():
+    catalog = converged(
+        schemas={**converged().schemas, "dna": SchemaInfo("dna", "postgres")},
+        roles=roles(owner_inherits_group=False),
+    )
+    with pytest.raises(PermissionProblem) as problem:
+        plan(catalog, owner_session=True)
+    assert "nucleus is not a member of cloudsqlsuperuser" in problem.value.message
+    assert (
+        "GRANT nucleus TO postgres" in problem.value.hint
+        and "gcloud sql users create" in problem.value.hint
+    )
+
+
+def test_a_legacy_row_named_like_a_version_is_not_taken_for_it():
+    legacy = MigrationRecord(1, "001_add_dna_profiles", None)
+    info = replace(converged().migrations, records=(legacy,))
+    planned = plan(converged(migrations=info), owner_session=True)
+    assert planned.pending == tuple(m.version for m in MIGRATIONS)
+    assert all(a.record.text.startswith("INSERT") for a in planned.actions if a.migration)
+
+
+def test_a_legacy_row_claiming_our_migration_becomes_its_record_after_it_runs():
+    claimed = MigrationRecord(7, MIGRATIONS[0].name, None)
+    info = replace(converged().migrations, records=(claimed,))
+    planned = plan(converged(migrations=info), owner_session=True)
+    record = next(a for a in planned.actions if a.kind == "migrate").record
+    assert (
+        record.text.startswith("UPDATE public.migrations SET version") and record.params["id"] == 7
+    )
+
+
+def test_an_edited_applied_migration_is_refused_unless_accepted():
+    records = tuple(
+        replace(r, checksum="0" * 64) if r.version == "002" else r
+        for r in converged().migrations.records
+    )
+    catalog = converged(migrations=replace(converged().migrations, records=records))
+    with pytest.raises(ChecksumMismatch) as mismatch:
+        plan(catalog, owner_session=True)
+    assert "--accept-changed 002" in mismatch.value.hint
+    planned = plan(catalog, owner_session=True, accept_changed=["002"])
+    assert [a.kind for a in planned.actions] == ["accept-changed"]
+
+
+def test_a_missing_extension_is_created_by_the_admin_first():
+    catalog = converged(extensions={"vector": Extension("vector", "0.6.2", None)})
+    planned = plan(catalog, owner_session=True)
+    assert (
+        planned.actions[0].kind == "create-extension"
+        and planned.actions[0].session.value == "admin"
+    )
+    assert [f.code for f in all_findings(DESIRED, catalog)] == ["extension-missing"]
+
+
+def test_the_guard_rail_sees_legacy_schemas_in_every_statement_shape(tmp_path):
+    for sql in (
+        "DROP TABLE dna_schema.entities",
+        "ALTER SCHEMA dna_schema OWNER TO nucleus",
+        "GRANT ALL ON ALL TABLES IN SCHEMA tasks_schema TO nucleus",
+        "TRUNCATE agents_schema.agents",
+        "UPDATE results_schema.results SET score = 0",
+        "ALTER SCHEMA results_schema RENAME TO r",
+        "WITH gone AS (DELETE FROM dna_schema.interests RETURNING 1) SELECT count(*) FROM gone",
+        "SET search_path TO dna_schema",
+        "SELECT set_config('search_path', 'dna_schema', true)",
+        "MERGE INTO dna_schema.entities e USING dna.entity n ON false WHEN NOT MATCHED THEN DO NOTHING",
+        "EXPLAIN ANALYZE DELETE FROM dna_schema.entities",
+        "DO $$ BEGIN DELETE FROM dna_schema.entities; END $$",
+        "DELETE FROM migrations",
+        "CREATE POLICY p ON dna_schema.entities USING (true)",
+        "CREATE TABLE dna.x (id int REFERENCES dna_schema.entities (id))",
+        "REASSIGN OWNED BY postgres TO nucleus",
+        "COMMIT",
+        "CREATE ROLE app LOGIN PASSWORD 'not-in-a-migration'",
+    ):
+        path = tmp_path / "009_x.sql"
+        path.write_text(sql + ";\n")
+        with pytest.raises(MigrationFileError):
+            check_protected(parse_migration(path), LAYOUT.protected_schemas)
+    # Reading legacy tables is fine, and a string literal is data, not a name.
+    for n, sql in enumerate(
+        (
+            "INSERT INTO dna.entity (name) VALUES ('dna_schema')",
+            "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities",
+            "CREATE VIEW dna.legacy_names AS SELECT name FROM dna_schema.entities",
+            "SET LOCAL statement_timeout = '5s'",
+        )
+    ):
+        path = tmp_path / f"0{20 + n}_ok.sql"
+        path.write_text(sql + ";\n")
+        check_protected(parse_migration(path), LAYOUT.protected_schemas)
+
+
+def test_an_unreadable_version_table_is_never_taken_for_an_empty_one():
+    info = replace(converged().migrations, readable=False, records=(), records_known=False)
+    with pytest.raises(PermissionProblem) as problem:
+        plan(converged(migrations=info), owner_session=False)
+    assert "which migrations ran is unknown" in problem.value.message
+
+
+def test_accepting_an_edited_file_without_an_owner_session_chooses_a_route():
+    records = tuple(
+        replace(r, checksum="0" * 64) if r.version == "002" else r
+        for r in converged().migrations.records
+    )
+    catalog = converged(
+        migrations=replace(converged().migrations, records=records),
+        roles=roles(admin_can_set_owner=True),
+    )
+    planned = plan(catalog, owner_session=False, accept_changed=["002"])
+    assert planned.owner_via_set_role and [a.kind for a in planned.actions] == ["accept-changed"]
+
+
+def test_rows_that_legacy_tooling_appends_later_are_not_drift():
+    late = MigrationRecord(99, "004_legacy_service", None)
+    info = replace(converged().migrations, records=converged().migrations.records + (late,))
+    assert plan(converged(migrations=info), owner_session=False).empty
+
+
+def test_after_the_hand_over_the_admin_keeps_reading_and_appending():
+    info = replace(converged().migrations, owner="postgres", readable=True, insertable=True)
+    planned = plan(converged(migrations=info), owner_session=True)
+    adopt = next(a for a in planned.actions if a.kind == "adopt-migrations-table")
+    assert [s.text for s in adopt.statements] == [
+        "GRANT SELECT, INSERT ON public.migrations TO postgres",
+        "GRANT USAGE ON SEQUENCE public.migrations_id_seq TO postgres",
+    ]
+
+
+def test_migration_files_are_versioned_as_written_and_checksummed():
+    assert [(m.version, m.name, m.transactional) for m in MIGRATIONS[:2]] == [
+        ("001", "001_init_schemas", True),
+        ("002", "002_add_entity_integrations", True),
+    ]
+    assert all(len(m.checksum) == 64 for m in MIGRATIONS)
+
+
+def test_pgaudit_is_created_where_the_environment_turns_it_on_and_the_server_offers_it():
+    assert PROD.layout.extensions == ("vector", "pgaudit")
+    offered = converged(
+        extensions={
+            **converged().extensions,
+            "pgaudit": Extension("pgaudit", "16.0", None),
+        }
+    )
+    planned = plan(offered, PROD, owner_session=True)
+    assert [(a.kind, a.statements[0].text) for a in planned.actions] == [
+        ("create-extension", "CREATE EXTENSION IF NOT EXISTS pgaudit")
+    ]
+    assert plan(offered, DESIRED, owner_session=True).empty  # local: not wanted
+
+
+def test_pgaudit_the_server_cannot_load_is_manual_drift_with_the_flag_to_turn_on():
+    found = [f for f in all_findings(PROD, converged()) if f.code == "extension-missing"]
+    assert len(found) == 1 and found[0].manual
+    assert "cloudsql.enable_pgaudit" in found[0].remedy
+    assert plan(converged(), PROD, owner_session=True).empty  # nothing apply could run
