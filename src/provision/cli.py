@@ -492,17 +492,17 @@ def verify(
 @click.pass_obj
 def diff_command(
     ctx: Context,
-    envs,
-    dsns,
-    from_env,
-    to_env,
-    from_dsn,
-    to_dsn,
-    schemas,
-    excluded,
-    ignored,
-    role_map,
-    fmt,
+    envs: tuple[str, ...],
+    dsns: tuple[str, ...],
+    from_env: str | None,
+    to_env: str | None,
+    from_dsn: str | None,
+    to_dsn: str | None,
+    schemas: tuple[str, ...],
+    excluded: tuple[str, ...],
+    ignored: tuple[str, ...],
+    role_map: tuple[str, ...],
+    fmt: str,
 ) -> None:
     """Compare two live databases: is staging laid out like prod, right now?
 
