@@ -15,6 +15,7 @@ import click
 from pg8000.native import literal
 
 from provision.actions import Session, Sql
+from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan
@@ -172,6 +173,11 @@ def display_sql(sql: Sql) -> str:
     """A statement as printed by `plan`: bound values shown as literals. Plans never carry
     passwords (the engine sets none), so nothing here needs masking."""
     shown = sql.text
+    if sql.secret:
+        return shown.replace(
+            "{" + APP_VERIFIER_SLOT + "}",
+            "<SCRAM-SHA-256 verifier of the password in users.app's secret: never shown>",
+        )
     for name, value in sorted(sql.params.items(), key=lambda kv: -len(kv[0])):
         shown = shown.replace(f":{name}", literal(value))
     return shown

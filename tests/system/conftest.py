@@ -32,6 +32,9 @@ from provision.local.server import Server
 # environment describes (its server cannot load pgaudit): `--dsn` runs check local's desired
 # state. Tests of prod's desired state name `--env prod` themselves.
 os.environ[ENVIRONMENT_ENV_VAR] = "local"
+# The app login's password for `--dsn` runs (on Cloud SQL: its Secret Manager secret).
+APP_PASSWORD = "test-app-password-Xq7!"
+os.environ["NUCLEUS_APP_PASSWORD"] = APP_PASSWORD
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,8 @@ def _config(tmp_path: Path, extra: str, table: str = "[environments.staging.user
     text = (REPO_ROOT / "environments.toml").read_text()
     path = tmp_path / "environments.toml"
     path.write_text(text.replace(table, textwrap.dedent(extra).strip() + "\n\n" + table, 1))
+    # environments.toml names its privileges file, beside it.
+    (path.parent / "privileges.toml").write_text((REPO_ROOT / "privileges.toml").read_text())
     return path
 
 
