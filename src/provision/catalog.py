@@ -205,6 +205,19 @@ class PrivilegeFacts:
 
 
 @dataclass(frozen=True)
+class Access:
+    """What one role can do in one schema, with everything it inherits (has_*_privilege)."""
+
+    role: str
+    schema: str
+    usage: bool
+    read: bool | None  # SELECT on every table; None when the schema has no table
+    write: bool | None  # INSERT, UPDATE and DELETE on every table
+    create: bool
+    owner: bool
+
+
+@dataclass(frozen=True)
 class Catalog:
     database: str
     roles: RoleFacts
@@ -215,6 +228,8 @@ class Catalog:
     # Indexes a failed CREATE INDEX CONCURRENTLY left behind (indisvalid = false).
     invalid_indexes: frozenset[tuple[str, str]] = frozenset()
     privileges: PrivilegeFacts = field(default_factory=PrivilegeFacts)
+    # Who can do what, per role and schema: read for `inspect` only (read_access).
+    access: tuple[Access, ...] = ()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -488,6 +503,48 @@ def read_catalog(
         migrations,
         frozenset(invalid),
         privileges,
+    )
+
+
+_ACCESS_SQL = text("""
+SELECT r.name AS role, n.nspname AS schema,
+       has_schema_privilege(r.name, n.oid, 'USAGE') AS usage,
+       bool_and(has_table_privilege(r.name, c.oid, 'SELECT')) AS read,
+       -- (a list of privileges would mean "any of them": each is asked on its own)
+       bool_and(has_table_privilege(r.name, c.oid, 'INSERT')
+                AND has_table_privilege(r.name, c.oid, 'UPDATE')
+                AND has_table_privilege(r.name, c.oid, 'DELETE')) AS write,
+       has_schema_privilege(r.name, n.oid, 'CREATE') AS "create",
+       r.name <> 'public' AND pg_has_role(r.name, n.nspowner, 'USAGE') AS owner
+FROM unnest(CAST(:roles AS text[])) AS r(name)
+CROSS JOIN pg_namespace n
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+WHERE n.nspname = ANY(CAST(:schemas AS text[]))
+  AND (r.name = 'public' OR to_regrole(quote_ident(r.name)) IS NOT NULL)
+GROUP BY r.name, n.nspname, n.oid, n.nspowner
+ORDER BY r.name, n.nspname
+""")
+
+
+def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> tuple[Access, ...]:
+    """The matrix of `inspect`: every declared role, the owner, the admin and PUBLIC, against
+    the new schemas and the legacy ones (reported, never changed). One query."""
+    p = desired.privileges
+    roles = [*p.group_names, *sorted({m.role for m in p.members}), desired.owner, desired.admin]
+    rows = conn.execute(
+        _ACCESS_SQL, {"roles": [*dict.fromkeys(roles), "public"], "schemas": schemas}
+    ).mappings()
+    return tuple(
+        Access(
+            "PUBLIC" if r["role"] == "public" else r["role"],
+            r["schema"],
+            r["usage"],
+            r["read"],
+            r["write"],
+            r["create"],
+            bool(r["owner"]),
+        )
+        for r in rows
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from provision import credentials, db, executor
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
-from provision.errors import PermissionProblem
+from provision.errors import CredentialsMissing, PermissionProblem
 from provision.findings import Verdict
 from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.migrations import load_migrations
@@ -51,8 +51,22 @@ def app_password(
     if environment.users.app is None:
         return None
 
+    app = environment.users.app
+
     def read() -> str:
-        login = credentials.login_for(environment, "app")
+        try:
+            login = credentials.login_for(environment, "app")
+        except CredentialsMissing as exc:
+            if app.name in exc.message:
+                raise
+            # Secret Manager could not even be asked: say what the lookup was for.
+            raise CredentialsMissing(
+                f"no password for login {app.name!r} (users.app): "
+                + (f"{app.password_env} is not set, and " if app.password_env else "")
+                + f"its Secret Manager secret could not be read ({exc.message})",
+                hint=(f"export {app.password_env}, or " if app.password_env else "")
+                + (exc.hint or ""),
+            ) from None
         assert login.password is not None  # a password login, never IAM
         return login.password
 

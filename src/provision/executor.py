@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from provision import db, safety, scram
 from provision.actions import Action, ActionKind, Session, Sql
-from provision.catalog import Catalog, read_catalog
+from provision.catalog import Catalog, read_access, read_catalog
 from provision.concerns import all_findings, privileges
 from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.desired import DesiredState
@@ -275,9 +275,18 @@ def snapshot(
     policy: LockPolicy = DEFAULT_POLICY,
     listener: Listener = lambda e: None,
 ) -> Catalog:
-    """`inspect`: the catalog alone, read-only, bounded like every read."""
+    """`inspect`: the catalog and who can do what, read-only, bounded like every read."""
     with ExitStack() as stack:
-        return _catalog(_Run(stack, target, desired, policy, listener, writes=False))
+        run = _Run(stack, target, desired, policy, listener, writes=False)
+        catalog = _catalog(run)
+        schemas = [
+            s
+            for s in (*desired.schema_names, *desired.layout.protected_schemas)
+            if s in catalog.schemas
+        ]
+        access = read_access(run.bounded(run.admin), desired, schemas)
+        run.end_reads()
+        return replace(catalog, access=access)
 
 
 def read(
