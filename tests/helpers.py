@@ -7,6 +7,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+# The app login's password in the system tests (NUCLEUS_APP_PASSWORD, set by their conftest).
+APP_PASSWORD = "test-app-password-Xq7!"
+
 
 @dataclass
 class Run:

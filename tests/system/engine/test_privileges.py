@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pg8000.native
 import pytest
-from conftest import APP_PASSWORD
 from test_apply import SCENARIOS, count_ddl, legacy_fingerprint
 from test_safety import migrations_copy, state
 
-from helpers import assert_clean_error, cli, config_replacing
+from helpers import APP_PASSWORD, assert_clean_error, cli, config_replacing
 
 NEW_SCHEMAS = ("dna", "tasks", "agents", "results", "memory", "assembly", "execution")
 RW, RO, APP = "nucleus_readwrite", "nucleus_readonly", "nucleus_app"
