@@ -271,7 +271,10 @@ def _inputs(
     """The run's desired state (checked first: a bad config or migration file opens nothing)
     and its target."""
     desired = commands.load_desired(env_name, config=ctx.config, migrations_dir=migrations_dir)
-    return resolve_target(ctx, dsn, owner_dsn, env_name), desired
+    target = resolve_target(ctx, dsn, owner_dsn, env_name)
+    if dsn:
+        target.app_password = commands.app_password(env_name, config=ctx.config)
+    return target, desired
 
 
 def migrations_option(func: F) -> F:

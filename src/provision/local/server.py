@@ -104,9 +104,13 @@ class Server:
         if existing is not None:
             self._cleanup(existing)
 
+        environment = environment or _local_environment()
+        # The app login's password stands for the secret the stacks create for it: `apply`
+        # (not `local up`) creates the login from it, as on Cloud SQL.
+        app = environment.users.app.name if environment and environment.users.app else None
         passwords = {
             user: secrets.token_urlsafe(18)
-            for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER)
+            for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER, *([app] if app else []))
         }
         instance = postgres.start(
             self.state_dir, host=host, scenario=scenario, database=DATABASE, passwords=passwords
@@ -139,6 +143,14 @@ class Server:
         if environment is not None and environment.iam_auth:
             for email in environment.iam_users:
                 create_iam_user(instance, email)
+            # What the stacks create from iam_members, through the Cloud SQL API.
+            for member in environment.iam_identities:
+                if member.kind == "serviceAccount":
+                    create_iam_user(instance, member.email)
+                else:
+                    cloudsql_api.create_iam_role(
+                        instance, member.role, group=member.kind == "group"
+                    )
         return instance
 
     def status(self) -> LocalInstance | None:

@@ -69,7 +69,8 @@ def test_local_up_creates_the_iam_users_like_the_cloud_sql_api(emulation):
         )
     finally:
         conn.close()
-    assert rows == [[True, True, True]]
+    # IAM users are no members of cloudsqlsuperuser (shared/docs/cloudsql.md, section 6).
+    assert rows == [[False, True, True]]
 
 
 def test_the_iam_user_cannot_log_in_without_its_certificate(emulation):

@@ -34,6 +34,8 @@ def _config_without(tmp_path: Path, line: str) -> Path:
     assert text.count(f"\n{line}\n") == 1, line
     path = tmp_path / "environments.toml"
     path.write_text(text.replace(f"\n{line}\n", "\n", 1))
+    # environments.toml names its privileges file, beside it.
+    (path.parent / "privileges.toml").write_text((REPO_ROOT / "privileges.toml").read_text())
     return path
 
 
