@@ -121,8 +121,9 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def assert_one_clear_line(run: Run, *fragments: str, within: float = 15.0) -> None:
-    """Exit 1, one `error:` line (plus at most a `hint:` line), no traceback, in bounded time."""
+def assert_one_clear_line(run: Run, *fragments: str) -> None:
+    """Exit 1, one `error:` line (plus at most a `hint:` line), no traceback. (A run that hung
+    instead would have hit `nucleus`'s subprocess timeout and failed the test there.)"""
     assert run.code == 1, (run.code, run.out, run.err)
     assert "Traceback" not in run.err and "Traceback" not in run.out, run.err
     lines = run.err.strip().splitlines()
@@ -130,4 +131,3 @@ def assert_one_clear_line(run: Run, *fragments: str, within: float = 15.0) -> No
     assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), run.err
     for fragment in fragments:
         assert fragment in run.err, (fragment, run.err)
-    assert run.seconds < within, f"took {run.seconds:.1f}s"

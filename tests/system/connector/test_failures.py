@@ -72,7 +72,6 @@ def test_the_proxy_down_fails_at_once(fragile_emulation):
         "cannot reach the instance's server proxy on port 3307 (Connection refused)",
         f"proxy {fragile_emulation.state.proxy})?",
         "local status",
-        within=10,
     )
 
 
@@ -83,7 +82,6 @@ def test_the_admin_api_down_fails_at_once(fragile_emulation):
         run,
         f"cannot reach the Cloud SQL Admin API at {fragile_emulation.state.admin_api}",
         "Connection refused",
-        within=10,
     )
 
 
@@ -99,7 +97,7 @@ def test_a_hung_component_is_cut_off_by_the_connect_timeout(fragile_emulation, c
         )
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert_one_clear_line(run, "no connection within 2s through the Cloud SQL Connector", within=8)
+    assert_one_clear_line(run, "no connection within 2s through the Cloud SQL Connector")
 
 
 def test_a_hung_proxy_does_not_keep_a_library_caller_waiting(fragile_emulation):
