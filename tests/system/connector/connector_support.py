@@ -81,6 +81,8 @@ def config_variant(tmp_path: Path, name: str, **local: object) -> Path:
             out += [f"{k} = {_toml(v)}" for k, v in local.items()]
     path = tmp_path / f"{name}.toml"
     path.write_text("\n".join(out) + "\n")
+    # environments.toml names its privileges file, beside it.
+    (tmp_path / "privileges.toml").write_text((ROOT / "privileges.toml").read_text())
     return path
 
 

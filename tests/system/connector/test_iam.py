@@ -111,7 +111,11 @@ def test_an_iam_login_the_emulation_does_not_know_is_refused(emulation, tmp_path
     with pytest.raises(Exception) as refused:
         emulated_target(environment, emulation.state_dir)
     assert "has no IAM service account stranger@" in str(refused.value)
-    assert gcp_state.iam_users(emulation.state_dir).keys() == {IAM_ACCOUNT}
+    # Only what `local up` created: the admin's account and local's iam_members one.
+    assert gcp_state.iam_users(emulation.state_dir).keys() == {
+        IAM_ACCOUNT,
+        "nucleus-api@local-project.iam.gserviceaccount.com",
+    }
 
 
 def test_iam_and_password_sessions_share_the_run(emulation):
