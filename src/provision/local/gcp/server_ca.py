@@ -138,7 +138,9 @@ def server_ca(
 def ca_names(settings: ServerCa, region: str) -> tuple[str, str]:
     """The common names of the root and intermediate CAs of a CA Service mode."""
     if settings.mode is ServerCaMode.CUSTOMER_MANAGED_CAS_CA:
-        return f"Root CA of {settings.ca_pool}", f"Subordinate CA of {settings.ca_pool}"
+        # A common name holds at most 64 characters: the pool's own name, not its full path.
+        pool = (settings.ca_pool or "").rsplit("/", 1)[-1][:40]
+        return f"{pool} root CA", f"{pool} subordinate CA"
     return (
         f"Google Cloud SQL Server Root CA {region} (emulated)",
         f"Google Cloud SQL Server Intermediate CA {region} (emulated)",
