@@ -38,7 +38,6 @@ from google.cloud.sql.connector import Connector
 from google.cloud.sql.connector.exceptions import DnsResolutionError
 from sqlalchemy import text
 
-from provision.config import ServerCaMode
 from provision.local import plugin
 from provision.local.gcp import certs
 from provision.local.gcp import state as gcp_state
@@ -73,13 +72,14 @@ def cas_emulation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulatio
 
 @pytest.fixture(scope="module")
 def customer_cas_emulation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulation]:
-    """CUSTOMER_MANAGED_CAS_CA with a custom subject alternative name."""
+    """CUSTOMER_MANAGED_CAS_CA from the environment (`server_ca_mode`, `server_ca_pool`),
+    with a custom subject alternative name."""
     server = Server(tmp_path_factory.mktemp("customer-cas"))
-    instance = server.start(
-        SCENARIO,
-        server_ca_mode=ServerCaMode.CUSTOMER_MANAGED_CAS_CA,
-        custom_sans=(CUSTOM_SAN,),
+    environment = local_environment(
+        server_ca_mode="CUSTOMER_MANAGED_CAS_CA",
+        server_ca_pool="projects/local-project/locations/europe-west1/caPools/nucleus-pool",
     )
+    instance = server.start(SCENARIO, environment=environment, custom_sans=(CUSTOM_SAN,))
     try:
         yield Emulation(instance)
     finally:
@@ -207,8 +207,8 @@ def test_connect_settings_report_the_mode_and_the_proxy_presents_a_matching_chai
     expected = [CAS_DNS_NAME.rstrip(".")]
     if mode == "CUSTOMER_MANAGED_CAS_CA":
         expected.append(CUSTOM_SAN)
-        # The customer's pool (default name: environments.toml's local env names none).
-        assert "CN=local-server-ca-pool root CA" in root.subject.rfc4514_string()
+        # The environment's pool signs.
+        assert "CN=nucleus-pool root CA" in root.subject.rfc4514_string()
     assert certs.dns_names(leaf) == expected
 
 
@@ -389,6 +389,26 @@ def _listen_3307() -> socket.socket:
         sock.listen(1)
         return sock
     raise AssertionError("no free 127.0.x.253:3307")
+
+
+def test_local_up_again_keeps_the_same_mode_and_restarts_the_google_side_for_another(
+    cas_emulation,
+):
+    env = cas_emulation.env()
+    pids = cas_emulation.state.pids
+    again = nucleus("local", "up", "--server-ca-mode", "google-managed-cas-ca", env=env)
+    assert again.code == 0, again.err
+    assert cas_emulation.state.pids == pids  # nothing restarted
+    try:
+        other = nucleus("local", "up", "--server-ca-mode", "google-managed-internal-ca", env=env)
+        assert other.code == 0, other.err
+        assert json.loads(other.out)["server_ca_mode"] == "GOOGLE_MANAGED_INTERNAL_CA"
+        assert _connect_settings(cas_emulation)["serverCaMode"] == "GOOGLE_MANAGED_INTERNAL_CA"
+        assert certs.dns_names(_served_leaf(cas_emulation)) == []
+    finally:
+        back = nucleus("local", "up", "--server-ca-mode", "google-managed-cas-ca", env=env)
+        assert back.code == 0, back.err
+    assert _connect_settings(cas_emulation)["dnsName"] == CAS_DNS_NAME
 
 
 # -- bad input --------------------------------------------------------------------------------
