@@ -151,7 +151,7 @@ class AdminApi:
         known = location == state.region and state.dns_name is not None
         if not known or dns_name.lower().rstrip(".") + "." != state.dns_name:
             raise ApiError(404, f"The DNS name {dns_name} does not name a Cloud SQL instance.")
-        return {"kind": "sql#connectSettings", "connectionName": state.connection_name}
+        return {"connectionName": state.connection_name}
 
     def _connect_settings(self) -> dict[str, Any]:
         bundle = self.state.server_ca_certs()
