@@ -205,8 +205,32 @@ def _require_emulation() -> None:
     type=click.Choice(SCENARIO_NAMES),
     help="The database state to start from.",
 )
+@click.option(
+    "--server-ca-mode",
+    type=click.Choice(
+        ["google-managed-internal-ca", "google-managed-cas-ca", "customer-managed-cas-ca"],
+        case_sensitive=False,
+    ),
+    help="Who signs the server certificate (serverCaMode) [default: the local environment's].",
+)
+@click.option(
+    "--dns-name",
+    help="CA Service modes: the instance's DNS name [default: INSTANCE.PROJECT.REGION.sql.goog.].",
+)
+@click.option(
+    "--custom-san",
+    "custom_sans",
+    multiple=True,
+    help="customer-managed-cas-ca: another DNS name for the server certificate (repeatable).",
+)
 @_state_dir_option
-def local_up(scenario: str, state_dir: Path | None) -> None:
+def local_up(
+    scenario: str,
+    server_ca_mode: str | None,
+    dns_name: str | None,
+    custom_sans: tuple[str, ...],
+    state_dir: Path | None,
+) -> None:
     """Start an instance in the background and print its DSNs as JSON.
 
     \b
@@ -217,8 +241,14 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
     """
     _require_emulation()
     from provision.local import server
+    from provision.local.gcp.server_ca import parse_mode
 
-    instance = server.Server(state_dir).start(scenario)
+    instance = server.Server(state_dir).start(
+        scenario,
+        server_ca_mode=parse_mode(server_ca_mode) if server_ca_mode else None,
+        dns_name=dns_name,
+        custom_sans=custom_sans,
+    )
     click.echo(json.dumps(server.summary(instance), indent=2))
 
 
