@@ -37,21 +37,6 @@ from provision.move import declare, plan, runner  # noqa: E402
 MOVES = ("entities", "interests")
 
 
-def grant_readwrite(instance) -> None:
-    """The declared privileges the move writes through (what `apply` will create, issue 10)."""
-    conn = superuser_connection(instance, instance.database)
-    try:
-        conn.run("CREATE ROLE nucleus_readwrite NOLOGIN")
-        conn.run("GRANT USAGE ON SCHEMA dna, tasks, agents, results TO nucleus_readwrite")
-        conn.run(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA dna, tasks, agents, "
-            "results TO nucleus_readwrite"
-        )
-        conn.run("GRANT nucleus_readwrite TO postgres")
-    finally:
-        conn.close()
-
-
 def reset(instance) -> None:
     """Empty the targets and forget the move (as the emulated superuser), then checkpoint."""
     conn = superuser_connection(instance, instance.database)
@@ -135,10 +120,16 @@ def main() -> None:
 
         def target() -> db.Target:
             admin = db.engine_for_dsn(instance.admin_dsn)
-            return db.Target(admin, db.engine_for_dsn(instance.owner_dsn), "bench")
+            return db.Target(
+                admin,
+                db.engine_for_dsn(instance.owner_dsn),
+                "bench",
+                app_password=lambda: "bench-app-password",
+            )
 
+        # The layout and the declared privileges: postgres writes the new tables through
+        # nucleus_readwrite (users.admin.member_of).
         commands.apply(target(), desired)
-        grant_readwrite(instance)
         declaration = declare.load()
         moves = [m for m in declaration.moves if m.name in MOVES]
         protected = desired.layout.protected_schemas

@@ -25,7 +25,9 @@ def deployable(environments: Iterable[Environment]) -> list[Environment]:
 def environment_problems(env: Environment) -> list[str]:
     """Everything that keeps one environment from being deployed, as readable sentences."""
     problems: list[str] = []
-    for role, user in (("admin", env.users.admin), ("owner", env.users.owner)):
+    users = [("admin", env.users.admin), ("owner", env.users.owner)]
+    users += [("app", env.users.app)] if env.users.app is not None else []
+    for role, user in users:
         if "@" in user.name:
             # The stack creates users.admin and users.owner as built-in users with a
             # password; a service account logs in through iam_users instead.
@@ -40,8 +42,9 @@ def environment_problems(env: Environment) -> list[str]:
             )
     if env.users.admin.name == env.users.owner.name:
         problems.append("users.admin.name and users.owner.name must be different users")
-    if env.users.admin.secret and env.users.admin.secret == env.users.owner.secret:
-        problems.append("users.admin.secret and users.owner.secret must be different secrets")
+    secrets = [user.secret for _, user in users if user.secret]
+    if len(set(secrets)) != len(secrets):
+        problems.append("users.admin, users.owner and users.app need different secrets")
     if not env.state_prefix:
         problems.append(
             "state_prefix is empty: each stack keeps its Terraform state under its own prefix"
@@ -66,7 +69,9 @@ def environment_problems(env: Environment) -> list[str]:
             "backup.transaction_log_retention_days above 7 needs edition = 'ENTERPRISE_PLUS'"
         )
     problems += _key_clashes("iam_users", env.iam_users, iam_user_key)
-    for role, user in (("admin", env.users.admin), ("owner", env.users.owner)):
+    users = [("admin", env.users.admin), ("owner", env.users.owner)]
+    users += [("app", env.users.app)] if env.users.app is not None else []
+    for role, user in users:
         readers = (*env.secret_accessors, *user.secret_accessors)
         problems += _key_clashes(
             f"secret readers of users.{role}", tuple(dict.fromkeys(readers)), member_key

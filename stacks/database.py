@@ -14,7 +14,10 @@ Resources, in dependency order:
 - the database and the two built-in users, `postgres` (admin) and `nucleus` (owner), with
   `random_password` passwords, each stored in its own Secret Manager secret that only the
   configured identities may read (secret-level IAM, never project-wide);
-- optional IAM database users for service accounts;
+- the app login's password and secret (the login itself is created in SQL by the hook's
+  `apply`, never through the API, which would make it a member of cloudsqlsuperuser);
+- IAM database users for the admin's service accounts and for iam_members (service
+  accounts, groups, users), which `apply` then makes members of their declared groups;
 - the post-provision hook (`stacks.hook`), once all of the above exist;
 - outputs naming everything a client needs, never a secret value.
 """
@@ -172,16 +175,27 @@ class NucleusDatabaseStack(TerraformStack):
         owner_user, owner_version, owner_secret = self._user(
             "owner", env.users.owner, instance, secrets_api
         )
+        # The app login gets its password and secret here, but no google_sql_user: a user
+        # created through the Cloud SQL API joins cloudsqlsuperuser, the database's owner.
+        # The hook's `apply` creates it in SQL from this secret (README, "Privileges as code").
+        app_version, app_secret = None, None
+        if env.users.app is not None:
+            _, app_version, app_secret = self._password_secret("app", env.users.app, secrets_api)
+        # IAM database users: the admin's service accounts (iam_users) and the identities
+        # of iam_members, each of the type its kind says; `apply` makes them group members.
+        iam_accounts = dict.fromkeys(env.iam_users, "CLOUD_IAM_SERVICE_ACCOUNT")
+        for identity in env.iam_identities:
+            iam_accounts.setdefault(identity.email, identity.user_type)
         iam_users = [
             SqlUser(
                 self,
                 f"iam_user_{iam_user_key(email)}",
                 name=iam_user_name(email),
                 instance=instance.name,
-                type="CLOUD_IAM_SERVICE_ACCOUNT",
+                type=user_type,
                 deletion_policy="ABANDON",
             )
-            for email in env.iam_users
+            for email, user_type in iam_accounts.items()
         ]
 
         if env.import_existing:
@@ -211,6 +225,7 @@ class NucleusDatabaseStack(TerraformStack):
                 owner_user,
                 admin_version,
                 owner_version,
+                *([app_version] if app_version is not None else []),
                 *iam_users,
             ],
             provisioners=[
@@ -236,6 +251,9 @@ class NucleusDatabaseStack(TerraformStack):
             "admin_password_secret_id": admin_secret.secret_id,
             "owner_password_secret_id": owner_secret.secret_id,
         }
+        if app_secret is not None and env.users.app is not None:
+            outputs["app_user_name"] = env.users.app.name
+            outputs["app_password_secret_id"] = app_secret.secret_id
         for name, value in outputs.items():
             TerraformOutput(self, name, value=value)
 
@@ -327,6 +345,25 @@ class NucleusDatabaseStack(TerraformStack):
         secrets_api: ProjectService,
     ) -> tuple[SqlUser, SecretManagerSecretVersion, SecretManagerSecret]:
         """A built-in user, its random password, and the secret that holds it."""
+        password, version, secret = self._password_secret(role, user, secrets_api)
+        sql_user = SqlUser(
+            self,
+            f"{role}_user",
+            name=user.name,
+            instance=instance.name,
+            password=password.result,
+            # `type` is left out on purpose: an adopted built-in user reads back without
+            # one, and stating BUILT_IN would plan its replacement. ABANDON: PostgreSQL
+            # refuses to drop a role that owns objects, and dropping `nucleus` would be a
+            # disaster anyway; removing the resource only forgets it.
+            deletion_policy="ABANDON",
+        )
+        return sql_user, version, secret
+
+    def _password_secret(
+        self, role: str, user: UserConfig, secrets_api: ProjectService
+    ) -> tuple[Password, SecretManagerSecretVersion, SecretManagerSecret]:
+        """A random password and the Secret Manager secret that holds it."""
         env = self.env
         password = Password(
             self,
@@ -339,18 +376,6 @@ class NucleusDatabaseStack(TerraformStack):
             min_upper=PASSWORD_MIN_PER_CLASS,
             min_numeric=PASSWORD_MIN_PER_CLASS,
             min_special=PASSWORD_MIN_PER_CLASS,
-        )
-        sql_user = SqlUser(
-            self,
-            f"{role}_user",
-            name=user.name,
-            instance=instance.name,
-            password=password.result,
-            # `type` is left out on purpose: an adopted built-in user reads back without
-            # one, and stating BUILT_IN would plan its replacement. ABANDON: PostgreSQL
-            # refuses to drop a role that owns objects, and dropping `nucleus` would be a
-            # disaster anyway; removing the resource only forgets it.
-            deletion_policy="ABANDON",
         )
         if user.secret is None:  # stacks.checks reports this with the other problems first
             raise ConfigError(f"environment {env.name!r}: users.{role}.secret is missing")
@@ -384,4 +409,4 @@ class NucleusDatabaseStack(TerraformStack):
                 role=SECRET_ACCESSOR_ROLE,
                 member=member,
             )
-        return sql_user, version, secret
+        return password, version, secret

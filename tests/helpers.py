@@ -7,6 +7,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+# The app login's password in the system tests (NUCLEUS_APP_PASSWORD, set by their conftest).
+APP_PASSWORD = "test-app-password-Xq7!"
+
 
 @dataclass
 class Run:
@@ -53,15 +56,30 @@ def assert_clean_error(run: Run, *fragments: str, secrets: tuple[str, ...] = ())
         assert fragment in run.err, (fragment, run.err)
 
 
+def config_replacing(tmp_path, old: str, new: str):
+    """A copy of environments.toml (and its privileges file) with one text replaced."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "environments.toml").read_text()
+    assert old in source, old
+    path = tmp_path / "environments.toml"
+    path.write_text(source.replace(old, new))
+    (tmp_path / "privileges.toml").write_text((root / "privileges.toml").read_text())
+    return str(path)
+
+
 def config_with_owner(tmp_path, owner: str):
     """A copy of environments.toml whose environments declare another owner role."""
     from pathlib import Path
 
-    source = (Path(__file__).resolve().parents[1] / "environments.toml").read_text()
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "environments.toml").read_text()
     marker = '[environments.prod.users.owner]\nname = "nucleus"'
     assert marker in source
     path = tmp_path / "environments.toml"
     path.write_text(source.replace(marker, f'[environments.prod.users.owner]\nname = "{owner}"'))
+    (tmp_path / "privileges.toml").write_text((root / "privileges.toml").read_text())
     return str(path)
 
 

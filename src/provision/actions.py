@@ -26,12 +26,20 @@ class ActionKind(StrEnum):
     ADOPT_VERSION_TABLE = "adopt-migrations-table"
     MIGRATE = "migrate"
     ACCEPT_CHANGED = "accept-changed"
+    CREATE_ROLES = "create-roles"
+    CREATE_LOGIN = "create-login"
+    MEMBERSHIPS = "memberships"
+    DEFAULT_PRIVILEGES = "default-privileges"
+    GRANTS = "grants"
 
 
 @dataclass(frozen=True)
 class Sql:
     text: str
     params: Mapping[str, object] = field(default_factory=dict)
+    # Holds a `{slot}` the executor fills with a secret (a password verifier) at run time;
+    # plans show the slot's description, never its value.
+    secret: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ this snapshot and the desired state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -145,6 +145,79 @@ class MigrationsTableInfo:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """One privilege of one grantee on one object (aclexplode), `PUBLIC` for everyone."""
+
+    kind: str  # schema | table | sequence
+    schema: str
+    name: str | None  # None for a schema
+    grantee: str
+    privilege: str
+    grantable: bool = False
+
+    @property
+    def qualified(self) -> str:
+        return self.schema if self.name is None else f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class DefaultGrant:
+    """One default privilege: what objects `role` creates later (in `schema`) get."""
+
+    role: str
+    schema: str | None  # None: in every schema
+    objtype: str  # r tables, S sequences, f functions, T types, n schemas
+    grantee: str
+    privilege: str
+
+
+@dataclass(frozen=True)
+class Membership:
+    group: str
+    member: str
+    admin_option: bool = False
+    inherit_option: bool = True
+    grantor: str | None = None
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """What the privileges concern needs to know about one role."""
+
+    name: str
+    exists: bool
+    login: bool = False
+    in_superuser_group: bool = False  # a member of cloudsqlsuperuser (the database's owner)
+    iam: bool = False  # a Cloud SQL IAM user or group (member of cloudsqliam*)
+    admin_holds_admin: bool = False  # the run's admin may grant membership in it
+
+
+@dataclass(frozen=True)
+class PrivilegeFacts:
+    grants: tuple[Grant, ...] = ()
+    defaults: tuple[DefaultGrant, ...] = ()
+    memberships: tuple[Membership, ...] = ()
+    roles: dict[str, RoleState] = field(default_factory=dict)
+    owners: dict[tuple[str, str | None], str] = field(default_factory=dict)
+
+    def role(self, name: str) -> RoleState:
+        return self.roles.get(name) or RoleState(name, exists=False)
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one role can do in one schema, with everything it inherits (has_*_privilege)."""
+
+    role: str
+    schema: str
+    usage: bool
+    read: bool | None  # SELECT on every table; None when the schema has no table
+    write: bool | None  # INSERT, UPDATE and DELETE on every table
+    create: bool
+    owner: bool
+
+
+@dataclass(frozen=True)
 class Catalog:
     database: str
     roles: RoleFacts
@@ -154,6 +227,9 @@ class Catalog:
     migrations: MigrationsTableInfo
     # Indexes a failed CREATE INDEX CONCURRENTLY left behind (indisvalid = false).
     invalid_indexes: frozenset[tuple[str, str]] = frozenset()
+    privileges: PrivilegeFacts = field(default_factory=PrivilegeFacts)
+    # Who can do what, per role and schema: read for `inspect` only (read_access).
+    access: tuple[Access, ...] = ()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -225,6 +301,54 @@ WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
        -- indexes only where the layout names one (the version table's); the rest follow their tables
        OR (c.relkind IN ('i', 'I') AND n.nspname = :mschema))
   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+""")
+
+# Every privilege in the new schemas (and on schema public, where PUBLIC must not CREATE), one
+# row per (object, grantee, privilege): one query, however many objects.
+_GRANTS_SQL = text("""
+SELECT 'schema' AS kind, n.nspname AS schema, NULL AS name, pg_get_userbyid(n.nspowner) AS owner,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
+       a.privilege_type AS privilege, a.is_grantable AS grantable
+FROM pg_namespace n
+CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault(CAST('n' AS "char"), n.nspowner))) a
+WHERE n.nspname = ANY(CAST(:managed AS text[])) OR n.nspname = 'public'
+UNION ALL
+SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END, n.nspname, c.relname,
+       pg_get_userbyid(c.relowner),
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+       a.privilege_type, a.is_grantable
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
+    CAST(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END AS "char"), c.relowner))) a
+WHERE n.nspname = ANY(CAST(:managed AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+""")
+
+# Roles, memberships of the managed groups and default privileges, in one query.
+_ROLE_FACTS_SQL = text("""
+WITH wanted(name) AS (SELECT unnest(CAST(:names AS text[])))
+SELECT
+  (SELECT coalesce(json_agg(json_build_object(
+       'name', w.name, 'exists', r.oid IS NOT NULL, 'login', coalesce(r.rolcanlogin, false),
+       'superuser_group', r.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+           WHERE m.member = r.oid AND g.rolname = 'cloudsqlsuperuser'),
+       'iam', r.oid IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+           WHERE m.member = r.oid AND g.rolname LIKE 'cloudsqliam%'),
+       'admin_holds_admin', r.oid IS NOT NULL
+           AND pg_has_role(:admin, r.oid, 'USAGE WITH ADMIN OPTION'))), '[]')
+   FROM wanted w LEFT JOIN pg_roles r ON r.rolname = w.name) AS roles,
+  (SELECT coalesce(json_agg(json_build_object(
+       'group', g.rolname, 'member', u.rolname, 'admin', m.admin_option,
+       'inherit', m.inherit_option, 'grantor', pg_get_userbyid(m.grantor))), '[]')
+   FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+   WHERE g.rolname = ANY(CAST(:groups AS text[]))) AS memberships,
+  (SELECT coalesce(json_agg(json_build_object(
+       'role', pg_get_userbyid(d.defaclrole), 'schema', n.nspname, 'objtype', d.defaclobjtype,
+       'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+       'privilege', a.privilege_type)), '[]')
+   FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+   CROSS JOIN LATERAL aclexplode(d.defaclacl) a) AS defaults
 """)
 
 _EXTENSIONS_SQL = text("""
@@ -357,6 +481,8 @@ def read_catalog(
         ).mappings()
     }
 
+    privileges = read_privileges(conn, desired)
+
     if migrations.exists:
         # Once nucleus owns the table, the admin reads it only if granted; until then the owner
         # session (when there is one) reads the records, so a run never mistakes "unreadable"
@@ -369,5 +495,99 @@ def read_catalog(
                 records_known=True,
             )
     return Catalog(
-        row["database"], roles, schemas, relations, extensions, migrations, frozenset(invalid)
+        row["database"],
+        roles,
+        schemas,
+        relations,
+        extensions,
+        migrations,
+        frozenset(invalid),
+        privileges,
+    )
+
+
+_ACCESS_SQL = text("""
+SELECT r.name AS role, n.nspname AS schema,
+       has_schema_privilege(r.name, n.oid, 'USAGE') AS usage,
+       bool_and(has_table_privilege(r.name, c.oid, 'SELECT')) AS read,
+       -- (a list of privileges would mean "any of them": each is asked on its own)
+       bool_and(has_table_privilege(r.name, c.oid, 'INSERT')
+                AND has_table_privilege(r.name, c.oid, 'UPDATE')
+                AND has_table_privilege(r.name, c.oid, 'DELETE')) AS write,
+       has_schema_privilege(r.name, n.oid, 'CREATE') AS "create",
+       r.name <> 'public' AND pg_has_role(r.name, n.nspowner, 'USAGE') AS owner
+FROM unnest(CAST(:roles AS text[])) AS r(name)
+CROSS JOIN pg_namespace n
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+WHERE n.nspname = ANY(CAST(:schemas AS text[]))
+  AND (r.name = 'public' OR to_regrole(quote_ident(r.name)) IS NOT NULL)
+GROUP BY r.name, n.nspname, n.oid, n.nspowner
+ORDER BY r.name, n.nspname
+""")
+
+
+def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> tuple[Access, ...]:
+    """The matrix of `inspect`: every declared role, the owner, the admin and PUBLIC, against
+    the new schemas and the legacy ones (reported, never changed). One query."""
+    p = desired.privileges
+    roles = [*p.group_names, *sorted({m.role for m in p.members}), desired.owner, desired.admin]
+    rows = conn.execute(
+        _ACCESS_SQL, {"roles": [*dict.fromkeys(roles), "public"], "schemas": schemas}
+    ).mappings()
+    return tuple(
+        Access(
+            "PUBLIC" if r["role"] == "public" else r["role"],
+            r["schema"],
+            r["usage"],
+            r["read"],
+            r["write"],
+            r["create"],
+            bool(r["owner"]),
+        )
+        for r in rows
+    )
+
+
+def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
+    """Grants in the new schemas, the declared roles, the managed groups' memberships and
+    default privileges: two queries."""
+    p = desired.privileges
+    names = sorted({*p.group_names, *(m.role for m in p.members), desired.owner, desired.admin})
+    grants: list[Grant] = []
+    owners: dict[tuple[str, str | None], str] = {}
+    for r in conn.execute(_GRANTS_SQL, {"managed": list(desired.schema_names)}).mappings():
+        owners[(r["schema"], r["name"])] = r["owner"]
+        grants.append(
+            Grant(r["kind"], r["schema"], r["name"], r["grantee"], r["privilege"], r["grantable"])
+        )
+    facts = (
+        conn.execute(
+            _ROLE_FACTS_SQL,
+            {"names": names, "groups": list(p.group_names), "admin": desired.admin},
+        )
+        .mappings()
+        .one()
+    )
+    return PrivilegeFacts(
+        grants=tuple(grants),
+        defaults=tuple(
+            DefaultGrant(d["role"], d["schema"], d["objtype"], d["grantee"], d["privilege"])
+            for d in facts["defaults"]
+        ),
+        memberships=tuple(
+            Membership(m["group"], m["member"], m["admin"], m["inherit"], m["grantor"])
+            for m in facts["memberships"]
+        ),
+        roles={
+            r["name"]: RoleState(
+                r["name"],
+                r["exists"],
+                r["login"],
+                r["superuser_group"],
+                r["iam"],
+                r["admin_holds_admin"],
+            )
+            for r in facts["roles"]
+        },
+        owners=owners,
     )

@@ -205,8 +205,32 @@ def _require_emulation() -> None:
     type=click.Choice(SCENARIO_NAMES),
     help="The database state to start from.",
 )
+@click.option(
+    "--server-ca-mode",
+    type=click.Choice(
+        ["google-managed-internal-ca", "google-managed-cas-ca", "customer-managed-cas-ca"],
+        case_sensitive=False,
+    ),
+    help="Who signs the server certificate (serverCaMode) [default: the local environment's].",
+)
+@click.option(
+    "--dns-name",
+    help="CA Service modes: the instance's DNS name [default: INSTANCE.PROJECT.REGION.sql.goog.].",
+)
+@click.option(
+    "--custom-san",
+    "custom_sans",
+    multiple=True,
+    help="customer-managed-cas-ca: another DNS name for the server certificate (repeatable).",
+)
 @_state_dir_option
-def local_up(scenario: str, state_dir: Path | None) -> None:
+def local_up(
+    scenario: str,
+    server_ca_mode: str | None,
+    dns_name: str | None,
+    custom_sans: tuple[str, ...],
+    state_dir: Path | None,
+) -> None:
     """Start an instance in the background and print its DSNs as JSON.
 
     \b
@@ -217,8 +241,14 @@ def local_up(scenario: str, state_dir: Path | None) -> None:
     """
     _require_emulation()
     from provision.local import server
+    from provision.local.gcp.server_ca import parse_mode
 
-    instance = server.Server(state_dir).start(scenario)
+    instance = server.Server(state_dir).start(
+        scenario,
+        server_ca_mode=parse_mode(server_ca_mode) if server_ca_mode else None,
+        dns_name=dns_name,
+        custom_sans=custom_sans,
+    )
     click.echo(json.dumps(server.summary(instance), indent=2))
 
 
@@ -298,7 +328,10 @@ def _inputs(
     """The run's desired state (checked first: a bad config or migration file opens nothing)
     and its target."""
     desired = commands.load_desired(env_name, config=ctx.config, migrations_dir=migrations_dir)
-    return resolve_target(ctx, dsn, owner_dsn, env_name), desired
+    target = resolve_target(ctx, dsn, owner_dsn, env_name)
+    if dsn:
+        target.app_password = commands.app_password(env_name, config=ctx.config)
+    return target, desired
 
 
 def migrations_option(func: F) -> F:
@@ -626,6 +659,105 @@ def move_verify(
         if "different" in outcomes
         else EXIT_OK
     )
+
+
+@cli.command("diff")
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME",
+    help="A side by environment (twice: left, then right).",
+)
+@click.option(
+    "--dsn",
+    "dsns",
+    multiple=True,
+    metavar="URL",
+    help="A side by admin DSN (twice: left, then right).",
+)
+@click.option("--from-env", metavar="NAME", help="The left side (source), by environment.")
+@click.option("--to-env", metavar="NAME", help="The right side (target), by environment.")
+@click.option("--from-dsn", metavar="URL", help="The left side (source), by admin DSN.")
+@click.option("--to-dsn", metavar="URL", help="The right side (target), by admin DSN.")
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="Compare only these schemas [default: the managed schemas and public, plus the legacy ones].",
+)
+@click.option(
+    "--exclude-schema",
+    "excluded",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="Leave these schemas out.",
+)
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="CATEGORY[,CATEGORY]",
+    help="Leave a category out: schemas, tables, columns, constraints, indexes, sequences, views, functions, triggers, policies, extensions, owners, privileges, default-privileges, memberships, migrations, legacy-migrations.",
+)
+@click.option(
+    "--map-role",
+    "role_map",
+    multiple=True,
+    metavar="LEFT=RIGHT",
+    help="Compare role LEFT on the left side as role RIGHT on the right. Repeatable.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def diff_command(
+    ctx: Context,
+    envs: tuple[str, ...],
+    dsns: tuple[str, ...],
+    from_env: str | None,
+    to_env: str | None,
+    from_dsn: str | None,
+    to_dsn: str | None,
+    schemas: tuple[str, ...],
+    excluded: tuple[str, ...],
+    ignored: tuple[str, ...],
+    role_map: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Compare two live databases: is staging laid out like prod, right now?
+
+    Read-only on both sides. Compares schemas, tables and columns, constraints, indexes,
+    sequences, views, functions, triggers, policies, extensions and their versions, owners,
+    privileges and default privileges, memberships of the managed roles, and the migration
+    records (versions and checksums). Exit 0: identical; 2: different; 1: error.
+
+    \b
+    Examples:
+      nucleus-provision diff --env prod --env staging
+      nucleus-provision diff --from-dsn "$PROD_DSN" --to-dsn "$STAGING_DSN" --format markdown
+      nucleus-provision diff --env prod --env staging --map-role nucleus=nucleus_staging
+      nucleus-provision diff --env prod --env staging --schema dna,public --ignore legacy-migrations
+    \b
+    In CI (fails the job when staging no longer reproduces prod):
+      nucleus-provision diff --env prod --env staging --format json > schema-diff.json
+    """
+    from provision import diff
+    from provision.diff import options, render
+
+    left_spec, right_spec = options.sides(envs, dsns, from_env, to_env, from_dsn, to_dsn)
+    settings = diff.Options(
+        ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
+    )
+    scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
+    left = resolve_target(ctx, left_spec.dsn, None, left_spec.env)
+    try:
+        right = resolve_target(ctx, right_spec.dsn, None, right_spec.env)
+    except BaseException:
+        left.dispose()
+        raise
+    result = diff.run_targets(left, right, settings, scope)
+    click.echo(render.render(result, fmt))
+    sys.exit(EXIT_OK if result.identical else EXIT_CHANGES)
 
 
 @cli.command()

@@ -8,14 +8,14 @@ missing owner session, and releases the target (and its Connector) however the v
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from provision import db, executor
+from provision import credentials, db, executor
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
-from provision.errors import PermissionProblem
+from provision.errors import CredentialsMissing, PermissionProblem
 from provision.findings import Verdict
 from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.migrations import load_migrations
@@ -35,9 +35,42 @@ def load_desired(
     migrations_dir: Path | None = None,
 ) -> DesiredState:
     """The desired state of an environment of environments.toml, with the migration files."""
-    name = env_name or os.environ.get(ENVIRONMENT_ENV_VAR) or DEFAULT_ENVIRONMENT
-    environment = load_environment(name, config)
-    return desired_state(environment, load_migrations(migrations_dir))
+    named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
+    environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
+    # IAM identities belong to an environment: with `--dsn` alone they are left alone.
+    return desired_state(environment, load_migrations(migrations_dir), manage_iam=named is not None)
+
+
+def app_password(
+    env_name: str | None = None, *, config: str | None = None
+) -> Callable[[], str] | None:
+    """users.app's password for a direct (`--dsn`) run: its variable, then its Secret Manager
+    secret; asked only when apply must create the login."""
+    named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
+    environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
+    if environment.users.app is None:
+        return None
+
+    app = environment.users.app
+
+    def read() -> str:
+        try:
+            login = credentials.login_for(environment, "app")
+        except CredentialsMissing as exc:
+            if app.name in exc.message:
+                raise
+            # Secret Manager could not even be asked: say what the lookup was for.
+            raise CredentialsMissing(
+                f"no password for login {app.name!r} (users.app): "
+                + (f"{app.password_env} is not set, and " if app.password_env else "")
+                + f"its Secret Manager secret could not be read ({exc.message})",
+                hint=(f"export {app.password_env}, or " if app.password_env else "")
+                + (exc.hint or ""),
+            ) from None
+        assert login.password is not None  # a password login, never IAM
+        return login.password
+
+    return read
 
 
 @contextmanager

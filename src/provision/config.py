@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ class UserConfig(_Model):
     """A built-in database user and where its password lives."""
 
     name: str
+    member_of: tuple[str, ...] = Field(
+        default=(), description="declared groups (privileges.toml) the user is a member of"
+    )
     secret: str | None = Field(
         default=None, description="Secret Manager secret id holding the password"
     )
@@ -92,9 +96,58 @@ class UserConfig(_Model):
         return _check_members(value)
 
 
+class AppLoginConfig(UserConfig):
+    """The least-privilege password login services use where they cannot use IAM. Created in
+    the database by `apply` (as users.admin, from the password in its secret), never through
+    the Cloud SQL API, which would make it a member of cloudsqlsuperuser, the database's
+    owner (README, "Privileges as code")."""
+
+
 class Users(_Model):
     admin: UserConfig = UserConfig(name="postgres")
     owner: UserConfig = UserConfig(name="nucleus")
+    app: AppLoginConfig | None = None
+
+
+class SchemaPrivilege(StrEnum):
+    USAGE = "USAGE"
+    CREATE = "CREATE"
+
+
+class TablePrivilege(StrEnum):
+    SELECT = "SELECT"
+    INSERT = "INSERT"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    TRUNCATE = "TRUNCATE"
+    REFERENCES = "REFERENCES"
+    TRIGGER = "TRIGGER"
+
+
+class SequencePrivilege(StrEnum):
+    USAGE = "USAGE"
+    SELECT = "SELECT"
+    UPDATE = "UPDATE"
+
+
+class GroupConfig(_Model):
+    """A NOLOGIN group role and what its members may do in every schema of the new layout
+    (tables and sequences: existing ones, and through default privileges every later one)."""
+
+    description: str = ""
+    schemas: tuple[SchemaPrivilege, ...] = (SchemaPrivilege.USAGE,)
+    tables: tuple[TablePrivilege, ...] = ()
+    sequences: tuple[SequencePrivilege, ...] = ()
+
+
+class PrivilegesConfig(_Model):
+    """The declaration of privileges.toml: the same in every environment."""
+
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
+
+
+# IAM identities as IAM policy members write them: the kind decides the Cloud SQL user type.
+_IAM_MEMBER = re.compile(r"(serviceAccount|group|user):([^@\s]+@[A-Za-z0-9.-]+)")
 
 
 class BackupConfig(_Model):
@@ -249,6 +302,30 @@ def _one_of(value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class IamIdentity:
+    """An IAM identity with a Cloud SQL IAM database user, and the group it joins."""
+
+    kind: str  # serviceAccount | group | user
+    email: str
+    group: str
+
+    @property
+    def user_type(self) -> str:
+        """The Cloud SQL user type (google_sql_user.type)."""
+        return {
+            "serviceAccount": "CLOUD_IAM_SERVICE_ACCOUNT",
+            "group": "CLOUD_IAM_GROUP",
+            "user": "CLOUD_IAM_USER",
+        }[self.kind]
+
+    @property
+    def role(self) -> str:
+        """The database role: a service account's email less `.gserviceaccount.com`; the
+        email itself for users and groups."""
+        return self.email.removesuffix(".gserviceaccount.com")
+
+
 class Environment(_Model):
     """One environment: a Cloud SQL instance, its database and its users."""
 
@@ -279,6 +356,16 @@ class Environment(_Model):
         default=None,
         description="service account (one of iam_users) the admin session logs in as with IAM "
         "database authentication, instead of users.admin with its password",
+    )
+    iam_members: dict[str, str] = Field(
+        default_factory=dict,
+        description="IAM identities given Cloud SQL IAM database users by the stacks "
+        "('serviceAccount:EMAIL', 'group:EMAIL', 'user:EMAIL') and the declared group each "
+        "is made a member of",
+    )
+    privileges: PrivilegesConfig = Field(
+        default_factory=PrivilegesConfig,
+        description="the privileges declaration; in environments.toml, the path of its file",
     )
     lazy_refresh: bool = False
     connector: str | None = Field(
@@ -474,6 +561,55 @@ class Environment(_Model):
         the environment switches it on (`[pgaudit] enabled`, the cloudsql.enable_pgaudit flag)."""
         return ("vector", "pgaudit") if self.pgaudit.enabled else ("vector",)
 
+    @model_validator(mode="after")
+    def _privileges_refer_to_declared_groups(self) -> Environment:
+        groups = set(self.privileges.groups)
+        users = {self.users.admin.name, self.users.owner.name}
+        if self.users.app is not None:
+            users.add(self.users.app.name)
+        for role in ("admin", "owner", "app"):
+            user = getattr(self.users, role)
+            unknown = set(user.member_of) - groups if user is not None else set()
+            if unknown:
+                raise ValueError(
+                    f"users.{role}.member_of names undeclared group(s) "
+                    f"{', '.join(sorted(unknown))}; declared in the privileges file: "
+                    f"{', '.join(sorted(groups)) or 'none'}"
+                )
+        if self.users.owner.member_of:
+            raise ValueError("users.owner owns the new layout: it needs no group (member_of)")
+        clash = groups & users
+        if clash:
+            raise ValueError(f"{', '.join(sorted(clash))} is both a user and a group")
+        if self.iam_members and not self.iam_auth:
+            raise ValueError(
+                "iam_members needs iam_auth = true (the cloudsql.iam_authentication flag)"
+            )
+        for member, group in self.iam_members.items():
+            if not _IAM_MEMBER.fullmatch(member):
+                raise ValueError(
+                    f"iam_members: {member!r} is not an IAM identity; write "
+                    "'serviceAccount:NAME@PROJECT.iam.gserviceaccount.com', 'group:EMAIL' or "
+                    "'user:EMAIL'"
+                )
+            if group not in groups:
+                raise ValueError(
+                    f"iam_members: {member!r} joins undeclared group {group!r}; declared: "
+                    f"{', '.join(sorted(groups)) or 'none'}"
+                )
+        return self
+
+    @property
+    def iam_identities(self) -> tuple[IamIdentity, ...]:
+        """The IAM identities of iam_members, with the database role Cloud SQL names each."""
+        found = []
+        for member, group in sorted(self.iam_members.items()):
+            match = _IAM_MEMBER.fullmatch(member)
+            assert match is not None  # validated above
+            kind, email = match.groups()
+            found.append(IamIdentity(kind, email, group))
+        return tuple(found)
+
     @property
     def connection_name(self) -> str:
         """The Cloud SQL instance connection name, `project:region:instance`."""
@@ -556,9 +692,16 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
                 hint=f'e.g. extends = "prod"; known: {", ".join(sorted(tables))}',
             )
     environments: dict[str, Environment] = {}
+    declarations: dict[Path, dict[str, Any]] = {}
     for name in tables:
         try:
-            environments[name] = Environment(name=name, **_resolve(name, tables))
+            resolved = _resolve(name, tables)
+            if isinstance(resolved.get("privileges"), str):
+                declaration = (config_file.parent / resolved["privileges"]).resolve()
+                if declaration not in declarations:
+                    declarations[declaration] = _read_privileges(declaration)
+                resolved["privileges"] = declarations[declaration]
+            environments[name] = Environment(name=name, **resolved)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
@@ -573,6 +716,20 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
                 exc.message = f"{config_file}: {exc.message}"
             raise
     return environments
+
+
+def _read_privileges(path: Path) -> dict[str, Any]:
+    """The privileges declaration a `privileges = "FILE"` line names (relative to
+    environments.toml)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"privileges file {path} does not exist",
+            hint="privileges = names a TOML file beside environments.toml (privileges.toml)",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def load_environment(name: str, path: str | os.PathLike[str] | None = None) -> Environment:

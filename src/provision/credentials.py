@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from provision.config import Environment, UserConfig
     from provision.connector_plugin import ConnectorOverrides
 
-Role = Literal["admin", "owner"]
+Role = Literal["admin", "owner", "app"]
 # (project, secret id) -> the secret's latest payload (SecretManagerReader, or a stand-in).
 SecretReader = Callable[[str, str], str]
 
@@ -204,7 +204,12 @@ def login_for(
             True,
             f"IAM database authentication as {environment.iam_login}",
         )
-    user: UserConfig = getattr(environment.users, role)
+    user: UserConfig | None = getattr(environment.users, role)
+    if user is None:
+        raise CredentialsMissing(
+            f"environment {environment.name!r} declares no users.{role}",
+            hint=f"add [environments.{environment.name}.users.{role}] to environments.toml",
+        )
 
     looked: list[str] = []
     if overrides is not None:

@@ -185,6 +185,9 @@ class Target:
     owner_unavailable: str | None = None
     # The role the admin session logs in as when it is not the layout's admin (an IAM login).
     admin_role: str | None = None
+    # The app login's password (users.app), asked only when apply must create the login; it
+    # raises CredentialsMissing naming where it looked.
+    app_password: Callable[[], str] | None = None
 
     def dispose(self) -> None:
         self.admin.dispose()

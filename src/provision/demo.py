@@ -2,7 +2,8 @@
 
 It starts a local Cloud SQL emulation of its own (never one the user runs), then inspects,
 plans, applies, inspects, verifies and applies again through the same path as production
-(the Cloud SQL Python Connector, `--env local`), and stops everything. It needs the
+(the Cloud SQL Python Connector, `--env local`), then diffs it live against a second, fresh
+instance converged the same way (staging reproduces prod), and stops everything. It needs the
 emulation extra (`pip install 'nucleus-provision[emulation]'`).
 """
 
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import click
 
-from provision import commands, db, render
+from provision import commands, db, diff, render
 from provision.desired import DesiredState
+from provision.diff import render as diff_render
 from provision.local import server
 
 
@@ -66,6 +68,8 @@ def run(
         banner("7. apply again (a rerun is a no-op)")
         again = commands.apply(target(state_dir), desired)
         echo("No changes." if again.plan.empty else f"{len(again.plan.actions)} action(s)?!")
+        banner("8. staging reproduces prod: a fresh instance, applied, diffed live")
+        same = _diff_with_a_fresh_instance(state_dir, target, desired, echo)
     finally:
         if not keep:
             server.Server(state_dir).stop()
@@ -75,4 +79,34 @@ def run(
             echo(
                 f"\nleft running: NUCLEUS_LOCAL_STATE_DIR={state_dir} nucleus-provision local down"
             )
-    return verdict.matches
+    return verdict.matches and same
+
+
+def _diff_with_a_fresh_instance(
+    prod_dir: Path,
+    target: Callable[[Path], db.Target],
+    desired: DesiredState,
+    echo: Callable[..., None],
+) -> bool:
+    """A second emulation, as a freshly deployed staging is (database and users only), gets
+    the same apply; then `diff` compares it with the converged prod state over the new
+    schemas. Prod's legacy migration rows exist only there: that category is left out."""
+    staging_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-staging-"))
+    try:
+        server.Server(staging_dir).start("empty")
+        commands.apply(target(staging_dir), desired)
+        echo(
+            "nucleus-provision diff --env prod --env staging --schema <the new schemas> "
+            "--ignore legacy-migrations"
+        )
+        result = diff.run_targets(
+            target(prod_dir),
+            target(staging_dir),
+            diff.Options(ignore=frozenset({"legacy-migrations"})),
+            diff.defaults().managed_schemas,
+        )
+        echo(diff_render.text(result))
+        return result.identical
+    finally:
+        server.Server(staging_dir).stop()
+        shutil.rmtree(staging_dir, ignore_errors=True)

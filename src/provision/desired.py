@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 
 from provision.config import Environment
 from provision.migrations import Migration
@@ -158,6 +159,48 @@ LAYOUT = Layout(
 
 
 @dataclass(frozen=True)
+class Group:
+    """A NOLOGIN group and what its members may do in every schema of the new layout."""
+
+    name: str
+    schema: tuple[str, ...]  # on the schemas
+    tables: tuple[str, ...]  # on every table (and, by default privileges, every later one)
+    sequences: tuple[str, ...]
+
+
+class MemberKind(StrEnum):
+    LOGIN = "login"  # users.app: created by apply, in the database, from its secret
+    IAM = "iam"  # an IAM database user: created by the stacks through the Cloud SQL API
+
+
+@dataclass(frozen=True)
+class Member:
+    role: str
+    group: str
+    kind: MemberKind
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """Who may do what in the new schemas: authoritative there (what is not declared is
+    revoked), never applied to legacy schemas or Cloud SQL's own roles."""
+
+    groups: tuple[Group, ...] = ()
+    members: tuple[Member, ...] = ()
+    app_login: str | None = None  # the login apply creates when it does not exist
+    # IAM identities are the environment's: in scope only when an environment is named
+    # (a `--dsn` run with prod's declaration leaves IAM users' memberships alone).
+    manage_iam: bool = True
+
+    def group(self, name: str) -> Group | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.groups)
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """The layout, the roles of one environment, and the migrations to have run."""
 
@@ -165,6 +208,7 @@ class DesiredState:
     admin: str  # the run's admin session (users.admin, or the IAM login's role)
     layout: Layout = LAYOUT
     migrations: tuple[Migration, ...] = field(default=())
+    privileges: Privileges = field(default_factory=Privileges)
 
     @property
     def schema_names(self) -> tuple[str, ...]:
@@ -185,12 +229,38 @@ class DesiredState:
             "owner": self.owner,
             "admin": self.admin,
             "layout": asdict(self.layout),
+            "privileges": asdict(self.privileges),
             "migrations": [(m.filename, m.checksum) for m in self.migrations],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def desired_state(environment: Environment, migrations: Sequence[Migration] = ()) -> DesiredState:
+def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> Privileges:
+    """The privileges declaration with this environment's members."""
+    groups = tuple(
+        Group(
+            name,
+            tuple(p.value for p in g.schemas),
+            tuple(p.value for p in g.tables),
+            tuple(p.value for p in g.sequences),
+        )
+        for name, g in sorted(environment.privileges.groups.items())
+    )
+    app, admin = environment.users.app, environment.users.admin
+    members = [Member(admin.name, g, MemberKind.LOGIN) for g in admin.member_of]
+    members += [Member(app.name, g, MemberKind.LOGIN) for g in app.member_of] if app else []
+    members += [Member(i.role, i.group, MemberKind.IAM) for i in environment.iam_identities]
+    return Privileges(
+        groups=groups,
+        members=tuple(sorted(members, key=lambda m: (m.group, m.role))),
+        app_login=app.name if app else None,
+        manage_iam=manage_iam,
+    )
+
+
+def desired_state(
+    environment: Environment, migrations: Sequence[Migration] = (), *, manage_iam: bool = True
+) -> DesiredState:
     """The desired state of one environment: its users, the code's layout, these migrations.
 
     The admin is `users.admin`; a run that logs in another way (an IAM service account) sees
@@ -202,4 +272,5 @@ def desired_state(environment: Environment, migrations: Sequence[Migration] = ()
         # cloudsql.enable_pgaudit flag), which the local emulation cannot.
         layout=replace(LAYOUT, extensions=environment.required_extensions),
         migrations=tuple(migrations),
+        privileges=desired_privileges(environment, manage_iam=manage_iam),
     )

@@ -18,20 +18,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from pg8000.native import literal
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from provision import db, safety
-from provision.actions import Action, Session, Sql
-from provision.catalog import Catalog, read_catalog
-from provision.concerns import all_findings
+from provision import db, safety, scram
+from provision.actions import Action, ActionKind, Session, Sql
+from provision.catalog import Catalog, read_access, read_catalog
+from provision.concerns import all_findings, privileges
+from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.desired import DesiredState
 from provision.errors import (
     ApplyFailed,
     ConfigError,
+    CredentialsMissing,
     LockTimeout,
     ManualActionRequired,
     PermissionProblem,
@@ -272,9 +275,18 @@ def snapshot(
     policy: LockPolicy = DEFAULT_POLICY,
     listener: Listener = lambda e: None,
 ) -> Catalog:
-    """`inspect`: the catalog alone, read-only, bounded like every read."""
+    """`inspect`: the catalog and who can do what, read-only, bounded like every read."""
     with ExitStack() as stack:
-        return _catalog(_Run(stack, target, desired, policy, listener, writes=False))
+        run = _Run(stack, target, desired, policy, listener, writes=False)
+        catalog = _catalog(run)
+        schemas = [
+            s
+            for s in (*desired.schema_names, *desired.layout.protected_schemas)
+            if s in catalog.schemas
+        ]
+        access = read_access(run.bounded(run.admin), desired, schemas)
+        run.end_reads()
+        return replace(catalog, access=access)
 
 
 def read(
@@ -363,7 +375,14 @@ def _run_locks(run: _Run) -> Iterator[None]:
 
 
 def _run_sql(conn: Connection, sql: Sql, extra: dict[str, object]) -> None:
-    if sql.params:
+    if sql.secret:
+        # A slot filled with a secret only here, passed as a literal (utility statements take
+        # no bind parameters); never echoed: errors below name the step, not the statement.
+        filled = sql.text
+        for slot, value in extra.items():
+            filled = filled.replace("{" + slot + "}", literal(str(value)))
+        conn.exec_driver_sql(filled)
+    elif sql.params:
         params = {**sql.params, **{k: v for k, v in extra.items() if f":{k}" in sql.text}}
         conn.execute(text(sql.text), params)
     else:
@@ -382,6 +401,7 @@ def _transaction(
     set_role: str | None,
     policy: LockPolicy,
     managed: tuple[str, ...],
+    slots: dict[str, object],
 ) -> None:
     """One attempt: everything or nothing."""
     started = time.monotonic()
@@ -391,7 +411,7 @@ def _transaction(
             conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
         before = safety.snapshot(conn, managed) if action.proven else None
         for sql in action.statements:
-            _run_sql(conn, sql, {})
+            _run_sql(conn, sql, slots)
         if before is not None:
             found = safety.violations(before, safety.snapshot(conn, managed))
             if found:
@@ -465,7 +485,14 @@ def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: 
             conn.execution_options(isolation_level=conn.default_isolation_level)
 
 
-def _execute(run: _Run, action: Action, conn: Connection, pid: int, set_role: str | None) -> float:
+def _execute(
+    run: _Run,
+    action: Action,
+    conn: Connection,
+    pid: int,
+    set_role: str | None,
+    slots: dict[str, object],
+) -> float:
     started = time.monotonic()
     where = _where(action)
     try:
@@ -473,7 +500,9 @@ def _execute(run: _Run, action: Action, conn: Connection, pid: int, set_role: st
             run.attempts(Session.OWNER if conn is run._owner else Session.ADMIN).run(
                 where,
                 lambda: [pid],
-                lambda: _transaction(conn, action, set_role, run.policy, run.desired.schema_names),
+                lambda: _transaction(
+                    conn, action, set_role, run.policy, run.desired.schema_names, slots
+                ),
             )
         else:
             _autocommit(conn, action, set_role, run.policy)
@@ -515,6 +544,20 @@ def _manual_error(found: list[Finding], *, applied: int) -> ManualActionRequired
     )
 
 
+def _secret_slots(target: db.Target, actions: tuple[Action, ...]) -> dict[str, object]:
+    """Secrets the plan needs, asked for before anything runs (a missing one changes
+    nothing): the app login's SCRAM verifier, computed here from its password."""
+    if not any(sql.secret for action in actions for sql in action.statements):
+        return {}
+    if target.app_password is None:
+        raise CredentialsMissing(
+            "creating the app login needs its password, and this run has no source for it",
+            hint="export the variable named by users.app.password_env (NUCLEUS_APP_PASSWORD), "
+            "or run with --env NAME to read its Secret Manager secret",
+        )
+    return {APP_VERIFIER_SLOT: scram.verifier(target.app_password())}
+
+
 def apply(
     target: db.Target,
     desired: DesiredState,
@@ -528,26 +571,39 @@ def apply(
         with _run_locks(run):
             reading = _read(run, owner_session=run.has_owner_session, accept_changed=accept_changed)
             plan = reading.plan
+            slots = _secret_slots(target, plan.actions)
             uses_owner = plan.needs(Session.OWNER) and not plan.owner_via_set_role
             if uses_owner and run.has_owner_session:
                 run.owner()  # connect and check who and where it is before anything runs
             listener(Event(EventKind.PLAN, plan=plan))
             result = ApplyResult(plan)
-            for action in plan.actions:
-                if action.session == Session.OWNER and uses_owner and run.has_owner_session:
-                    conn, pid, role = run.owner(), run.owner_pid or 0, None
-                else:
-                    conn, pid = run.admin, run.admin_pid
-                    role = desired.owner if action.session == Session.OWNER else None
-                listener(Event(EventKind.ACTION_START, action=action))
-                seconds = _execute(run, action, conn, pid, role)
-                result.timings.append((action, seconds))
-                listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
-            after = (
-                _read(run, owner_session=run.has_owner_session, accept_changed=())
-                if plan.actions
-                else reading
-            )
+
+            def execute(actions: tuple[Action, ...], via_set_role: bool) -> None:
+                owner_direct = not via_set_role and run.has_owner_session
+                for action in actions:
+                    if action.session == Session.OWNER and owner_direct:
+                        conn, pid, role = run.owner(), run.owner_pid or 0, None
+                    else:
+                        conn, pid = run.admin, run.admin_pid
+                        role = desired.owner if action.session == Session.OWNER else None
+                    listener(Event(EventKind.ACTION_START, action=action))
+                    seconds = _execute(run, action, conn, pid, role, slots)
+                    result.timings.append((action, seconds))
+                    listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
+
+            execute(plan.actions, plan.owner_via_set_role)
+            after = reading
+            if plan.actions:
+                after = _read(run, owner_session=run.has_owner_session, accept_changed=())
+            if any(a.kind == ActionKind.MIGRATE for a in plan.actions):
+                # Privileges of what the migrations created were not known before they ran.
+                known_now = tuple(
+                    a for a in after.plan.actions if privileges.planned_after_migrations(a.kind)
+                )
+                if known_now:
+                    listener(Event(EventKind.PLAN, plan=replace(after.plan, actions=known_now)))
+                    execute(known_now, after.plan.owner_via_set_role)
+                    after = _read(run, owner_session=run.has_owner_session, accept_changed=())
             needs_person = after.manual
             remaining = verify([f for f in after.findings if not f.manual], after.plan.actions)
             if not remaining.matches:

@@ -24,13 +24,10 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import pglast
-from pglast import ast
-from pglast.parser import ParseError
 
 from provision.errors import ConfigError, MigrationFileError
 
@@ -85,6 +82,9 @@ class Migration:
     def statements(self) -> tuple[Statement, ...]:
         """The file's statements with their line numbers and parse trees: parsed on first use,
         once, in one pass of PostgreSQL's parser."""
+        import pglast  # only when a file is about to run: a no-op run never pays its import
+        from pglast.parser import ParseError
+
         try:
             raw = pglast.parse_sql(self.text)
         except ParseError as exc:
@@ -238,30 +238,50 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 # What the parse tree cannot show (code in DO blocks or called procedures, a changed
 # search_path) is refused outright, and the executor pins search_path for every migration.
 
-_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+@cache
+def _ast() -> ModuleType:
+    """pglast's node classes, imported on first use (only pending files are checked)."""
+    from pglast import ast
+
+    return ast
+
+
+@cache
+def _writes() -> tuple[type, ...]:
+    ast = _ast()
+    return (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
 _SESSION_SETTINGS = {"search_path", "role", "session_authorization"}
-_FORBIDDEN: dict[type, str] = {
-    ast.TransactionStmt: "transaction control belongs to nucleus-provision (each file runs as one transaction)",
-    ast.DoStmt: "DO blocks run code the guard rail cannot check; write plain statements",
-    ast.CallStmt: "CALL runs code the guard rail cannot check",
-    ast.ReassignOwnedStmt: "REASSIGN OWNED changes every object of a role",
-    ast.DropOwnedStmt: "DROP OWNED drops every object of a role",
-    ast.CreateRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
-    ast.AlterRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
-    ast.AlterRoleSetStmt: "role settings belong to Terraform, not to migrations",
-    ast.DropRoleStmt: "roles belong to Terraform (google_sql_user), not to migrations",
-    ast.GrantRoleStmt: "role memberships are managed by nucleus-provision and Terraform, not by migrations",
-}
+
+
+@cache
+def _forbidden() -> dict[type, str]:
+    ast = _ast()
+    return {
+        ast.TransactionStmt: "transaction control belongs to nucleus-provision (each file runs as one transaction)",
+        ast.DoStmt: "DO blocks run code the guard rail cannot check; write plain statements",
+        ast.CallStmt: "CALL runs code the guard rail cannot check",
+        ast.ReassignOwnedStmt: "REASSIGN OWNED changes every object of a role",
+        ast.DropOwnedStmt: "DROP OWNED drops every object of a role",
+        ast.CreateRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
+        ast.AlterRoleStmt: "roles and passwords belong to Terraform (google_sql_user), not to migrations",
+        ast.AlterRoleSetStmt: "role settings belong to Terraform, not to migrations",
+        ast.DropRoleStmt: "roles belong to Terraform (google_sql_user), not to migrations",
+        ast.GrantRoleStmt: "role memberships are managed by nucleus-provision and Terraform, not by migrations",
+    }
 
 
 def _walk(node: object, reading: bool = False) -> Iterable[tuple[object, bool]]:
     """Every node with whether it sits in a read (a SELECT that is not itself inside a write)."""
+    ast = _ast()
     if isinstance(node, ast.A_Const):  # a string literal is data, not a name
         return
     if isinstance(node, ast.Node):
         if isinstance(node, ast.SelectStmt):
             reading = True
-        elif isinstance(node, _WRITES):
+        elif isinstance(node, _writes()):
             reading = False
         yield node, reading
         for attr in node:
@@ -272,6 +292,7 @@ def _walk(node: object, reading: bool = False) -> Iterable[tuple[object, bool]]:
 
 
 def _names(node: object) -> list[str]:
+    ast = _ast()
     if isinstance(node, ast.RangeVar):
         return [node.schemaname or "", node.relname or ""]
     if isinstance(node, ast.String):
@@ -282,8 +303,9 @@ def _names(node: object) -> list[str]:
 
 
 def _problem(stmt: object, protected: set[str], version_table: tuple[str, str]) -> str | None:
+    ast = _ast()
     for node, reading in _walk(stmt):
-        reason = _FORBIDDEN.get(type(node))
+        reason = _forbidden().get(type(node))
         if reason:
             return reason
         if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _SESSION_SETTINGS:
@@ -338,6 +360,7 @@ def check_protected(
 
 def _index_target(node: object) -> tuple[str, ...] | None:
     """The qualified name an index statement acts on, if it is one of the allowed ones."""
+    ast = _ast()
     if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
         return (node.relation.schemaname or "",)
     if isinstance(node, ast.DropStmt) and node.concurrent:
@@ -374,6 +397,7 @@ def check_no_transaction(migration: Migration, managed: Iterable[str]) -> None:
 def index_names(migration: Migration) -> tuple[tuple[str, str], ...]:
     """(schema, index) of each CREATE INDEX CONCURRENTLY of a no-transaction file: checked for
     validity after it runs."""
+    ast = _ast()
     found = []
     for statement in migration.statements:
         node = statement.tree

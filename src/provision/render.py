@@ -15,6 +15,7 @@ import click
 from pg8000.native import literal
 
 from provision.actions import Session, Sql
+from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan
@@ -101,7 +102,23 @@ def report_markdown(report: Report, *, title: str = "Database State Analysis") -
     ]
     lines += ["```", "", "### Roles", "```"]
     lines += [f"{key}: {_value(value)}" for key, value in asdict(report.roles).items()]
-    lines += ["```", "", "---", "", "## Issues Identified", ""]
+    if report.privileges:
+        lines += [
+            "```",
+            "",
+            "### Who Can Do What",
+            "",
+            "| role | schema | usage | read | write | create | owner |",
+        ]
+        lines += ["| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"| {a.role} | {a.schema} | {_mark(a.usage)} | {_mark(a.read)} | {_mark(a.write)} "
+            f"| {_mark(a.create)} | {_mark(a.owner)} |"
+            for a in report.privileges
+        ]
+        lines += ["", "---", "", "## Issues Identified", ""]
+    else:
+        lines += ["```", "", "---", "", "## Issues Identified", ""]
     if not report.findings:
         lines += ["None: the database matches the layout the code expects. ✅", ""]
     for n, f in enumerate(report.findings, 1):
@@ -115,6 +132,25 @@ def report_markdown(report: Report, *, title: str = "Database State Analysis") -
         if f.details:
             lines.append("")
     return "\n".join(lines)
+
+
+def _mark(value: bool | None) -> str:
+    return "-" if value is None else "yes" if value else "no"
+
+
+def access_table(report: Report) -> list[str]:
+    """The privileges matrix: one line per role and schema, columns usage/read/write/create/owner."""
+    if not report.privileges:
+        return []
+    width = max(len(a.role) for a in report.privileges) + 2
+    swidth = max(len(a.schema) for a in report.privileges) + 2
+    lines = [f"{'role':<{width}}{'schema':<{swidth}}usage read write create owner"]
+    for a in report.privileges:
+        lines.append(
+            f"{a.role:<{width}}{a.schema:<{swidth}}{_mark(a.usage):<6}{_mark(a.read):<5}"
+            f"{_mark(a.write):<6}{_mark(a.create):<7}{_mark(a.owner)}"
+        )
+    return lines
 
 
 def _value(value: object) -> str:
@@ -151,6 +187,9 @@ def report_text(report: Report) -> str:
     ]
     lines += ["", "roles:"]
     lines += [f"  {k}: {_value(v)}" for k, v in asdict(report.roles).items()]
+    if report.privileges:
+        lines += ["", "who can do what (inherited included):"]
+        lines += [f"  {line}" for line in access_table(report)]
     lines += [
         "",
         f"findings ({len(report.findings)}):"
@@ -172,6 +211,11 @@ def display_sql(sql: Sql) -> str:
     """A statement as printed by `plan`: bound values shown as literals. Plans never carry
     passwords (the engine sets none), so nothing here needs masking."""
     shown = sql.text
+    if sql.secret:
+        return shown.replace(
+            "{" + APP_VERIFIER_SLOT + "}",
+            "<SCRAM-SHA-256 verifier of the password in users.app's secret: never shown>",
+        )
     for name, value in sorted(sql.params.items(), key=lambda kv: -len(kv[0])):
         shown = shown.replace(f":{name}", literal(value))
     return shown

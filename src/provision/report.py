@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from provision.catalog import Catalog
+from provision.catalog import Access, Catalog
 from provision.concerns import all_findings
 from provision.desired import DesiredState
 from provision.findings import Finding
@@ -91,6 +91,8 @@ class Report:
     extensions: tuple[ExtensionRow, ...]
     roles: RolesReport
     findings: tuple[Finding, ...]
+    # Who can do what: role x schema (usage, read, write, create, owner), inherited included.
+    privileges: tuple[Access, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,4 +168,5 @@ def build_report(desired: DesiredState, catalog: Catalog) -> Report:
             cloudsqlsuperuser_members=facts.superuser_group_members,
         ),
         findings=tuple(all_findings(desired, catalog)),
+        privileges=catalog.access,
     )

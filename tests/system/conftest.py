@@ -16,6 +16,7 @@ import pg8000.native
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from helpers import APP_PASSWORD
 from provision.commands import ENVIRONMENT_ENV_VAR
 from provision.local import scenarios
 from provision.local.instance import (
@@ -32,6 +33,8 @@ from provision.local.server import Server
 # environment describes (its server cannot load pgaudit): `--dsn` runs check local's desired
 # state. Tests of prod's desired state name `--env prod` themselves.
 os.environ[ENVIRONMENT_ENV_VAR] = "local"
+# The app login's password for `--dsn` runs (on Cloud SQL: its Secret Manager secret).
+os.environ["NUCLEUS_APP_PASSWORD"] = APP_PASSWORD
 
 
 @dataclass(frozen=True)

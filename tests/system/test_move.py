@@ -1,8 +1,8 @@
 """Phase 4: `move run | status | verify` against the emulation, through the real CLI.
 
 The move runs as `postgres` (the owner of the legacy tables, so it reads them) and writes the
-new tables through membership in `nucleus_readwrite`. Until `apply` creates that group
-(privileges as code), `declared_privileges` sets it up as the emulated superuser.
+new tables through membership in `nucleus_readwrite`, which `apply` grants it (privileges as
+code: `users.admin.member_of`).
 """
 
 from __future__ import annotations
@@ -21,28 +21,15 @@ MOVES = Path(__file__).resolve().parents[2] / "moves"
 KINDS = ("person", "organization", "agent")
 
 
-def declared_privileges(db) -> None:
-    """What `apply` will declare (issue 10): the group the move writes through, granted to
-    postgres. One helper, so that it is replaced by `apply` in one place."""
-    db.query(
-        "DO $$ BEGIN CREATE ROLE nucleus_readwrite NOLOGIN; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-    )
-    schemas = "dna, tasks, agents, results"
-    db.query(f"GRANT USAGE ON SCHEMA {schemas} TO nucleus_readwrite")
-    db.query(
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schemas} "
-        "TO nucleus_readwrite"
-    )
-    db.query("GRANT nucleus_readwrite TO postgres")
-
-
 @pytest.fixture
 def moved_db(legacy_db):
-    """The legacy scenario with the new layout applied and the declared privileges."""
+    """The legacy scenario with the new layout and the declared privileges applied: postgres
+    writes the new tables through its membership in nucleus_readwrite (users.admin.member_of)."""
     applied = cli("apply", *legacy_db.targets)
     assert applied.code == 0, applied.err
-    declared_privileges(legacy_db)
+    assert legacy_db.query("SELECT has_table_privilege('postgres', 'dna.entity', 'INSERT')") == [
+        [True]
+    ]
     return legacy_db
 
 
@@ -149,11 +136,13 @@ def test_verify_says_unfinished_before_the_move_and_names_missing_privileges(leg
     db = legacy_db
     applied = cli("apply", *db.targets)
     assert applied.code == 0, applied.err
-    # Without the declared privileges: a clear error before anything is written.
+    # Without the declared membership (revoked by hand): a clear error before anything is
+    # written; apply repairs it (an undeclared change to a declared membership).
+    db.query("REVOKE nucleus_readwrite FROM postgres", user="postgres")
     refused = move(db, "run")
     assert_clean_error(refused, "lacks USAGE on schema", "nucleus_readwrite")
     assert state(db) == []
-    declared_privileges(db)
+    assert cli("apply", *db.targets).code == 0
     unfinished = move(db, "verify")
     assert unfinished.code == 2, unfinished.out + unfinished.err
     assert "entities: not finished (not started)" in unfinished.out

@@ -13,7 +13,7 @@ from provision.migrations import load_migrations
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_staging_declares_prods_desired_state_and_local_differs_only_by_pgaudit():
+def test_staging_declares_prods_desired_state_and_local_differs_only_by_pgaudit_and_iam():
     migrations = load_migrations(ROOT / "bootstrap_sql")
     envs = load_environments(ROOT / "environments.toml")
     prod, staging, local = (
@@ -23,7 +23,16 @@ def test_staging_declares_prods_desired_state_and_local_differs_only_by_pgaudit(
     assert prod.layout.extensions == ("vector", "pgaudit")
     # The emulated server cannot load pgaudit (environments.toml says why); nothing else differs.
     assert local.layout.extensions == ("vector",)
-    assert replace(local, layout=prod.layout).fingerprint() == prod.fingerprint()
+    # Its IAM identities are its own (emulated service accounts); the groups are prod's.
+    assert local.privileges.groups == prod.privileges.groups
+    assert (
+        replace(
+            local,
+            layout=prod.layout,
+            privileges=replace(local.privileges, members=prod.privileges.members),
+        ).fingerprint()
+        == prod.fingerprint()
+    )
 
 
 def test_owner_and_admin_come_from_the_environments_users():

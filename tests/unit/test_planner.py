@@ -9,12 +9,17 @@ import pytest
 
 from provision.catalog import (
     Catalog,
+    DefaultGrant,
     Extension,
+    Grant,
+    Membership,
     MigrationRecord,
     MigrationsTableInfo,
+    PrivilegeFacts,
     Relation,
     Role,
     RoleFacts,
+    RoleState,
     SchemaInfo,
 )
 from provision.concerns import all_findings
@@ -55,6 +60,59 @@ def roles(**overrides) -> RoleFacts:
     return replace(base, **overrides)
 
 
+RW, RO, APP = "nucleus_readwrite", "nucleus_readonly", "nucleus_app"
+API_SA = "nucleus-api@local-project.iam"  # local's serviceAccount member, less its domain
+ANALYSTS = "nucleus-analysts@local-project.example"  # local's group member
+TABLE_GRANTS = {RW: ("SELECT", "INSERT", "UPDATE", "DELETE"), RO: ("SELECT",)}
+
+
+def converged_privileges(tables) -> PrivilegeFacts:
+    """What the declaration of privileges.toml and local's members look like once applied,
+    written out here by hand (not derived from the code under test)."""
+    grants = [Grant("schema", s.name, None, g, "USAGE") for s in LAYOUT.schemas for g in (RW, RO)]
+    grants += [
+        Grant("table", t.schema, t.name, g, p)
+        for t in tables
+        for g, privileges in TABLE_GRANTS.items()
+        for p in privileges
+    ]
+    defaults = [
+        DefaultGrant("nucleus", s.name, "r", g, p)
+        for s in LAYOUT.schemas
+        for g, privileges in TABLE_GRANTS.items()
+        for p in privileges
+    ]
+    defaults += [
+        DefaultGrant("nucleus", s.name, "S", RW, p)
+        for s in LAYOUT.schemas
+        for p in ("USAGE", "SELECT")
+    ]
+    owners = {(s.name, None): "nucleus" for s in LAYOUT.schemas}
+    owners |= {(t.schema, t.name): "nucleus" for t in tables}
+    return PrivilegeFacts(
+        grants=tuple(grants),
+        defaults=tuple(defaults),
+        memberships=(
+            # PostgreSQL 16 gives the groups' creator an ADMIN-only membership (no INHERIT) ...
+            Membership(RW, "postgres", admin_option=True, inherit_option=False),
+            Membership(RO, "postgres", admin_option=True, inherit_option=False),
+            # ... and users.admin.member_of declares a real one (the Phase 4 move's).
+            Membership(RW, "postgres"),
+            Membership(RW, APP),
+            Membership(RW, API_SA),
+            Membership(RO, ANALYSTS),
+        ),
+        roles={
+            RW: RoleState(RW, True, admin_holds_admin=True),
+            RO: RoleState(RO, True, admin_holds_admin=True),
+            APP: RoleState(APP, True, login=True),
+            API_SA: RoleState(API_SA, True, login=True, iam=True),
+            ANALYSTS: RoleState(ANALYSTS, True, iam=True),
+        },
+        owners=owners,
+    )
+
+
 def converged(**overrides) -> Catalog:
     """A snapshot of a database that matches the layout."""
     schemas = {s.name: SchemaInfo(s.name, "nucleus") for s in LAYOUT.schemas} | {
@@ -88,6 +146,7 @@ def converged(**overrides) -> Catalog:
             records=records,
             records_known=True,
         ),
+        privileges=converged_privileges(LAYOUT.tables),
     )
     return replace(base, **overrides)
 
@@ -275,9 +334,9 @@ def test_pgaudit_is_created_where_the_environment_turns_it_on_and_the_server_off
         }
     )
     planned = plan(offered, PROD, owner_session=True)
-    assert [(a.kind, a.statements[0].text) for a in planned.actions] == [
-        ("create-extension", "CREATE EXTENSION IF NOT EXISTS pgaudit")
-    ]
+    assert [
+        (a.kind, a.statements[0].text) for a in planned.actions if a.kind == "create-extension"
+    ] == [("create-extension", "CREATE EXTENSION IF NOT EXISTS pgaudit")]
     assert plan(offered, DESIRED, owner_session=True).empty  # local: not wanted
 
 
@@ -285,4 +344,108 @@ def test_pgaudit_the_server_cannot_load_is_manual_drift_with_the_flag_to_turn_on
     found = [f for f in all_findings(PROD, converged()) if f.code == "extension-missing"]
     assert len(found) == 1 and found[0].manual
     assert "cloudsql.enable_pgaudit" in found[0].remedy
-    assert plan(converged(), PROD, owner_session=True).empty  # nothing apply could run
+    assert (
+        not [  # nothing apply could run for it
+            a
+            for a in plan(converged(), PROD, owner_session=True).actions
+            if a.kind == "create-extension"
+        ]
+    )
+
+
+# -- privileges -------------------------------------------------------------------------------
+
+
+def _privileges(**changes) -> Catalog:
+    base = converged().privileges
+    return converged(privileges=replace(base, **changes))
+
+
+def _statements(planned) -> list[str]:
+    return [s.text for a in planned.actions for s in a.statements]
+
+
+def test_a_grant_made_by_hand_to_public_is_reported_and_revoked_by_the_owner():
+    facts = converged().privileges
+    catalog = _privileges(
+        grants=facts.grants + (Grant("table", "dna", "entity", "PUBLIC", "SELECT"),)
+    )
+    codes = [f.code for f in all_findings(DESIRED, catalog)]
+    assert codes == ["privilege-unexpected"]
+    planned = plan(catalog, owner_session=True)
+    assert [
+        (a.session.value, _statements(plan(catalog, owner_session=True))) for a in planned.actions
+    ] == [("owner", ["REVOKE SELECT ON TABLE dna.entity FROM PUBLIC"])]
+
+
+def test_a_revoked_privilege_is_granted_again():
+    facts = converged().privileges
+    kept = tuple(g for g in facts.grants if not (g.name == "goals" and g.grantee == RO))
+    catalog = _privileges(grants=kept)
+    assert [f.code for f in all_findings(DESIRED, catalog)] == ["privilege-missing"]
+    assert _statements(plan(catalog, owner_session=True)) == [
+        "GRANT SELECT ON TABLE dna.goals TO nucleus_readonly"
+    ]
+
+
+def test_an_undeclared_member_of_a_group_is_revoked_by_the_admin():
+    facts = converged().privileges
+    catalog = _privileges(memberships=facts.memberships + (Membership(RW, "intruder"),))
+    assert [f.code for f in all_findings(DESIRED, catalog)] == ["membership-unexpected"]
+    planned = plan(catalog, owner_session=True)
+    assert [(a.session.value, [s.text for s in a.statements]) for a in planned.actions] == [
+        ("admin", ["REVOKE nucleus_readwrite FROM intruder"])
+    ]
+
+
+def test_a_revoked_default_privilege_is_granted_again_for_the_owner():
+    facts = converged().privileges
+    kept = tuple(d for d in facts.defaults if not (d.schema == "tasks" and d.grantee == RO))
+    catalog = _privileges(defaults=kept)
+    assert [f.code for f in all_findings(DESIRED, catalog)] == ["default-privileges-missing"]
+    assert _statements(plan(catalog, owner_session=True)) == [
+        "ALTER DEFAULT PRIVILEGES FOR ROLE nucleus IN SCHEMA tasks GRANT SELECT ON TABLES TO "
+        "nucleus_readonly"
+    ]
+
+
+def test_missing_groups_and_app_login_are_created_by_the_admin_and_the_password_never_shown():
+    facts = converged().privileges
+    roles = {n: s for n, s in facts.roles.items() if n not in (RW, RO, APP)}
+    catalog = _privileges(roles=roles, memberships=(), grants=(), defaults=())
+    planned = plan(catalog, owner_session=True)
+    kinds = [a.kind.value for a in planned.actions]
+    assert kinds[:3] == ["create-roles", "create-login", "memberships"]
+    login = planned.actions[1].statements[0]
+    assert login.secret and "{app_password_verifier}" in login.text
+    assert "PASSWORD" in login.text and "'" not in login.text
+
+
+def test_with_dsn_alone_iam_memberships_are_left_alone():
+    catalog = converged()
+    no_iam = replace(DESIRED, privileges=replace(DESIRED.privileges, manage_iam=False))
+    assert plan(catalog, no_iam, owner_session=True).empty
+    stray = _privileges(memberships=catalog.privileges.memberships + (Membership(RO, API_SA),))
+    assert plan(stray, no_iam, owner_session=True).empty
+    assert _statements(plan(stray, owner_session=True)) == [
+        'REVOKE nucleus_readonly FROM "nucleus-api@local-project.iam"'
+    ]
+
+
+def test_a_runtime_login_in_the_superuser_group_is_manual_drift():
+    facts = converged().privileges
+    roles = dict(facts.roles)
+    roles[APP] = replace(roles[APP], in_superuser_group=True)
+    found = [f for f in all_findings(DESIRED, _privileges(roles=roles)) if f.manual]
+    assert [f.code for f in found] == ["login-is-superuser-group"]
+    assert "gcloud sql users delete nucleus_app" in found[0].remedy
+
+
+def test_the_admins_admin_only_creator_membership_does_not_count_as_the_declared_one():
+    facts = converged().privileges
+    creator_only = tuple(
+        m for m in facts.memberships if not (m.member == "postgres" and m.inherit_option)
+    )
+    catalog = _privileges(memberships=creator_only)
+    assert [f.code for f in all_findings(DESIRED, catalog)] == ["membership-missing"]
+    assert _statements(plan(catalog, owner_session=True)) == ["GRANT nucleus_readwrite TO postgres"]

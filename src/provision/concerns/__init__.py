@@ -9,7 +9,8 @@ of `inspect` gathers their findings in `FINDING_ORDER`.
 - `migrations`: the objects the migration files create, and the files still to run;
 - `version_table`: `public.migrations`, adopted in place;
 - `extension`: `vector`, created by the admin;
-- `ownership`: who owns the new layout, and the route by which objects change hands.
+- `ownership`: who owns the new layout, and the route by which objects change hands;
+- `privileges`: groups, the app login, memberships, grants and default privileges.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provision.catalog import Catalog
-from provision.concerns import extension, migrations, ownership, version_table
+from provision.concerns import extension, migrations, ownership, privileges, version_table
 from provision.desired import DesiredState
 from provision.findings import Finding
 
@@ -27,6 +28,7 @@ FINDING_ORDER: tuple[Callable[[DesiredState, Catalog], list[Finding]], ...] = (
     version_table.findings,
     extension.findings,
     ownership.findings,
+    privileges.findings,
 )
 
 

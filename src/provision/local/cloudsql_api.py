@@ -69,9 +69,25 @@ def create_iam_service_account_user(instance: LocalInstance, db_user: str, passw
         if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=db_user):
             conn.run(f"ALTER ROLE {role} LOGIN PASSWORD {literal(password)}")
         else:
-            conn.run(
-                f"CREATE ROLE {role} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} "
-                f"IN ROLE {identifier(SUPERUSER_GROUP)}, {group}"
-            )
+            # Unlike the built-in users, IAM users are no members of cloudsqlsuperuser and
+            # start with no privileges (shared/docs/cloudsql.md, section 6).
+            conn.run(f"CREATE ROLE {role} LOGIN PASSWORD {literal(password)} IN ROLE {group}")
+    finally:
+        conn.close()
+
+
+def create_iam_role(instance: LocalInstance, name: str, *, group: bool) -> None:
+    """An IAM user (`CLOUD_IAM_USER`) or group (`CLOUD_IAM_GROUP`) through the API: a role
+    named by the email, in cloudsqliamuser / cloudsqliamgroup, with no privileges. A group's
+    role holds the grants; each member gets a login role of its own at first login, which
+    inherits from it (the emulation creates no members). Idempotent."""
+    parent = "cloudsqliamgroup" if group else "cloudsqliamuser"
+    conn = superuser_connection(instance)
+    try:
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=parent):
+            conn.run(f"CREATE ROLE {identifier(parent)} NOLOGIN")
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=name):
+            login = "NOLOGIN" if group else "LOGIN"
+            conn.run(f"CREATE ROLE {identifier(name)} {login} IN ROLE {identifier(parent)}")
     finally:
         conn.close()

@@ -8,6 +8,10 @@ users on both sides, so that `--env local` reaches this server through the Cloud
 Connector. `stop` takes it all down and deletes its data. Everything an instance owns lives
 in its state directory.
 
+The instance's server CA mode (`serverCaMode`: the per-instance CA, Google's CA Service or
+the customer's) is the environment's `server_ca_mode` unless `local up --server-ca-mode`
+says otherwise (`provision.local.gcp.server_ca`).
+
 This module orchestrates; the parts never import it.
 """
 
@@ -17,10 +21,11 @@ import dataclasses
 import secrets
 from pathlib import Path
 
-from provision.config import Environment, load_environment
+from provision.config import Environment, ServerCaMode, load_environment
 from provision.errors import ConfigError, LocalInstanceError
 from provision.local import cloudsql_api, postgres, scenarios
 from provision.local.gcp import emulator, state
+from provision.local.gcp.server_ca import ServerCa, server_ca
 from provision.local.instance import (
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
@@ -72,6 +77,48 @@ def summary(instance: LocalInstance) -> dict[str, object]:
     }
 
 
+def _identity(
+    environment: Environment | None,
+    mode: ServerCaMode | None,
+    dns_name: str | None,
+    custom_sans: tuple[str, ...],
+) -> emulator.Identity:
+    """The emulated instance: the environment's, with the server CA options applied."""
+    base = (
+        emulator.Identity(
+            environment.project,
+            environment.region,
+            environment.instance,
+            environment.database_version,
+        )
+        if environment is not None
+        else _FALLBACK_IDENTITY
+    )
+    env_mode = environment.server_ca_mode if environment is not None else None
+    chosen = mode or env_mode or ServerCaMode.GOOGLE_MANAGED_INTERNAL_CA
+    pool = environment.server_ca_pool if environment is not None else None
+    settings = server_ca(
+        chosen,
+        project=base.project,
+        region=base.region,
+        instance=base.instance,
+        dns_name=dns_name,
+        custom_sans=custom_sans,
+        ca_pool=pool,
+    )
+    return dataclasses.replace(base, server_ca=settings)
+
+
+def _serves(state_dir: Path, settings: ServerCa) -> bool:
+    """Whether the running emulation has this server CA (mode and names)."""
+    current = state.EmulatorState.load(state_dir)
+    return current is not None and (
+        current.server_ca_mode,
+        current.dns_name,
+        tuple(current.custom_sans),
+    ) == (settings.mode.value, settings.dns_name, settings.custom_sans)
+
+
 class Server:
     """Start and stop one embedded instance; everything it owns lives in its state directory."""
 
@@ -80,23 +127,39 @@ class Server:
         self.state_dir = (state_dir or default_state_dir()).expanduser().resolve()
 
     def start(
-        self, scenario: str, *, host: str = "127.0.0.1", environment: Environment | None = None
+        self,
+        scenario: str,
+        *,
+        host: str = "127.0.0.1",
+        environment: Environment | None = None,
+        server_ca_mode: ServerCaMode | None = None,
+        dns_name: str | None = None,
+        custom_sans: tuple[str, ...] = (),
     ) -> LocalInstance:
         """Create a fresh cluster, start it, set up the Cloud SQL roles and load a scenario,
         then start the emulated Admin API and proxy in front of it.
 
-        `environment` names the emulated instance (project, region, instance, IAM users); by
-        default the `local` environment of environments.toml.
+        `environment` names the emulated instance (project, region, instance, server CA mode,
+        IAM users); by default the `local` environment of environments.toml. `server_ca_mode`,
+        `dns_name` and `custom_sans` override its server CA (ConfigError for a combination
+        Cloud SQL does not have, before anything starts).
         """
         scenarios.get(scenario)  # unknown names fail before anything is created
+        environment = environment or _local_environment()
+        identity = _identity(environment, server_ca_mode, dns_name, custom_sans)
         existing = LocalInstance.load(self.state_dir)
         if existing is not None and existing.is_running():
             if existing.scenario == scenario:
-                if existing.extra and all(emulator.running(self.state_dir).values()):
+                if (
+                    existing.extra
+                    and all(emulator.running(self.state_dir).values())
+                    and _serves(self.state_dir, identity.server_ca)
+                ):
                     return existing
-                # PostgreSQL survived but the emulator did not (or predates it): restart that part.
+                # PostgreSQL survived but the emulator did not (or predates it, or has another
+                # server CA): restart that part.
                 emulator.stop(self.state_dir)
-                return self._start_google_side(existing, environment)
+                return self._start_google_side(existing, environment, identity)
             raise LocalInstanceError(
                 f"an instance with scenario {existing.scenario!r} is already running from {self.state_dir}",
                 hint="run `nucleus-provision local down` first, or pass another --state-dir",
@@ -104,9 +167,13 @@ class Server:
         if existing is not None:
             self._cleanup(existing)
 
+        environment = environment or _local_environment()
+        # The app login's password stands for the secret the stacks create for it: `apply`
+        # (not `local up`) creates the login from it, as on Cloud SQL.
+        app = environment.users.app.name if environment and environment.users.app else None
         passwords = {
             user: secrets.token_urlsafe(18)
-            for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER)
+            for user in (BOOTSTRAP_SUPERUSER, ADMIN_USER, OWNER_USER, *([app] if app else []))
         }
         instance = postgres.start(
             self.state_dir, host=host, scenario=scenario, database=DATABASE, passwords=passwords
@@ -114,31 +181,28 @@ class Server:
         try:
             cloudsql_api.bootstrap(instance)
             scenarios.load(instance, scenario)
-            return self._start_google_side(instance, environment)
+            return self._start_google_side(instance, environment, identity)
         except BaseException:
             self._cleanup(instance)
             raise
 
     def _start_google_side(
-        self, instance: LocalInstance, environment: Environment | None
+        self, instance: LocalInstance, environment: Environment | None, identity: emulator.Identity
     ) -> LocalInstance:
-        environment = environment or _local_environment()
-        identity = (
-            emulator.Identity(
-                environment.project,
-                environment.region,
-                environment.instance,
-                environment.database_version,
-            )
-            if environment is not None
-            else _FALLBACK_IDENTITY
-        )
         started = emulator.start(instance, identity)
         instance = dataclasses.replace(instance, extra=started.summary())
         instance.save()
         if environment is not None and environment.iam_auth:
             for email in environment.iam_users:
                 create_iam_user(instance, email)
+            # What the stacks create from iam_members, through the Cloud SQL API.
+            for member in environment.iam_identities:
+                if member.kind == "serviceAccount":
+                    create_iam_user(instance, member.email)
+                else:
+                    cloudsql_api.create_iam_role(
+                        instance, member.role, group=member.kind == "group"
+                    )
         return instance
 
     def status(self) -> LocalInstance | None:

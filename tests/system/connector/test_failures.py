@@ -72,7 +72,6 @@ def test_the_proxy_down_fails_at_once(fragile_emulation):
         "cannot reach the instance's server proxy on port 3307 (Connection refused)",
         f"proxy {fragile_emulation.state.proxy})?",
         "local status",
-        within=10,
     )
 
 
@@ -83,7 +82,6 @@ def test_the_admin_api_down_fails_at_once(fragile_emulation):
         run,
         f"cannot reach the Cloud SQL Admin API at {fragile_emulation.state.admin_api}",
         "Connection refused",
-        within=10,
     )
 
 
@@ -99,7 +97,7 @@ def test_a_hung_component_is_cut_off_by_the_connect_timeout(fragile_emulation, c
         )
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert_one_clear_line(run, "no connection within 2s through the Cloud SQL Connector", within=8)
+    assert_one_clear_line(run, "no connection within 2s through the Cloud SQL Connector")
 
 
 def test_a_hung_proxy_does_not_keep_a_library_caller_waiting(fragile_emulation):
@@ -149,3 +147,61 @@ def test_a_real_environment_without_google_credentials_says_how_to_log_in(tmp_pa
     }
     run = nucleus("--config", str(CONFIG), "inspect", "--env", "prod", env=env)
     assert_one_clear_line(run, "no Google credentials", "gcloud auth application-default login")
+
+
+def test_a_proxy_lost_in_the_middle_of_a_run_is_one_line_and_nothing_half_applied(
+    fragile_emulation, tmp_path
+):
+    """The Connector's tunnel dies while a migration runs: one clear line, no traceback; the
+    step's transaction is rolled back with the connection."""
+    import shutil
+    import subprocess
+    import sys
+
+    from connector_support import ROOT
+
+    migrations = tmp_path / "bootstrap_sql"
+    shutil.copytree(ROOT / "bootstrap_sql", migrations)
+    (migrations / "900_slow.sql").write_text(
+        "CREATE TABLE dna.during_the_cut (id int);\nSELECT pg_sleep(5);\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "provision",
+            "apply",
+            "--env",
+            "local",
+            "--migrations",
+            str(migrations),
+        ],
+        env=fragile_emulation.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    conn = superuser_connection(fragile_emulation.instance)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not conn.run(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%'"
+        ):
+            time.sleep(0.05)
+        assert emulator.stop_component(fragile_emulation.state_dir, "proxy")
+        out, err = proc.communicate(timeout=60)
+        # The orphaned backend finishes its sleep, finds its client gone and rolls back: only
+        # then would a half-applied step be visible.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and conn.run(
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(5)%'"
+        ):
+            time.sleep(0.1)
+        leftover = conn.run("SELECT count(*) FROM pg_class WHERE relname = 'during_the_cut'")
+    finally:
+        conn.close()
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("waiting: ")]
+    assert lines[0].startswith("error: ") and "900_slow.sql" in lines[0], err
+    assert leftover == [[0]]

@@ -69,7 +69,8 @@ def test_local_up_creates_the_iam_users_like_the_cloud_sql_api(emulation):
         )
     finally:
         conn.close()
-    assert rows == [[True, True, True]]
+    # IAM users are no members of cloudsqlsuperuser (shared/docs/cloudsql.md, section 6).
+    assert rows == [[False, True, True]]
 
 
 def test_the_iam_user_cannot_log_in_without_its_certificate(emulation):
@@ -110,7 +111,11 @@ def test_an_iam_login_the_emulation_does_not_know_is_refused(emulation, tmp_path
     with pytest.raises(Exception) as refused:
         emulated_target(environment, emulation.state_dir)
     assert "has no IAM service account stranger@" in str(refused.value)
-    assert gcp_state.iam_users(emulation.state_dir).keys() == {IAM_ACCOUNT}
+    # Only what `local up` created: the admin's account and local's iam_members one.
+    assert gcp_state.iam_users(emulation.state_dir).keys() == {
+        IAM_ACCOUNT,
+        "nucleus-api@local-project.iam.gserviceaccount.com",
+    }
 
 
 def test_iam_and_password_sessions_share_the_run(emulation):

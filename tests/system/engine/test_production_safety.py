@@ -209,26 +209,40 @@ def test_a_rerun_waits_for_a_killed_runs_orphan_backend_instead_of_running_twice
 # -- never stall live traffic -----------------------------------------------------------------
 
 
-def _hold(db, sql: str, seconds: float, user: str = "postgres") -> threading.Thread:
-    """A session that takes a lock and keeps its transaction open for `seconds`."""
-    ready = threading.Event()
+class _Holder:
+    """A session that takes a lock and keeps its transaction open for `seconds`, or until
+    `release()` (so that a test waits no longer than it needs)."""
 
-    def hold() -> None:
-        conn = db.connect(user)
-        try:
-            conn.run("SET application_name = 'lock-holder'")
-            conn.run("BEGIN")
-            conn.run(sql)
-            ready.set()
-            time.sleep(seconds)
-            conn.run("ROLLBACK")
-        finally:
-            conn.close()
+    def __init__(self, db, sql: str, seconds: float, user: str) -> None:
+        self.ready, self.released = threading.Event(), threading.Event()
 
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    return thread
+        def hold() -> None:
+            conn = db.connect(user)
+            try:
+                conn.run("SET application_name = 'lock-holder'")
+                conn.run("BEGIN")
+                conn.run(sql)
+                self.ready.set()
+                self.released.wait(seconds)
+                conn.run("ROLLBACK")
+            finally:
+                conn.close()
+
+        self.thread = threading.Thread(target=hold, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30)
+
+    def join(self) -> None:
+        """Wait for the hold to end by itself (its `seconds`)."""
+        self.thread.join()
+
+    def release(self) -> None:
+        self.released.set()
+        self.thread.join()
+
+
+def _hold(db, sql: str, seconds: float, user: str = "postgres") -> _Holder:
+    return _Holder(db, sql, seconds, user)
 
 
 @pytest.mark.parametrize("verb", ["plan", "verify", "apply"])
@@ -241,13 +255,13 @@ def test_a_lock_held_on_the_version_table_bounds_the_wait_and_names_the_holder(l
     pid = legacy_db.query(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'lock-holder'"
     )[0][0]
-    started = time.monotonic()
     run = cli("--lock-budget", "1", verb, *legacy_db.targets)
-    elapsed = time.monotonic() - started
     assert_clean_error(run, "reading the catalog: gave up", f"pid {pid} (user nucleus")
     assert "pg_terminate_backend" in run.err
-    assert elapsed < 15  # bounded: without the bound it would wait the holder's 20 s
-    holder.join()
+    # Bounded: the run gave up while the lock was still held (unbounded, it would have waited
+    # for the holder's 20 s to end).
+    assert holder.thread.is_alive()
+    holder.release()
 
 
 def test_ddl_waits_short_retries_and_names_the_blocker_then_changes_nothing(legacy_db, tmp_path):
@@ -267,7 +281,7 @@ def test_ddl_waits_short_retries_and_names_the_blocker_then_changes_nothing(lega
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'dna.entity'::regclass "
         "AND attname = 'note'"
     ) == [[0]]
-    holder.join()
+    holder.release()
     assert cli("apply", *legacy_db.targets, "--migrations", str(extra)).code == 0
 
 

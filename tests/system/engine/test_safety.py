@@ -160,17 +160,17 @@ def test_an_unreachable_host_fails_within_the_connect_timeout():
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(8)
         port = blackhole.getsockname()[1]
-        started = time.monotonic()
+        # Without the connect timeout the run would hang on the silent server: the
+        # subprocess's own timeout would then fail the test (TimeoutExpired).
         run = cli(
             "--connect-timeout",
             "1",
             "plan",
             "--dsn",
             f"postgresql://postgres:pw@127.0.0.1:{port}/nucleus_v12",
+            timeout=60,
         )
-        elapsed = time.monotonic() - started
-    assert_clean_error(run, "127.0.0.1")
-    assert elapsed < 15
+    assert_clean_error(run, "127.0.0.1", "timed out")
 
 
 def test_a_closed_port_is_a_clear_error():

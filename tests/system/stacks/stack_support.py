@@ -53,6 +53,15 @@ def variants(prod: Environment) -> list[Environment]:
         "ip_type": "private",
         "private_network": PRIVATE_NETWORK,
         "iam_users": IAM_USERS,
+        # One of each kind; one service account is also an iam_users entry (one user for it).
+        "iam_members": {
+            f"serviceAccount:{IAM_USERS[0]}": "nucleus_readwrite",
+            "serviceAccount:nucleus-worker@nucleus-variant.iam.gserviceaccount.com": (
+                "nucleus_readwrite"
+            ),
+            "group:nucleus-analysts@example.com": "nucleus_readonly",
+            "user:alice@example.com": "nucleus_readonly",
+        },
         "secret_accessors": (PROD_READER,),
         "database_flags": ({"name": "log_min_duration_statement", "value": "1000"},),
         # Longer than the stack's 32-character passwords: they must grow to match.

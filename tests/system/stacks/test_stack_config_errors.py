@@ -20,6 +20,8 @@ def _config(tmp_path: Path, extra: str) -> Path:
     marker = "[environments.staging.users.admin]"
     path = tmp_path / "environments.toml"
     path.write_text(text.replace(marker, textwrap.dedent(extra).strip() + "\n\n" + marker, 1))
+    # environments.toml names its privileges file, beside it.
+    (path.parent / "privileges.toml").write_text((REPO_ROOT / "privileges.toml").read_text())
     return path
 
 

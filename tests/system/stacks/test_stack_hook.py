@@ -28,6 +28,8 @@ def test_hook_runs_the_cli_for_its_environment_after_instance_database_users_and
         "google_sql_user.owner_user",
         "google_secret_manager_secret_version.admin_secret_version",
         "google_secret_manager_secret_version.owner_secret_version",
+        # The hook's apply creates the app login from this secret.
+        "google_secret_manager_secret_version.app_secret_version",
     ]
     stack_dir = synth_dir / "stacks" / name
     assert data["provisioner"] == [

@@ -269,7 +269,7 @@ def test_the_database_and_both_built_in_users_live_on_the_instance(
 
 def test_passwords_are_random_and_stored_each_in_its_own_secret(prod: dict[str, Any]) -> None:
     passwords = resources(prod, "random_password")
-    assert sorted(passwords) == ["admin_password", "owner_password"]
+    assert sorted(passwords) == ["admin_password", "app_password", "owner_password"]
     for password in passwords.values():
         assert password["length"] >= 32
         assert password["special"] is True
@@ -277,6 +277,7 @@ def test_passwords_are_random_and_stored_each_in_its_own_secret(prod: dict[str, 
     assert {name: secret["secret_id"] for name, secret in secrets.items()} == {
         "admin_secret": "nucleus-prototype-db-postgres-password",
         "owner_secret": "nucleus-prototype-db-nucleus-password",
+        "app_secret": "nucleus-prototype-db-nucleus-app-password",
     }
     for secret in secrets.values():
         assert secret["replication"] == {
@@ -291,7 +292,14 @@ def test_passwords_are_random_and_stored_each_in_its_own_secret(prod: dict[str, 
             "secret": "${google_secret_manager_secret.owner_secret.id}",
             "secret_data": "${random_password.owner_password.result}",
         },
+        "app_secret_version": {
+            "secret": "${google_secret_manager_secret.app_secret.id}",
+            "secret_data": "${random_password.app_password.result}",
+        },
     }
+    # The app login is created by the hook's apply in SQL, never through the Cloud SQL API
+    # (which would make it a member of cloudsqlsuperuser): no google_sql_user for it.
+    assert sorted(resources(prod, "google_sql_user")) == ["admin_user", "owner_user"]
 
 
 def test_secrets_are_readable_only_by_the_configured_members_at_secret_level(
@@ -321,7 +329,13 @@ def test_service_accounts_get_iam_database_users_named_without_the_domain_suffix
     stacks: dict[str, Any],
 ) -> None:
     users = resources(stacks[PRIVATE_VARIANT], "google_sql_user")
-    iam_users = {name: user for name, user in users.items() if name.startswith("iam_user_")}
+    iam_users = {
+        name: user
+        for name, user in users.items()
+        if name.startswith("iam_user_")
+        and user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+        and name != "iam_user_nucleus_worker"  # an iam_members one: the test below
+    }
     assert iam_users == {
         "iam_user_nucleus_api": {
             "name": IAM_USERS[0].removesuffix(".gserviceaccount.com"),
@@ -351,4 +365,19 @@ def test_outputs_name_everything_a_client_needs_and_nothing_secret(prod: dict[st
         "owner_password_secret_id": {
             "value": "${google_secret_manager_secret.owner_secret.secret_id}"
         },
+        "app_user_name": {"value": "nucleus_app"},
+        "app_password_secret_id": {"value": "${google_secret_manager_secret.app_secret.secret_id}"},
     }
+
+
+def test_iam_members_get_iam_database_users_of_their_kind(stacks: dict[str, Any]) -> None:
+    users = resources(stacks[PRIVATE_VARIANT], "google_sql_user")
+    iam = {u["name"]: u["type"] for u in users.values() if "type" in u}
+    assert iam == {
+        "nucleus-api@nucleus-variant.iam": "CLOUD_IAM_SERVICE_ACCOUNT",
+        "nucleus-jobs@nucleus-variant.iam": "CLOUD_IAM_SERVICE_ACCOUNT",
+        "nucleus-worker@nucleus-variant.iam": "CLOUD_IAM_SERVICE_ACCOUNT",
+        "nucleus-analysts@example.com": "CLOUD_IAM_GROUP",
+        "alice@example.com": "CLOUD_IAM_USER",
+    }
+    assert all(u["deletion_policy"] == "ABANDON" for u in users.values() if "type" in u)

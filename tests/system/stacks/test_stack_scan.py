@@ -34,6 +34,8 @@ def _config_without(tmp_path: Path, line: str) -> Path:
     assert text.count(f"\n{line}\n") == 1, line
     path = tmp_path / "environments.toml"
     path.write_text(text.replace(f"\n{line}\n", "\n", 1))
+    # environments.toml names its privileges file, beside it.
+    (path.parent / "privileges.toml").write_text((REPO_ROOT / "privileges.toml").read_text())
     return path
 
 
@@ -60,7 +62,8 @@ def test_the_real_stacks_pass_the_gate_with_every_waiver_used(real_verdict: Verd
         assert report.failures, (scanner, stack)
         assert real_verdict.waived[(scanner, stack)] == len(report.failures)
         assert report.passed > 0 and not report.incomplete
-    assert by_key[("checkov", "prod")].coverage == "13 resources"
+    # Every resource of prod's stack (with the app login's password, secret and version).
+    assert by_key[("checkov", "prod")].coverage == "16 resources"
     assert by_key[("trivy", "prod")].coverage == "services sql"
     # The one per-stack waiver: prod keeps ENCRYPTED_ONLY, staging requires client certificates.
     assert "CKV_GCP_6" in {f.check for f in by_key[("checkov", "prod")].failures}

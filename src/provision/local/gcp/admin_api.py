@@ -1,16 +1,23 @@
-"""The emulated Cloud SQL Admin API: the two calls the Cloud SQL Python Connector makes.
+"""The emulated Cloud SQL Admin API: the calls the Cloud SQL Python Connector makes.
 
 Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint=
 "http://127.0.0.1:PORT"`), under the real paths and with Google's shapes:
 
 - `GET  /sql/v1beta4/projects/{project}/instances/{instance}/connectSettings`
 - `POST /sql/v1beta4/projects/{project}/instances/{instance}:generateEphemeralCert`
+- `GET  /sql/v1beta4/locations/{region}/dns/{dns_name}:resolveConnectSettings`: the
+  instance DNS name of a CA Service instance back to its connection name (the Connector's
+  `DnsResolver` asks this for names of the form `<a>.<b>.<region>.sql.goog`); 404 for any
+  other name
 - errors as `{"error": {"code": N, "message": "...", "status": "NOT_FOUND"}}`: 401 without a
   valid bearer token, 404 for another project or instance, 400 for a malformed request,
   403 for an IAM login token the emulation does not know.
 
 The emulated instance answers for every `ip_type` (PRIMARY, PRIVATE and PSC) with the same
 loopback address, so an environment's ip_type setting is exercised locally whatever it is.
+`serverCaMode` is the emulation's (provision.local.gcp.server_ca); with CA Service, the
+instance's DNS name is reported as `dnsName` and in `dnsNames`, where the PSC entry stays the
+loopback address the Connector dials for ip_type psc.
 Every call is written to the emulator's records with the caller's identity and user agent
 (never the token).
 """
@@ -33,6 +40,7 @@ _CONNECT_SETTINGS = re.compile(r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+
 _EPHEMERAL_CERT = re.compile(
     r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+):generateEphemeralCert"
 )
+_RESOLVE_DNS = re.compile(r"/sql/v1beta4/locations/([^/]+)/dns/([^/]+):resolveConnectSettings")
 _STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -72,7 +80,6 @@ class AdminApi:
     records: RecordLog
 
     def __post_init__(self) -> None:
-        self.server_ca = self.state.keypair("server-ca")
         self.client_ca = self.state.keypair("client-ca")
 
     # -- request handling -----------------------------------------------------------------
@@ -92,6 +99,11 @@ class AdminApi:
                 self._allow(request, "GET")
                 self._instance(*match.groups())
                 body = self._connect_settings()
+            elif match := _RESOLVE_DNS.fullmatch(request.path):
+                event = "resolveConnectSettings"
+                self._allow(request, "GET")
+                body = self._resolve_dns_name(*match.groups())
+                record["dns_name"] = match.group(2)
             elif match := _EPHEMERAL_CERT.fullmatch(request.path):
                 event = "generateEphemeralCert"
                 self._allow(request, "POST")
@@ -134,15 +146,23 @@ class AdminApi:
         if instance != self.state.instance:
             raise ApiError(404, "The Cloud SQL instance does not exist.")
 
+    def _resolve_dns_name(self, location: str, dns_name: str) -> dict[str, Any]:
+        state = self.state
+        known = location == state.region and state.dns_name is not None
+        if not known or dns_name.lower().rstrip(".") + "." != state.dns_name:
+            raise ApiError(404, f"The DNS name {dns_name} does not name a Cloud SQL instance.")
+        return {"connectionName": state.connection_name}
+
     def _connect_settings(self) -> dict[str, Any]:
-        ca = self.server_ca.cert
+        bundle = self.state.server_ca_certs()
+        ca = certs.load(bundle)
         address = self.state.address
-        return {
+        body: dict[str, Any] = {
             "kind": "sql#connectSettings",
             "serverCaCert": {
                 "kind": "sql#sslCert",
                 "certSerialNumber": str(ca.serial_number),
-                "cert": self.server_ca.cert_pem,
+                "cert": bundle,
                 "commonName": ca.subject.rfc4514_string(),
                 "expirationTime": ca.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
                 "instance": self.state.instance,
@@ -155,8 +175,22 @@ class AdminApi:
             "databaseVersion": self.state.database_version,
             "backendType": "SECOND_GEN",
             "pscEnabled": True,
+            "serverCaMode": self.state.server_ca_mode,
             "dnsName": f"{address}.",
         }
+        if self.state.dns_name is not None:
+            # CA Service: dnsName is the instance's DNS name, and PSC has an entry of its own
+            # (the Connector dials the PSC entry of dnsNames, so that `psc` stays loopback).
+            body["dnsName"] = self.state.dns_name
+            body["dnsNames"] = [
+                {"name": self.state.dns_name, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"},
+                {
+                    "name": f"{address}.",
+                    "connectionType": "PRIVATE_SERVICE_CONNECT",
+                    "dnsScope": "INSTANCE",
+                },
+            ]
+        return body
 
     async def _ephemeral_cert(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
         try:

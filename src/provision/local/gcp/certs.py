@@ -6,6 +6,13 @@ signs the certificate of the server-side proxy on port 3307 and is handed to cli
 `generateEphemeralCert` returns, and the proxy accepts only client certificates that chain
 to it. The emulation does the same with throwaway CAs made for each `local up`.
 
+Where the server CA comes from depends on the instance's `serverCaMode` (section 7). With
+the per-instance CA (`GOOGLE_MANAGED_INTERNAL_CA`) one self-signed CA signs the proxy's
+certificate directly. With CA Service (`GOOGLE_MANAGED_CAS_CA`, `CUSTOMER_MANAGED_CAS_CA`)
+a root signs an intermediate (`ca_hierarchy`), the intermediate signs the proxy's
+certificate, and that certificate names the instance by DNS name in its subject
+alternative names.
+
 CA and proxy keys are EC P-256 (quick to generate, accepted by TLS 1.3); client keys are
 whatever the Connector sends (RSA 2048 in version 1.23).
 """
@@ -74,8 +81,22 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def new_ca(common_name: str) -> KeyPair:
-    """A self-signed CA that may sign end-entity certificates only (path length 0)."""
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def new_ca(common_name: str, *, path_length: int = 0) -> KeyPair:
+    """A self-signed CA; with path length 0 it may sign end-entity certificates only."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     cert = (
@@ -86,32 +107,52 @@ def new_ca(common_name: str) -> KeyPair:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + _CA_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return KeyPair(_pem(cert), _key_pem(key))
 
 
-def issue_server_cert(ca: KeyPair, common_name: str, address: str) -> KeyPair:
-    """The proxy's certificate. The Connector checks only the chain, not the name; the IP
-    SAN is there so that other TLS clients (psql with sslmode=verify-full) work too."""
+def ca_hierarchy(root_name: str, intermediate_name: str) -> tuple[KeyPair, KeyPair]:
+    """A CA Service pool as clients see it: a root, and an intermediate it signed that signs
+    the server certificates (end-entity only)."""
+    root = new_ca(root_name, path_length=1)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(intermediate_name))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + _CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_authority_key_id(root), critical=False)
+        .sign(root.key, hashes.SHA256())
+    )
+    return root, KeyPair(_pem(cert), _key_pem(key))
+
+
+def _authority_key_id(issuer: KeyPair) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+
+
+def issue_server_cert(
+    ca: KeyPair, common_name: str, address: str, dns_names: tuple[str, ...] = ()
+) -> KeyPair:
+    """The proxy's certificate, signed by `ca`: the instance's DNS names (CA Service modes;
+    written without the trailing dot, which TLS hostname checks do not accept) and its IP
+    address as subject alternative names. The IP SAN is there so that other TLS clients
+    (psql with sslmode=verify-full) can check the address they dial."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    names: list[x509.GeneralName] = [x509.DNSName(name.rstrip(".")) for name in dns_names]
+    names.append(x509.IPAddress(ipaddress.ip_address(address)))
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -121,14 +162,21 @@ def issue_server_cert(ca: KeyPair, common_name: str, address: str) -> KeyPair:
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + _CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_authority_key_id(ca), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
     return KeyPair(_pem(cert), _key_pem(key))
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names among a certificate's subject alternative names."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return san.get_values_for_type(x509.DNSName)
 
 
 class InvalidPublicKey(ValueError):
@@ -193,3 +241,13 @@ def describe(cert: x509.Certificate) -> dict[str, object]:
 
 def pem(cert: x509.Certificate) -> str:
     return _pem(cert)
+
+
+def load(pem_text: str) -> x509.Certificate:
+    """The first certificate of a PEM text (a bundle starts with the one that matters)."""
+    return x509.load_pem_x509_certificate(pem_text.encode())
+
+
+def load_all(pem_text: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle, in order."""
+    return x509.load_pem_x509_certificates(pem_text.encode())

@@ -6,7 +6,9 @@ section 4). It asks the Admin API for the instance's addresses and server CA
 (`connectSettings`), has its public key signed (`generateEphemeralCert`), then opens TLS 1.3
 with that client certificate to `<ip>:3307`. This module sets up the same pieces on loopback:
 
-- a server CA and a client CA made for this emulation (`provision.local.gcp.certs`);
+- a server CA and a client CA made for this emulation (`provision.local.gcp.certs`); the
+  server CA is per-instance or a CA Service hierarchy, as the instance's server CA mode says
+  (`provision.local.gcp.server_ca`);
 - an Admin API on `http://127.0.0.1:<port>` (`provision.local.gcp.admin_api`);
 - a TLS 1.3 proxy with CERT_REQUIRED on `<127.x.y.z>:3307` forwarding to PostgreSQL
   (`provision.local.gcp.proxy`). Every emulation takes its own 127.x.y.z address, so several
@@ -32,15 +34,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from provision.errors import ConfigError, LocalInstanceError
 from provision.local.gcp import certs
+from provision.local.gcp.server_ca import ServerCa, ca_names
 from provision.local.gcp.state import (
     IAM_FILE,
     PROXY_PORT,
     RECORDS_FILE,
+    SERVER_INTERMEDIATE_CA,
     STATE_FILE,
     EmulatorState,
     emulator_dir,
@@ -62,6 +66,7 @@ class Identity:
     region: str
     instance: str
     database_version: str
+    server_ca: ServerCa = field(default_factory=ServerCa)
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -169,26 +174,46 @@ def _await_ready(component: str, process: subprocess.Popen[bytes], read_fd: int,
     return int(line.split()[1])
 
 
+def _server_certificates(identity: Identity, address: str) -> dict[str, certs.KeyPair]:
+    """The CAs and the proxy's certificate, by file stem. For CA Service the proxy's file
+    holds its certificate and then the intermediate: the chain it presents."""
+    project, name, settings = identity.project, identity.instance, identity.server_ca
+    client_ca = certs.new_ca(f"Client CA for {project}:{name}")
+    if not settings.uses_cas:
+        server_ca = certs.new_ca(f"Server CA for {project}:{name}")
+        proxy = certs.issue_server_cert(server_ca, f"{project}:{name}", address)
+        return {"server-ca": server_ca, "client-ca": client_ca, "proxy": proxy}
+    root, intermediate = certs.ca_hierarchy(*ca_names(settings, identity.region))
+    leaf = certs.issue_server_cert(
+        intermediate, f"{project}:{name}", address, settings.certificate_names
+    )
+    return {
+        "server-ca": root,
+        SERVER_INTERMEDIATE_CA: intermediate,
+        "client-ca": client_ca,
+        "proxy": certs.KeyPair(leaf.cert_pem + intermediate.cert_pem, leaf.key_pem),
+    }
+
+
 def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
     """Start the Admin API and the proxy for `instance`; returns their state (also saved)."""
     project, name = identity.project, identity.instance
     directory = emulator_dir(instance.state_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
-    for stale in (STATE_FILE, RECORDS_FILE, IAM_FILE):
+    for stale in (
+        STATE_FILE,
+        RECORDS_FILE,
+        IAM_FILE,
+        f"{SERVER_INTERMEDIATE_CA}.pem",
+        f"{SERVER_INTERMEDIATE_CA}.key",
+    ):
         (directory / stale).unlink(missing_ok=True)
 
     proxy_sock = _bind_proxy_socket(instance.state_dir)
     api_sock = _bind_api_socket()
     try:
         address = proxy_sock.getsockname()[0]
-        server_ca = certs.new_ca(f"Server CA for {project}:{name}")
-        client_ca = certs.new_ca(f"Client CA for {project}:{name}")
-        proxy_cert = certs.issue_server_cert(server_ca, f"{project}:{name}", address)
-        for stem, pair in (
-            ("server-ca", server_ca),
-            ("client-ca", client_ca),
-            ("proxy", proxy_cert),
-        ):
+        for stem, pair in _server_certificates(identity, address).items():
             write_private(directory / f"{stem}.pem", pair.cert_pem)
             write_private(directory / f"{stem}.key", pair.key_pem)
         state = EmulatorState(
@@ -202,6 +227,9 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
             api_token=f"local-{secrets.token_urlsafe(24)}",
             pg_host=instance.host,
             pg_port=instance.port,
+            server_ca_mode=identity.server_ca.mode.value,
+            dns_name=identity.server_ca.dns_name,
+            custom_sans=list(identity.server_ca.custom_sans),
         )
         state.save()
 

@@ -3,7 +3,9 @@ the connector plug-in: `<state dir>/emulator/`.
 
 - `emulator.json`: the emulated instance's identity, addresses, daemon pids, the static
   API token (`EmulatorState`);
-- the CA and proxy keys (`certs`);
+- the CA and proxy keys (`certs`): `server-ca` (the per-instance CA, or the root of a CA
+  Service pool), `server-intermediate-ca` (CA Service modes only), `client-ca`, `proxy`
+  (its certificate followed by the intermediate, the chain it presents);
 - `iam.json`: the emulated IAM service accounts, with the token the emulation accepts for
   each (`IamUser`);
 - `records.jsonl`: the emulator's own log of Admin API calls and client certificates
@@ -30,6 +32,7 @@ EMULATOR_DIR = "emulator"
 STATE_FILE = "emulator.json"
 RECORDS_FILE = "records.jsonl"
 IAM_FILE = "iam.json"
+SERVER_INTERMEDIATE_CA = "server-intermediate-ca"
 
 
 def emulator_dir(state_dir: Path | str) -> Path:
@@ -60,6 +63,11 @@ class EmulatorState:
     pg_host: str
     pg_port: int
     pids: dict[str, int] = field(default_factory=dict)
+    # `serverCaMode` and, in the CA Service modes, the DNS names of the proxy's certificate
+    # (provision.local.gcp.server_ca).
+    server_ca_mode: str = "GOOGLE_MANAGED_INTERNAL_CA"
+    dns_name: str | None = None
+    custom_sans: list[str] = field(default_factory=list)
 
     @property
     def connection_name(self) -> str:
@@ -86,6 +94,13 @@ class EmulatorState:
             self.path(f"{stem}.pem").read_text(), self.path(f"{stem}.key").read_text()
         )
 
+    def server_ca_certs(self) -> str:
+        """What `connectSettings` reports as `serverCaCert.cert`: the per-instance CA, or for
+        CA Service the intermediate then the root (PEM), the chain a client must trust."""
+        intermediate = self.path(SERVER_INTERMEDIATE_CA + ".pem")
+        root = self.path("server-ca.pem").read_text()
+        return intermediate.read_text() + root if intermediate.exists() else root
+
     def save(self) -> None:
         write_private(self.path(STATE_FILE), json.dumps(asdict(self), indent=2))
 
@@ -108,6 +123,9 @@ class EmulatorState:
             "connection_name": self.connection_name,
             "admin_api": self.admin_api,
             "proxy": self.proxy,
+            "server_ca_mode": self.server_ca_mode,
+            **({"dns_name": self.dns_name} if self.dns_name else {}),
+            **({"custom_sans": list(self.custom_sans)} if self.custom_sans else {}),
             "emulator": {
                 "pids": dict(self.pids),
                 "server_ca": str(self.path("server-ca.pem")),

@@ -1,0 +1,156 @@
+"""`diff`: is the live staging database laid out like the live prod database, right now?
+
+Compares two live databases, read-only on both sides: schemas, tables and columns,
+constraints, indexes, sequences, views, functions, triggers, policies, extensions and their
+versions, owners, privileges and default privileges, memberships of the managed roles, and
+the migration records. Three pieces, as the rest of the project:
+
+- `snapshot.read_snapshot`: the one reader, a fixed number of set-based catalog queries;
+- `compare.compare`: a pure function from two snapshots to `Difference`s;
+- `render`: text (grouped by object), markdown (like the seed's analysis), JSON.
+
+`run` is the entry point for the CLI and the demo: two engines in, a `Result` out.
+"""
+
+from __future__ import annotations
+
+import gc
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from provision.diff.compare import CATEGORIES, Difference, Options, compare, parse_role_map
+from provision.diff.snapshot import Snapshot, read_snapshot
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from provision.db import Target
+
+__all__ = [
+    "CATEGORIES",
+    "Defaults",
+    "Difference",
+    "Options",
+    "Result",
+    "Side",
+    "compare",
+    "defaults",
+    "parse_role_map",
+    "read_snapshot",
+    "run",
+    "run_targets",
+    "schema_scope",
+]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What `diff` takes from the layout when the user does not say otherwise."""
+
+    managed_schemas: tuple[str, ...]  # the new layout's schemas and the version table's
+    legacy_schemas: tuple[str, ...]
+    migrations_table: tuple[str, str]
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        return self.managed_schemas + self.legacy_schemas
+
+
+def defaults() -> Defaults:
+    """The one place `diff` reads the layout (keep it the only import, so that a reshaped
+    layout touches one line here).
+
+    Roles are not taken from it: they differ per environment, and every role that owns or is
+    granted something compared is a managed role anyway (see `compare`)."""
+    from provision.desired import LAYOUT as layout
+
+    vt = layout.version_table
+    managed = tuple(dict.fromkeys((*(s.name for s in layout.schemas), vt.schema)))
+    return Defaults(managed, tuple(layout.protected_schemas), (vt.schema, vt.name))
+
+
+@dataclass(frozen=True)
+class Side:
+    """One database to compare: an admin engine and how to name it (never with a password)."""
+
+    engine: Engine
+    description: str
+
+
+@dataclass(frozen=True)
+class Result:
+    left: str
+    right: str
+    schemas: tuple[str, ...]
+    ignored: tuple[str, ...]
+    differences: tuple[Difference, ...]
+    queries: tuple[int, int] = field(default=(0, 0), compare=False)  # catalog queries per side
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+
+def schema_scope(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The schemas to compare: `include` (default: managed + legacy) minus `exclude`."""
+    chosen = include or defaults().schemas
+    return tuple(s for s in dict.fromkeys(chosen) if s not in set(exclude))
+
+
+def run(
+    left: Side,
+    right: Side,
+    options: Options | None = None,
+    schemas: tuple[str, ...] | None = None,
+) -> Result:
+    """Snapshot both sides (concurrently: each waits mostly on its own server) and compare."""
+    from provision import db
+
+    settings = defaults()
+    scope = schemas if schemas is not None else settings.schemas
+    options = options or Options()
+
+    def read(side: Side) -> Snapshot:
+        with db.connect(side.engine, side.description) as conn:
+            return read_snapshot(conn, scope, settings.migrations_table)
+
+    # Snapshots of 10,000 tables are hundreds of thousands of small tuples, none in a cycle:
+    # the cyclic collector would only walk them again and again (a third of the time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            left_future, right_future = pool.submit(read, left), pool.submit(read, right)
+            left_snapshot, right_snapshot = left_future.result(), right_future.result()
+        differences = compare(left_snapshot, right_snapshot, options)
+    finally:
+        if collecting:
+            gc.enable()
+    return Result(
+        left.description,
+        right.description,
+        tuple(scope),
+        tuple(sorted(options.ignore)),
+        tuple(differences),
+        (left_snapshot.queries, right_snapshot.queries),
+    )
+
+
+def run_targets(
+    left: Target,
+    right: Target,
+    options: Options | None = None,
+    schemas: tuple[str, ...] | None = None,
+) -> Result:
+    """`run` over two `db.Target`s (their admin sessions), disposing both afterwards."""
+    try:
+        return run(
+            Side(left.admin, left.description),
+            Side(right.admin, right.description),
+            options,
+            schemas,
+        )
+    finally:
+        left.dispose()
+        right.dispose()
