@@ -103,6 +103,7 @@ def converged_privileges(tables) -> PrivilegeFacts:
             Membership(RO, ANALYSTS),
         ),
         roles={
+            "postgres": RoleState("postgres", True, login=True, in_superuser_group=True),
             RW: RoleState(RW, True, admin_holds_admin=True),
             RO: RoleState(RO, True, admin_holds_admin=True),
             APP: RoleState(APP, True, login=True),

@@ -211,7 +211,8 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "type CLOUD_IAM_SERVICE_ACCOUNT, CLOUD_IAM_GROUP or CLOUD_IAM_USER)",
                 )
             )
-    runtime = [m.role for m in p.members]
+    # The logins services use; the admin and the owner are cloudsqlsuperuser members by design.
+    runtime = [m.role for m in p.members if m.role not in (desired.admin, desired.owner)]
     in_group = sorted({r for r in runtime if facts.role(r).in_superuser_group})
     if in_group:
         found.append(
