@@ -17,7 +17,7 @@ setup: $(STAMPS)/venv $(STAMPS)/npm
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(VENV)/bin/pip || python3 -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
@@ -28,7 +28,7 @@ $(STAMPS)/npm: package.json package-lock.json
 
 $(STAMPS)/venv-scan: stacks/scan-requirements.txt
 	@mkdir -p $(STAMPS)
-	test -x $(SCAN_VENV)/bin/python || python3 -m venv $(SCAN_VENV)
+	test -x $(SCAN_VENV)/bin/pip || python3 -m venv --clear $(SCAN_VENV)
 	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r stacks/scan-requirements.txt
 	@touch $@
 
