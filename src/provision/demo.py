@@ -20,6 +20,7 @@ from provision import commands, db, diff, render
 from provision.desired import DesiredState
 from provision.diff import render as diff_render
 from provision.local import server
+from provision.move.commands import demo_step
 
 
 def run(
@@ -68,7 +69,9 @@ def run(
         banner("7. apply again (a rerun is a no-op)")
         again = commands.apply(target(state_dir), desired)
         echo("No changes." if again.plan.empty else f"{len(again.plan.actions)} action(s)?!")
-        banner("8. staging reproduces prod: a fresh instance, applied, diffed live")
+        banner("8. Phase 4: move the legacy rows into the new tables, then verify")
+        moved = demo_step(lambda: target(state_dir), desired, echo)
+        banner("9. staging reproduces prod: a fresh instance, applied, diffed live")
         same = _diff_with_a_fresh_instance(state_dir, target, desired, echo)
     finally:
         if not keep:
@@ -79,7 +82,7 @@ def run(
             echo(
                 f"\nleft running: NUCLEUS_LOCAL_STATE_DIR={state_dir} nucleus-provision local down"
             )
-    return verdict.matches and same
+    return verdict.matches and moved and same
 
 
 def _diff_with_a_fresh_instance(
@@ -90,7 +93,8 @@ def _diff_with_a_fresh_instance(
 ) -> bool:
     """A second emulation, as a freshly deployed staging is (database and users only), gets
     the same apply; then `diff` compares it with the converged prod state over the new
-    schemas. Prod's legacy migration rows exist only there: that category is left out."""
+    schemas (rows are not compared, so prod's moved rows are not a difference). Prod's legacy
+    migration rows exist only there: that category is left out."""
     staging_dir = Path(tempfile.mkdtemp(prefix="nucleus-demo-staging-"))
     try:
         server.Server(staging_dir).start("empty")

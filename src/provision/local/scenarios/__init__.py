@@ -38,7 +38,6 @@ Loader = Callable[[pg8000.native.Connection], None]
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    description: str
     load: Loader
 
 
@@ -76,17 +75,9 @@ def _nothing(conn: pg8000.native.Connection) -> None:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("empty", "a fresh Terraform deploy: database and users, nothing else", _nothing),
-        Scenario(
-            "legacy-nucleus-v12",
-            "the seed's production state of nucleus_v12",
-            _run_file("legacy-nucleus-v12.sql"),
-        ),
-        Scenario(
-            "legacy-nucleus-v12-partial",
-            "the production state plus migration 001 half run by postgres, unrecorded",
-            _legacy_then_half_of_001,
-        ),
+        Scenario("empty", _nothing),
+        Scenario("legacy-nucleus-v12", _run_file("legacy-nucleus-v12.sql")),
+        Scenario("legacy-nucleus-v12-partial", _legacy_then_half_of_001),
     )
 }
 
