@@ -9,6 +9,7 @@ scripts do not depend on how `provision.local` is laid out inside.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -140,6 +141,24 @@ class Pair:
     def pairwise(self, figure: str) -> float:
         """The median of the run-by-run ratios (robust to the machine's speed drifting)."""
         return statistics.median(getattr(x, figure) / getattr(y, figure) for x, y in self.rows())
+
+    def interval(self, figure: str, *, ratio: bool) -> tuple[float, float]:
+        """A 95% confidence interval of the median run-by-run ratio (or difference, A - B),
+        distribution-free (order statistics): how far the machine's noise leaves the figure
+        undecided."""
+        values = sorted(
+            getattr(x, figure) / getattr(y, figure)
+            if ratio
+            else getattr(x, figure) - getattr(y, figure)
+            for x, y in self.rows()
+        )
+        n, below, k = len(values), 0.0, 0
+        for i in range(n + 1):
+            below += math.comb(n, i) / 2**n
+            if below > 0.025:
+                break
+            k = i + 1
+        return (values[0], values[-1]) if k == 0 else (values[k - 1], values[n - k])
 
     def rows(self) -> list[tuple[Run, Run]]:
         return list(zip(self.a, self.b, strict=True))
