@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import secrets
 import statistics
 import subprocess
 import sys
@@ -69,16 +70,21 @@ class Emulation:
         return str(self.info["owner_dsn"])
 
     def target(self) -> list[str]:
-        """The target options of `plan`/`apply`."""
-        return ["--dsn", self.admin_dsn, "--owner-dsn", self.owner_dsn]
+        """The target options of `plan`/`apply`: the `local` environment's desired state (the
+        emulated server cannot load pgaudit, which prod declares), reached at the DSNs."""
+        return ["--env", "local", "--dsn", self.admin_dsn, "--owner-dsn", self.owner_dsn]
 
 
 def child_env(pycache: Path | None) -> dict[str, str]:
-    """The environment of the timed processes. With `pycache`, bytecode is written to and read
+    """The environment of the child processes. With `pycache`, bytecode is written to and read
     from that directory, as an installed wheel has it (the workplace sets
     PYTHONDONTWRITEBYTECODE, so an editable install compiles its own modules at every start);
     without it, the environment is passed as it is."""
     env = dict(os.environ)
+    # The app login's password (users.app): apply creates the login with it. One per bench
+    # run, never printed.
+    env.setdefault("NUCLEUS_APP_PASSWORD", secrets.token_urlsafe(24))
+    env.setdefault("NUCLEUS_PROVISION_CONFIG", str(ROOT / "environments.toml"))
     if pycache is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
@@ -142,10 +148,10 @@ class Pair:
         """The median of the run-by-run ratios (robust to the machine's speed drifting)."""
         return statistics.median(getattr(x, figure) / getattr(y, figure) for x, y in self.rows())
 
-    def interval(self, figure: str, *, ratio: bool) -> tuple[float, float]:
+    def interval(self, figure: str, *, ratio: bool) -> tuple[float, float] | None:
         """A 95% confidence interval of the median run-by-run ratio (or difference, A - B),
         distribution-free (order statistics): how far the machine's noise leaves the figure
-        undecided."""
+        undecided. None when there are too few runs for one (fewer than 6)."""
         values = sorted(
             getattr(x, figure) / getattr(y, figure)
             if ratio
@@ -158,7 +164,7 @@ class Pair:
             if below > 0.025:
                 break
             k = i + 1
-        return (values[0], values[-1]) if k == 0 else (values[k - 1], values[n - k])
+        return None if k == 0 else (values[k - 1], values[n - k])  # None: under 6 runs
 
     def rows(self) -> list[tuple[Run, Run]]:
         return list(zip(self.a, self.b, strict=True))

@@ -26,6 +26,7 @@ modules from source at every start). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shutil
 import statistics
@@ -135,10 +136,12 @@ def load_times(directories: list[Path], rounds: int = 31) -> list[float]:
     return results
 
 
-def verdict(met: bool, low: float, high: float, bound: float) -> str:
+def verdict(met: bool, interval: tuple[float, float] | None, bound: float) -> str:
     """Met or not by the issue's figure (medians), and whether the machine's noise decides it:
     the 95% interval of the run-by-run figure lies wholly on one side of the bound, or not."""
-    if high <= bound or low > bound:
+    if interval is None:
+        decided = "too few runs for an interval"
+    elif interval[1] <= bound or interval[0] > bound:
         decided = "the 95% interval agrees"
     else:
         decided = "within the noise: the 95% interval straddles the bound"
@@ -146,7 +149,8 @@ def verdict(met: bool, low: float, high: float, bound: float) -> str:
 
 
 def row(label: str, pair: Pair, goal: str, met: bool, *, ratio: bool = True) -> str:
-    low, high = pair.interval("wall", ratio=ratio)
+    interval = pair.interval("wall", ratio=ratio)
+    low, high = interval or (math.nan, math.nan)
     if ratio:
         bound, shown = 1.0, f"{low:.2f}x-{high:.2f}x"
         middle = f"{pair.pairwise('wall'):.2f}x"
@@ -158,7 +162,7 @@ def row(label: str, pair: Pair, goal: str, met: bool, *, ratio: bool = True) -> 
         f"| {pair.median('b', 'wall') * 1000:.0f} ({pair.spread('b', 'wall')}) "
         f"| {pair.ratio('wall'):.2f}x | {middle} ({shown}) "
         f"| {pair.median('a', 'cpu') * 1000:.0f} / {pair.median('b', 'cpu') * 1000:.0f} "
-        f"= {pair.ratio('cpu'):.2f}x | {goal}: {verdict(met, low, high, bound)} |"
+        f"= {pair.ratio('cpu'):.2f}x | {goal}: {verdict(met, interval, bound)} |"
     )
 
 
