@@ -21,6 +21,10 @@ $(STAMPS)/venv: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+$(STAMPS)/bench: pyproject.toml $(STAMPS)/venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
 $(STAMPS)/npm: package.json package-lock.json
 	@mkdir -p $(STAMPS)
 	npm ci --no-audit --no-fund --loglevel=error
@@ -58,10 +62,13 @@ test: lint scan test-unit test-system
 synth: setup
 	cdktf synth
 
-bench: setup
+bench: setup $(STAMPS)/bench
 	$(PY) bench/run.py
 	$(PY) bench/connect_bench.py
 	$(PY) bench/synth_bench.py
+	$(PY) bench/noop_bench.py
+	$(PY) bench/parse_bench.py
+	$(PY) bench/stall_bench.py
 
 # Phase 4's move on 1M entities + 2M interests (several minutes; docs/benchmarks.md).
 bench-move: setup
