@@ -84,20 +84,32 @@ def instance(tmp_path_factory: pytest.TempPathFactory):
 _counter = itertools.count()
 
 
-def _database(instance: LocalInstance, scenario: str) -> tuple[DatabaseJanitor, Database]:
+def create_database(instance: LocalInstance, template: str) -> tuple[DatabaseJanitor, Database]:
+    """A new database copied from `template` (a scenario's, or one a test module prepared),
+    handed to cloudsqlsuperuser as Cloud SQL's API does; drop it with the janitor."""
     name = f"t{os.getpid()}_{next(_counter)}"
     janitor = DatabaseJanitor(
         user=BOOTSTRAP_SUPERUSER,
         host=instance.host,
         port=instance.port,
         dbname=name,
-        template_dbname=f"tmpl_{scenario.replace('-', '_')}",
+        template_dbname=template,
         password=instance.passwords[BOOTSTRAP_SUPERUSER],
     )
     janitor.init()
     db = Database(instance, name)
     db.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
     return janitor, db
+
+
+def _database(instance: LocalInstance, scenario: str) -> tuple[DatabaseJanitor, Database]:
+    return create_database(instance, f"tmpl_{scenario.replace('-', '_')}")
+
+
+@pytest.fixture(scope="session")
+def database_from():
+    """`create_database`, for modules that build their own templates (module-scoped ones too)."""
+    return create_database
 
 
 @pytest.fixture

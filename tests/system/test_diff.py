@@ -8,21 +8,14 @@ must name exactly that difference, in JSON, text and markdown, exit 2; undone, e
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from helpers import assert_clean_error, cli
 from provision.local.instance import (
-    ADMIN_USER,
-    BOOTSTRAP_SUPERUSER,
-    OWNER_USER,
-    SUPERUSER_GROUP,
     LocalInstance,
     connect_as,
     superuser_connection,
@@ -34,54 +27,13 @@ from provision.local.instance import (
 # database takes a few seconds; each test then gets its own copies of the two applied
 # databases (`CREATE DATABASE ... TEMPLATE`: milliseconds), so a test may change one side.
 
-_names = itertools.count()
-
-
-@dataclass(frozen=True)
-class Side:
-    """One database of the pair: its DSNs, and a way to change it by hand."""
-
-    instance: LocalInstance
-    name: str
-
-    @property
-    def admin_dsn(self) -> str:
-        return self.instance.dsn(ADMIN_USER, self.name)
-
-    @property
-    def owner_dsn(self) -> str:
-        return self.instance.dsn(OWNER_USER, self.name)
-
-    def query(self, sql: str, user: str = BOOTSTRAP_SUPERUSER) -> Any:
-        conn = connect_as(self.instance, user, self.name, timeout=30)
-        try:
-            return conn.run(sql)
-        finally:
-            conn.close()
-
-
-def _create(instance: LocalInstance, template: str) -> tuple[DatabaseJanitor, Side]:
-    name = f"d{os.getpid()}_{next(_names)}"
-    janitor = DatabaseJanitor(
-        user=BOOTSTRAP_SUPERUSER,
-        host=instance.host,
-        port=instance.port,
-        dbname=name,
-        template_dbname=template,
-        password=instance.passwords[BOOTSTRAP_SUPERUSER],
-    )
-    janitor.init()
-    side = Side(instance, name)
-    side.query(f'ALTER DATABASE "{name}" OWNER TO {SUPERUSER_GROUP}')
-    return janitor, side
-
 
 @pytest.fixture(scope="module")
-def applied(instance: LocalInstance) -> Iterator[dict[str, str]]:
+def applied(instance: LocalInstance, database_from) -> Iterator[dict[str, str]]:
     """Template databases: the layout applied to `empty` and to `legacy-nucleus-v12`."""
     janitors, names = [], {}
     for scenario in ("empty", "legacy-nucleus-v12"):
-        janitor, side = _create(instance, f"tmpl_{scenario.replace('-', '_')}")
+        janitor, side = database_from(instance, f"tmpl_{scenario.replace('-', '_')}")
         janitors.append(janitor)
         run = cli("apply", "--dsn", side.admin_dsn, "--owner-dsn", side.owner_dsn)
         assert run.code == 0, run.err
@@ -92,12 +44,12 @@ def applied(instance: LocalInstance) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def clone(instance: LocalInstance, applied: dict[str, str]) -> Iterator[Callable[[str], Side]]:
+def clone(instance: LocalInstance, applied: dict[str, str], database_from) -> Iterator[Callable]:
     """Factory: a fresh copy of the applied `empty` or `legacy-nucleus-v12` database."""
     janitors = []
 
-    def make(scenario: str) -> Side:
-        janitor, side = _create(instance, applied[scenario])
+    def make(scenario: str):
+        janitor, side = database_from(instance, applied[scenario])
         janitors.append(janitor)
         return side
 
