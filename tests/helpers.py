@@ -71,16 +71,8 @@ def config_replacing(tmp_path, old: str, new: str):
 
 def config_with_owner(tmp_path, owner: str):
     """A copy of environments.toml whose environments declare another owner role."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    source = (root / "environments.toml").read_text()
     marker = '[environments.prod.users.owner]\nname = "nucleus"'
-    assert marker in source
-    path = tmp_path / "environments.toml"
-    path.write_text(source.replace(marker, f'[environments.prod.users.owner]\nname = "{owner}"'))
-    (tmp_path / "privileges.toml").write_text((root / "privileges.toml").read_text())
-    return str(path)
+    return config_replacing(tmp_path, marker, f'[environments.prod.users.owner]\nname = "{owner}"')
 
 
 def _repository_migrations():

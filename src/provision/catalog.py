@@ -155,10 +155,6 @@ class Grant:
     privilege: str
     grantable: bool = False
 
-    @property
-    def qualified(self) -> str:
-        return self.schema if self.name is None else f"{self.schema}.{self.name}"
-
 
 @dataclass(frozen=True)
 class DefaultGrant:

@@ -434,25 +434,10 @@ def target_for(
         admin_role=admin_login.user.removesuffix(".gserviceaccount.com")
         if admin_login.iam
         else None,
-        app_password=_app_password(environment, injected if overrides is None else None, overrides),
+        app_password=credentials.app_password_source(
+            environment, secrets=injected if overrides is None else None, overrides=overrides
+        ),
     )
-
-
-def _app_password(
-    environment: Environment,
-    secrets: credentials.SecretReader | None,
-    overrides: ConnectorOverrides | None,
-) -> Callable[[], str] | None:
-    """users.app's password, looked up only when apply must create the login."""
-    if environment.users.app is None:
-        return None
-
-    def read() -> str:
-        login = credentials.login_for(environment, "app", secrets=secrets, overrides=overrides)
-        assert login.password is not None  # a password login, never IAM
-        return login.password
-
-    return read
 
 
 def target_for_environment(

@@ -15,7 +15,7 @@ from pathlib import Path
 from provision import credentials, db, executor
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
-from provision.errors import CredentialsMissing, PermissionProblem
+from provision.errors import PermissionProblem
 from provision.findings import Verdict
 from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.migrations import load_migrations
@@ -44,33 +44,9 @@ def load_desired(
 def app_password(
     env_name: str | None = None, *, config: str | None = None
 ) -> Callable[[], str] | None:
-    """users.app's password for a direct (`--dsn`) run: its variable, then its Secret Manager
-    secret; asked only when apply must create the login."""
+    """users.app's password for a direct (`--dsn`) run: its variable, then its secret."""
     named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
-    environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
-    if environment.users.app is None:
-        return None
-
-    app = environment.users.app
-
-    def read() -> str:
-        try:
-            login = credentials.login_for(environment, "app")
-        except CredentialsMissing as exc:
-            if app.name in exc.message:
-                raise
-            # Secret Manager could not even be asked: say what the lookup was for.
-            raise CredentialsMissing(
-                f"no password for login {app.name!r} (users.app): "
-                + (f"{app.password_env} is not set, and " if app.password_env else "")
-                + f"its Secret Manager secret could not be read ({exc.message})",
-                hint=(f"export {app.password_env}, or " if app.password_env else "")
-                + (exc.hint or ""),
-            ) from None
-        assert login.password is not None  # a password login, never IAM
-        return login.password
-
-    return read
+    return credentials.app_password_source(load_environment(named or DEFAULT_ENVIRONMENT, config))
 
 
 @contextmanager

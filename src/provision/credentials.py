@@ -250,3 +250,35 @@ def login_for(
         f"looked in: {'; '.join(looked)}",
         hint=_hint(environment, role, user, overrides),
     )
+
+
+def app_password_source(
+    environment: Environment,
+    *,
+    secrets: SecretReader | None = None,
+    overrides: ConnectorOverrides | None = None,
+) -> Callable[[], str] | None:
+    """users.app's password (see `login_for` for the order), looked up only when apply must
+    create the login; None when the environment declares no app login."""
+    app = environment.users.app
+    if app is None:
+        return None
+
+    def read() -> str:
+        try:
+            login = login_for(environment, "app", secrets=secrets, overrides=overrides)
+        except CredentialsMissing as exc:
+            if app.name in exc.message:
+                raise
+            # Secret Manager could not even be asked (no Google credentials): say what for.
+            raise CredentialsMissing(
+                f"no password for login {app.name!r} (users.app): "
+                + (f"{app.password_env} is not set, and " if app.password_env else "")
+                + f"its Secret Manager secret could not be read ({exc.message})",
+                hint=(f"export {app.password_env}, or " if app.password_env else "")
+                + (exc.hint or ""),
+            ) from None
+        assert login.password is not None  # a password login, never IAM
+        return login.password
+
+    return read

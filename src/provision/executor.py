@@ -101,11 +101,6 @@ class Reading:
         return verify(self.findings, self.plan.actions)
 
 
-def verdict(desired: DesiredState, catalog: Catalog, plan: Plan) -> Verdict:
-    """What stands between the live database and the desired state."""
-    return verify(all_findings(desired, catalog), plan.actions)
-
-
 # -- sessions ---------------------------------------------------------------------------------
 
 

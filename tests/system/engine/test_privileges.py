@@ -9,6 +9,7 @@ from test_apply import SCENARIOS, count_ddl, legacy_fingerprint
 from test_safety import migrations_copy, state
 
 from helpers import APP_PASSWORD, assert_clean_error, cli, config_replacing
+from provision.local.cloudsql_api import create_iam_role
 
 NEW_SCHEMAS = ("dna", "tasks", "agents", "results", "memory", "assembly", "execution")
 RW, RO, APP = "nucleus_readwrite", "nucleus_readonly", "nucleus_app"
@@ -20,21 +21,6 @@ def as_app(db) -> pg8000.native.Connection:
     return pg8000.native.Connection(
         APP, host=db.instance.host, port=db.instance.port, database=db.name, password=APP_PASSWORD
     )
-
-
-def iam_roles(db) -> None:
-    """What the stacks create from local's iam_members through the Cloud SQL API (on the
-    session's server they exist already; these are database-local memberships only)."""
-    for name, parent, login in (
-        (API_SA, "cloudsqliamserviceaccount", "LOGIN"),
-        (ANALYSTS, "cloudsqliamgroup", "NOLOGIN"),
-    ):
-        db.query(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{parent}') THEN "
-            f"CREATE ROLE {parent} NOLOGIN; END IF; "
-            f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN "
-            f'CREATE ROLE "{name}" {login} IN ROLE {parent}; END IF; END $$'
-        )
 
 
 PRIVILEGES_OF = """
@@ -72,7 +58,6 @@ def test_after_apply_the_app_login_reads_and_writes_every_table_and_changes_no_s
     make_db, scenario
 ):
     db = make_db(scenario)
-    iam_roles(db)
     before = legacy_fingerprint(db) if scenario != "empty" else None
     # Roles are the server's, shared by the test databases: the first apply creates the login.
     new_login = db.query("SELECT count(*) FROM pg_roles WHERE rolname = 'nucleus_app'") == [[0]]
@@ -92,11 +77,11 @@ def test_after_apply_the_app_login_reads_and_writes_every_table_and_changes_no_s
             "usage": True,
             "create_schema": False,
         }, role
-    assert privileges_of(db, ANALYSTS) | {"sequences": None} == {
+    assert privileges_of(db, ANALYSTS) == {
         "write": False,
         "read": True,
         "any_write": False,
-        "sequences": None,
+        "sequences": False,
         "create_in_schema": False,
         "usage": True,
         "create_schema": False,
@@ -128,10 +113,8 @@ def test_after_apply_the_app_login_reads_and_writes_every_table_and_changes_no_s
 
 
 def test_an_undeclared_iam_user_can_do_nothing_in_the_new_schemas(legacy_db):
-    iam_roles(legacy_db)
-    legacy_db.query(
-        'CREATE ROLE "stranger@local-project.iam" LOGIN IN ROLE cloudsqliamserviceaccount'
-    )
+    # What Cloud SQL's API does for an IAM service account nobody declared.
+    create_iam_role(legacy_db.instance, "stranger@local-project.iam", group=False)
     assert cli("apply", *legacy_db.targets).code == 0
     assert privileges_of(legacy_db, "stranger@local-project.iam") == {
         "write": False,
@@ -145,7 +128,6 @@ def test_an_undeclared_iam_user_can_do_nothing_in_the_new_schemas(legacy_db):
 
 
 def test_a_table_a_later_migration_creates_is_granted_by_default_privileges(legacy_db, tmp_path):
-    iam_roles(legacy_db)
     assert cli("apply", *legacy_db.targets).code == 0
     # Created by the owner, outside apply: only default privileges can give the groups access.
     legacy_db.query(
@@ -207,7 +189,6 @@ DRIFT = {
 @pytest.mark.parametrize("case", sorted(DRIFT))
 def test_drift_made_by_hand_is_verified_planned_and_repaired(legacy_db, case):
     sql, user, code, statement = DRIFT[case]
-    iam_roles(legacy_db)
     assert cli("apply", *legacy_db.targets).code == 0
     for part in sql.split("; "):
         legacy_db.query(part, user=user)
@@ -222,7 +203,6 @@ def test_drift_made_by_hand_is_verified_planned_and_repaired(legacy_db, case):
 
 
 def test_a_rerun_sends_no_grant_revoke_or_ddl_and_legacy_acls_stay(legacy_db):
-    iam_roles(legacy_db)
     before = legacy_fingerprint(legacy_db)
     assert cli("apply", *legacy_db.targets).code == 0
     ddl = count_ddl(legacy_db)
@@ -235,11 +215,10 @@ def test_a_rerun_sends_no_grant_revoke_or_ddl_and_legacy_acls_stay(legacy_db):
 
 
 def test_inspect_shows_who_can_do_what(legacy_db):
-    iam_roles(legacy_db)
     assert cli("apply", *legacy_db.targets).code == 0
     report = cli("inspect", *legacy_db.targets, "--format", "json").json
     matrix = {(a["role"], a["schema"]): a for a in report["privileges"]}
-    assert matrix[(APP, "dna")] | {} == {
+    assert matrix[(APP, "dna")] == {
         "role": APP,
         "schema": "dna",
         "usage": True,
