@@ -12,21 +12,34 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from provision import commands, db, render
-from provision.desired import DesiredState
 from provision.errors import (
     ConfigError,
     LocalInstanceError,
     ManualActionRequired,
     ProvisionError,
 )
-from provision.locks import DEFAULT_POLICY, LockPolicy
+
+if TYPE_CHECKING:
+    from provision import db
+    from provision.desired import DesiredState
+    from provision.locks import LockPolicy
+
+# `--help`, `--version` and every usage error must answer before anything heavy is loaded
+# (SQLAlchemy, pg8000, pydantic, the Connector, our engine: about 0.4 s together). So this
+# module imports only click, the standard library and provision.errors at its top; each
+# command imports what it needs inside its body. tests/unit/test_house.py checks the top-level
+# imports, tests/system/test_cli_startup.py what a `--help` or a usage error really loads.
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+# provision.locks.LockPolicy's defaults, written here so that building the options imports
+# nothing (tests/unit/test_cli_defaults.py proves they are the same values).
+DEFAULT_LOCK_TIMEOUT = 0.2
+DEFAULT_LOCK_BUDGET = 30.0
 
 FORMATS = click.Choice(["text", "markdown", "json"], case_sensitive=False)
 ENGINE_FORMATS = click.Choice(["text", "json"])
@@ -41,11 +54,18 @@ class Context:
         self,
         config: str | None,
         connect_timeout: float = 10.0,
-        policy: LockPolicy = DEFAULT_POLICY,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        lock_budget: float = DEFAULT_LOCK_BUDGET,
     ) -> None:
         self.config = config
         self.connect_timeout = connect_timeout
-        self.policy = policy
+        self.lock_timeout, self.lock_budget = lock_timeout, lock_budget
+
+    @property
+    def policy(self) -> LockPolicy:
+        from provision.locks import LockPolicy
+
+        return LockPolicy(timeout=self.lock_timeout, budget=self.lock_budget)
 
 
 def _state_dir_option(func: F) -> F:
@@ -81,16 +101,8 @@ def target_options(func: F) -> F:
     return func
 
 
-def resolve_target(
-    ctx: Context,
-    dsn: str | None,
-    owner_dsn: str | None,
-    env_name: str | None,
-    *,
-    state_dir: Path | None = None,
-) -> db.Target:
-    """The connections of a run: the DSNs when given, else the environment's Connector.
-    `state_dir` goes to the environment's connector plug-in (the demo's own emulation)."""
+def _check_target_options(dsn: str | None, owner_dsn: str | None, env_name: str | None) -> None:
+    """A usage error, found before anything is loaded or opened."""
     if not dsn and not env_name:
         raise ConfigError(
             "give --dsn URL or --env NAME",
@@ -101,6 +113,21 @@ def resolve_target(
             "--owner-dsn goes with --dsn",
             hint="with --env alone, the owner connection comes from the environment",
         )
+
+
+def resolve_target(
+    ctx: Context,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    *,
+    state_dir: Path | None = None,
+) -> db.Target:
+    """The connections of a run: the DSNs when given, else the environment's Connector.
+    `state_dir` goes to the environment's connector plug-in (the demo's own emulation)."""
+    _check_target_options(dsn, owner_dsn, env_name)
+    from provision import db
+
     if dsn:
         admin = db.engine_for_dsn(dsn, connect_timeout=ctx.connect_timeout)
         owner = (
@@ -134,7 +161,7 @@ def resolve_target(
 @click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0.001),
-    default=DEFAULT_POLICY.timeout,
+    default=DEFAULT_LOCK_TIMEOUT,
     show_default=True,
     metavar="SECONDS",
     help="Longest wait for one lock on a live object: what a queue of live queries behind "
@@ -143,7 +170,7 @@ def resolve_target(
 @click.option(
     "--lock-budget",
     type=click.FloatRange(min=0),
-    default=DEFAULT_POLICY.budget,
+    default=DEFAULT_LOCK_BUDGET,
     show_default=True,
     metavar="SECONDS",
     help="Keep retrying lock waits (with backoff) this long, then stop and name the blocker.",
@@ -173,8 +200,7 @@ def cli(
       nucleus-provision verify --env local    # exit 0: matches the layout
       nucleus-provision local down
     """
-    policy = LockPolicy(timeout=lock_timeout, budget=lock_budget)
-    click_ctx.obj = Context(config, connect_timeout, policy)
+    click_ctx.obj = Context(config, connect_timeout, lock_timeout, lock_budget)
 
 
 # -- local ------------------------------------------------------------------------------------
@@ -327,6 +353,9 @@ def _inputs(
 ) -> tuple[db.Target, DesiredState]:
     """The run's desired state (checked first: a bad config or migration file opens nothing)
     and its target."""
+    _check_target_options(dsn, owner_dsn, env_name)
+    from provision import commands
+
     desired = commands.load_desired(env_name, config=ctx.config, migrations_dir=migrations_dir)
     target = resolve_target(ctx, dsn, owner_dsn, env_name)
     if dsn:
@@ -380,6 +409,8 @@ def inspect(
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    from provision import commands, render
+
     report = commands.inspect(target, desired, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json(report.to_dict()))
@@ -416,6 +447,8 @@ def plan(
       nucleus-provision plan --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --format json
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    from provision import commands, render
+
     reading = commands.plan(target, desired, accept_changed, ctx.policy)
     plan, manual = reading.plan, reading.manual
     if fmt == "json":
@@ -461,6 +494,8 @@ def apply(
       nucleus-provision apply --env prod --accept-changed 002   # an edited, applied file
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    from provision import commands, render
+
     text = fmt == "text"
     listener = render.progress(click.echo, show_plan=text, show_steps=text)
     result = commands.apply(target, desired, listener, accept_changed, ctx.policy)
@@ -493,6 +528,8 @@ def verify(
       nucleus-provision verify --env staging --format json
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
+    from provision import commands, render
+
     verdict = commands.verify(target, desired, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json(render.verdict_dict(verdict)))
@@ -572,10 +609,10 @@ def move_run(
     A killed run resumes at its last committed batch; a finished move reruns as a catch-up
     pass (inserts, updates and deletes made to the legacy tables since). Exit 0, 1 on error.
     """
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision.move import commands as moves
     from provision.move import render as move_render
 
-    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     options = moves.Options(batch_size, rate, follow, interval, ctx.policy)
     listener = move_render.progress(click.echo, fmt, sys.stdout.isatty())
     try:
@@ -604,10 +641,11 @@ def move_status(
     fmt: str,
 ) -> None:
     """Per move: phase, rows copied, rows pending, lag since the last sync, last error."""
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    from provision import render
     from provision.move import commands as moves
     from provision.move import render as move_render
 
-    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     statuses = moves.status(target, desired, moves_dir, only, ctx.policy)
     if fmt == "json":
         click.echo(render.to_json([s.to_dict() for s in statuses]))
@@ -642,10 +680,11 @@ def move_verify(
 
     Exit 0 equal; 1 different (the ranges and keys listed); 2 a move has not finished.
     """
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    from provision import render
     from provision.move import commands as moves
     from provision.move import render as move_render
 
-    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     verdicts = moves.verify(target, desired, moves_dir, only, ctx.policy, range_size)
     if fmt == "json":
         click.echo(render.to_json([v.to_dict() for v in verdicts]))
@@ -780,6 +819,7 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     Connector, against the local Cloud SQL emulation (`--env local`).
     """
     _require_emulation()
+    from provision import commands
     from provision import demo as story
 
     matches = story.run(

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy.dialects import postgresql
+from collections.abc import Callable
+from functools import cache
 
-_quote = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+
+@cache
+def _quoter() -> Callable[[str], str]:
+    # SQLAlchemy's PostgreSQL quoting (its list of reserved words), loaded on first use rather
+    # than at import: `--help` and usage errors must not pay for SQLAlchemy.
+    from sqlalchemy.dialects import postgresql
+
+    quote: Callable[[str], str] = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+    return quote
 
 
 def ident(*parts: str) -> str:
     """A (qualified) identifier, quoted only where PostgreSQL needs it (`dna."values"`)."""
-    return ".".join(_quote(p) for p in parts)
+    quote = _quoter()
+    return ".".join(quote(p) for p in parts)
 
 
 def error_fields(exc: BaseException) -> dict[str, str]:

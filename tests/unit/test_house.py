@@ -4,6 +4,7 @@ that never reaches into the emulation."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "provision"
@@ -75,3 +76,42 @@ def test_the_engine_core_does_no_io() -> None:
     for name in pure:
         shell = graph[name] & {"provision.db", "provision.cloudsql", "provision.executor"}
         assert not shell and not any(m.startswith("provision.local") for m in graph[name]), name
+
+
+# What `nucleus-provision --help` and a usage error may load: click, the standard library and
+# the flat list of errors. Everything else is imported inside the command that needs it.
+CLI_LIGHT_IMPORTS = {"click", "provision.errors", "__future__"}
+
+
+def test_the_cli_imports_nothing_heavy_at_its_top() -> None:
+    """cli.py's module-level imports (outside `if TYPE_CHECKING:`) are click, the standard
+    library and provision.errors; tests/system/test_cli_startup.py checks what really loads."""
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    heavy = {
+        name
+        for name in found
+        if name not in CLI_LIGHT_IMPORTS and name.split(".")[0] not in sys.stdlib_module_names
+    }
+    assert not heavy, heavy
+
+
+def test_the_cli_lock_defaults_are_the_lock_policy_defaults() -> None:
+    """cli.py spells LockPolicy's defaults so that building its options loads nothing."""
+    from provision import cli
+    from provision.locks import DEFAULT_POLICY
+
+    assert (cli.DEFAULT_LOCK_TIMEOUT, cli.DEFAULT_LOCK_BUDGET) == (
+        DEFAULT_POLICY.timeout,
+        DEFAULT_POLICY.budget,
+    )
+    params = {p.name: p.default for p in cli.cli.params}
+    assert (params["lock_timeout"], params["lock_budget"]) == (
+        DEFAULT_POLICY.timeout,
+        DEFAULT_POLICY.budget,
+    )

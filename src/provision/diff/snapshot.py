@@ -24,11 +24,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, NamedTuple
-
-from sqlalchemy import Connection, text
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provision.sql import ident
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 # A privilege entry: (grantee, privilege, grantable). PUBLIC is spelled "PUBLIC".
 Grant = tuple[str, str, bool]
@@ -426,6 +427,8 @@ def read_snapshot(
     """Read everything `diff` compares, in the given schemas, read-only.
 
     The transaction is rolled back at the end: nothing is ever written."""
+    from sqlalchemy import text  # here, not at the top: `diff --help` must not load SQLAlchemy
+
     scope = sorted(set(schemas))
     mschema, mtable = migrations_table
     queries = 0
