@@ -360,7 +360,7 @@ def _engine(
 
     # The URL only names the role and the database (for messages and introspection); the
     # connection itself comes from the creator, and no password is ever put in it.
-    url = URL.create("postgresql+pg8000", username=login.user, database=environment.database)
+    url = URL.create(db.DRIVER, username=login.user, database=environment.database)
     return sqlalchemy.create_engine(url, creator=creator, poolclass=sqlalchemy.pool.NullPool)
 
 

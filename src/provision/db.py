@@ -8,13 +8,20 @@ Cloud SQL targets reached through the Cloud SQL Python Connector build theirs in
 
 from __future__ import annotations
 
+import re
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import pg8000.dbapi
+import pg8000.legacy
 import sqlalchemy
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.pg8000 import PGDialect_pg8000
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
@@ -22,6 +29,51 @@ from provision.errors import ConfigError, ConnectionFailed, ProvisionError
 from provision.sql import error_fields, server_message
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+# libpq's sslmode values a direct DSN may carry (`?sslmode=require`); `prefer` is libpq's
+# default. `allow` (plain text first) is not offered.
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # PostgreSQL's SSLRequest message
+
+
+class Pg8000Dialect(PGDialect_pg8000):
+    """SQLAlchemy's pg8000 dialect, minus three of the four statements it sends when an engine
+    first connects (`select pg_catalog.version()`, `select current_schema()`, `show
+    standard_conforming_strings`): the server reports its version and
+    standard_conforming_strings in the ParameterStatus messages of every login, which pg8000
+    keeps, and the default schema only matters to reflection, which nothing here uses (it is
+    taken to be `public`). The
+    default isolation level is still read (`show transaction isolation level`): the server does
+    not report it, and a database may change it."""
+
+    # Nothing here changes how statements compile: SQLAlchemy's statement cache stays on.
+    supports_statement_cache = True
+
+    def _get_server_version_info(self, connection: Any) -> tuple[int, ...]:
+        reported = connection.connection.dbapi_connection.parameter_statuses.get("server_version")
+        found = re.match(r"(\d+)(?:\.(\d+))?", reported or "")
+        if found is None:  # not reported (never seen from PostgreSQL): ask, as SQLAlchemy does
+            version: tuple[int, ...] = super()._get_server_version_info(connection)  # type: ignore[no-untyped-call]
+            return version
+        return tuple(int(part) for part in found.groups() if part is not None)
+
+    def _get_default_schema_name(self, connection: Any) -> str:
+        # Only reflection reads it (nothing here reflects): PostgreSQL's own default.
+        return "public"
+
+    def _set_backslash_escapes(self, connection: Any) -> None:
+        reported = connection.connection.dbapi_connection.parameter_statuses.get(
+            "standard_conforming_strings"
+        )
+        if reported is None:
+            super()._set_backslash_escapes(connection)  # type: ignore[no-untyped-call]
+        else:
+            self._backslash_escapes = reported == "off"
+
+
+# Engines name it as their driver: "postgresql+nucleus_pg8000" (mask() shows it as pg8000).
+DRIVER = "postgresql+nucleus_pg8000"
+registry.register("postgresql.nucleus_pg8000", __name__, "Pg8000Dialect")
 
 
 def _check_shape(dsn: str, usage: str) -> None:
@@ -63,6 +115,17 @@ def parse_dsn(dsn: str) -> URL:
             f"unsupported DSN scheme {url.drivername!r}",
             hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
         )
+    sslmode = url.query.get("sslmode", "prefer")
+    if sslmode not in SSL_MODES:
+        raise ConfigError(
+            f"unsupported sslmode {sslmode!r} in the DSN", hint=f"use one of {', '.join(SSL_MODES)}"
+        )
+    unknown = sorted(set(url.query) - {"sslmode", "sslrootcert"})
+    if unknown:
+        raise ConfigError(
+            f"unsupported DSN parameter(s): {', '.join(unknown)}",
+            hint="a direct DSN takes ?sslmode=MODE and ?sslrootcert=FILE only",
+        )
     if not url.username or not url.database or url.password is None:
         raise ConfigError(
             f"the DSN {mask(url)} lacks a user, a password or a database",
@@ -78,6 +141,8 @@ def mask(url: URL | str) -> str:
             url = make_url(url)
         except ArgumentError:
             return "<unparseable DSN>"
+    if url.drivername == DRIVER:
+        url = url.set(drivername="postgresql+pg8000")
     return url.render_as_string(hide_password=True)
 
 
@@ -90,14 +155,82 @@ def _unblock_after_connect(dbapi_connection: object, _record: object) -> None:
         sock.settimeout(None)
 
 
+def _tls_context(sslmode: str, rootcert: str | None) -> Any:
+    import ssl
+
+    if sslmode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=rootcert)
+        context.check_hostname = sslmode == "verify-full"
+        return context
+    # prefer and require, as libpq: encrypted, the server's certificate not checked.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _open_socket(
+    host: str, port: int, timeout: float | None, sslmode: str, rootcert: str | None
+) -> socket.socket:
+    """The connection's socket, with libpq's sslmode semantics, for pg8000 to log in over.
+
+    pg8000 left to itself behaves as `prefer` but builds a TLS context (loading the system's
+    CA store: about 20 ms) before it knows whether the server speaks TLS at all, and for
+    nothing when it does not (a local server, a Cloud SQL Auth Proxy's local port). Here the
+    SSLRequest is sent first and a context is built only when the server accepts it;
+    `disable` sends no SSLRequest. Failures are pg8000's own InterfaceError, as pg8000 raises
+    them, so that describe_connect_error words them the same."""
+    try:
+        sock = socket.create_connection((host, port), timeout)
+    except OSError as exc:
+        raise pg8000.dbapi.InterfaceError(
+            f"Can't create a connection to host {host} and port {port} (timeout is {timeout})"
+        ) from exc
+    if sslmode == "disable":
+        return sock
+    try:
+        sock.sendall(_SSL_REQUEST)
+        accepted = sock.recv(1) == b"S"
+        if accepted:
+            wrapped: socket.socket = _tls_context(sslmode, rootcert).wrap_socket(
+                sock, server_hostname=host
+            )
+            return wrapped
+    except OSError as exc:
+        sock.close()
+        raise pg8000.dbapi.InterfaceError(f"TLS negotiation with {host}:{port} failed") from exc
+    if sslmode != "prefer":
+        sock.close()
+        raise pg8000.dbapi.InterfaceError(
+            f"the server at {host}:{port} does not accept TLS (sslmode={sslmode})"
+        )
+    return sock
+
+
 def engine_for_dsn(dsn: str | URL, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Engine:
     url = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+    sslmode = str(url.query.get("sslmode", "prefer"))
+    rootcert = url.query.get("sslrootcert")
     engine = sqlalchemy.create_engine(
-        url,
+        url.difference_update_query(["sslmode", "sslrootcert"]).set(drivername=DRIVER),
         connect_args={"timeout": connect_timeout, "application_name": "nucleus-provision"},
         pool_pre_ping=False,
         poolclass=sqlalchemy.pool.NullPool,
     )
+
+    def socket_first(
+        _dialect: object, _record: object, cargs: list[Any], cparams: dict[str, Any]
+    ) -> object:
+        if cparams.get("unix_sock") is None:
+            host, port = cparams.pop("host", "localhost"), int(cparams.pop("port", 5432))
+            cparams["sock"] = _open_socket(
+                host, port, connect_timeout, sslmode, str(rootcert) if rootcert else None
+            )
+        # The socket is already what sslmode asks for (a Unix socket never has TLS). The
+        # module-level pg8000.connect SQLAlchemy calls takes no socket; its class does.
+        return pg8000.legacy.Connection(*cargs, **cparams, ssl_context=False)
+
+    event.listen(engine, "do_connect", socket_first)
     event.listen(engine, "connect", _unblock_after_connect)
     return engine
 
@@ -130,6 +263,12 @@ def describe_connect_error(exc: BaseException, where: str) -> ConnectionFailed:
     ):
         return ConnectionFailed(
             f"{where}: timed out connecting", hint="check the host, port and network path"
+        )
+    if "does not accept TLS" in text:
+        return ConnectionFailed(
+            f"{where}: cannot connect ({text})",
+            hint="this server offers no TLS: use sslmode=prefer or disable for it, or reach the "
+            "instance through the Cloud SQL Connector (--env NAME)",
         )
     cause = original.__cause__
     reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text

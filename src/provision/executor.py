@@ -122,8 +122,7 @@ class _Run:
         self.stack, self.target, self.desired = stack, target, desired
         self.policy, self.listener, self.writes = policy, listener, writes
         self.admin = stack.enter_context(db.connect(target.admin, target.description))
-        self.admin_pid: int = self.admin.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        self.admin.commit()
+        self._admin_pid: int | None = None
         self._owner: Connection | None = None
         self.owner_pid: int | None = None
         # A login sees the query of sessions of its own role; the owner's login is the one
@@ -140,6 +139,18 @@ class _Run:
                 )
             ),
         }
+
+    @property
+    def admin_pid(self) -> int:
+        """The admin backend's pid, asked for on first need (a lock wait to watch, the owner
+        session's check, an action to run): a no-op run never needs it, and saves a round trip
+        and a transaction."""
+        if self._admin_pid is None:
+            inside = self.admin.in_transaction()
+            self._admin_pid = int(self.admin.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            if not inside:
+                self.admin.commit()
+        return self._admin_pid
 
     @property
     def has_owner_session(self) -> bool:
@@ -318,7 +329,8 @@ def _wait_for(run: _Run, key: int, *, what: str, exclusive: bool = True) -> None
         "SELECT pg_try_advisory_lock(:k)" if exclusive else "SELECT pg_try_advisory_lock_shared(:k)"
     )
     if _advisory(conn, try_sql, key):
-        conn.commit()
+        # No COMMIT here: advisory locks belong to the session, not to the transaction, and
+        # `_run_locks` ends the transaction once, after the last of its lock statements.
         return
     others = holders(conn, key)
     conn.commit()
