@@ -137,14 +137,27 @@ V = TypeVar("V")
 
 
 def _split(
-    left: Mapping[K, V], right: Mapping[K, V]
+    left: Mapping[K, V],
+    right: Mapping[K, V],
+    *,
+    skip_equal: bool = False,
+    keep: Callable[[K, V], object] | None = None,
 ) -> tuple[list[tuple[K, V]], list[tuple[K, V]], list[tuple[K, V, V]]]:
     """(only left, only right, both) by key; `both` unsorted (it is large, and the differences
-    are put in order at the end)."""
+    are put in order at the end). `skip_equal` leaves out of `both` the pairs equal as read;
+    `keep(key, value)` drops what is not to be compared. Both are applied here, in one pass,
+    so that at 10,000 tables the 40,000 equal columns cost a comparison each and nothing more."""
     lk, rk = left.keys(), right.keys()
     only_left = [(k, left[k]) for k in sorted(lk - rk)]
     only_right = [(k, right[k]) for k in sorted(rk - lk)]
-    both = [(k, left[k], right[k]) for k in lk & rk]
+    if skip_equal:
+        both = [(k, lv, rv) for k in lk & rk if (lv := left[k]) != (rv := right[k])]
+    else:
+        both = [(k, left[k], right[k]) for k in lk & rk]
+    if keep is not None:
+        only_left = [(k, v) for k, v in only_left if keep(k, v)]
+        only_right = [(k, v) for k, v in only_right if keep(k, v)]
+        both = [(k, lv, rv) for k, lv, rv in both if keep(k, rv)]
     return only_left, only_right, both
 
 
@@ -287,7 +300,9 @@ class _Comparer:
         return rel.owned_by is None or (rel.owned_by[0], rel.owned_by[1]) in other.relations
 
     def relations(self) -> None:
-        only_left, only_right, both = _split(self.left.relations, self.right.relations)
+        only_left, only_right, both = _split(
+            self.left.relations, self.right.relations, skip_equal=self.fast
+        )
         only_left = [(k, r) for k, r in only_left if self.listed(r, self.right)]
         only_right = [(k, r) for k, r in only_right if self.listed(r, self.left)]
         for (s, n), rel in only_left:
@@ -314,10 +329,12 @@ class _Comparer:
                 self.add("row-security", obj, _rls(lr), _rls(rr))
 
     def columns(self) -> None:
-        def keep(m: Mapping[tuple[str, str, str], Column]) -> dict[tuple[str, str, str], Column]:
-            return {k: v for k, v in m.items() if self.on_both(k[0], k[1])}
-
-        only_left, only_right, both = _split(keep(self.left.columns), keep(self.right.columns))
+        only_left, only_right, both = _split(
+            self.left.columns,
+            self.right.columns,
+            skip_equal=self.fast,
+            keep=lambda k, _v: self.on_both(k[0], k[1]),
+        )
         for (s, t, c), col in only_left:
             self.add("column", f"column {_q(s, t, c)}", col.type, None, self.on_both(s, t))
         for (s, t, c), col in only_right:
@@ -336,13 +353,12 @@ class _Comparer:
             self.grants(obj, Owned("", lc.acl), Owned("", rc.acl))
 
     def constraints(self) -> None:
-        def keep(
-            m: Mapping[tuple[str, str, str], Constraint],
-        ) -> dict[tuple[str, str, str], Constraint]:
-            return {k: v for k, v in m.items() if self.on_both(k[0], k[1])}
-
+        # Constraints name no role: equal as read is equal as compared, role map or not.
         only_left, only_right, both = _split(
-            keep(self.left.constraints), keep(self.right.constraints)
+            self.left.constraints,
+            self.right.constraints,
+            skip_equal=True,
+            keep=lambda k, _v: self.on_both(k[0], k[1]),
         )
         for (s, t, n), con in only_left:
             self.add(
@@ -372,10 +388,12 @@ class _Comparer:
             )
 
     def indexes(self) -> None:
-        def keep(m: Mapping[tuple[str, str], Index]) -> dict[tuple[str, str], Index]:
-            return {k: v for k, v in m.items() if self.on_both(v.schema, v.table)}
-
-        only_left, only_right, both = _split(keep(self.left.indexes), keep(self.right.indexes))
+        only_left, only_right, both = _split(
+            self.left.indexes,
+            self.right.indexes,
+            skip_equal=True,
+            keep=lambda _k, v: self.on_both(v.schema, v.table),
+        )
         for (s, n), idx in only_left:
             self.add("index", f"index {_q(s, n)}", idx.definition, None, self.on_both(s, idx.table))
         for (s, n), idx in only_right:
@@ -388,7 +406,9 @@ class _Comparer:
             self.add("index-validity", obj, _validity(li), _validity(ri), group)
 
     def functions(self) -> None:
-        only_left, only_right, both = _split(self.left.functions, self.right.functions)
+        only_left, only_right, both = _split(
+            self.left.functions, self.right.functions, skip_equal=self.fast
+        )
         only_left = [(k, f) for k, f in only_left if f.schema in self.right.schemas]
         only_right = [(k, f) for k, f in only_right if f.schema in self.left.schemas]
         for (s, sig), fn in only_left:
