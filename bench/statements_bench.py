@@ -78,7 +78,9 @@ def main() -> None:
             url = emu.admin_dsn.replace("postgresql://", "postgresql+pg8000://", 1)
             alembic_env = dict(env, BENCH_ALEMBIC_URL=f"{url}?application_name={PEER_APPLICATION}")
             alembic = [ALEMBIC, "-c", str(PEER / "alembic.ini")]
-            check(run([*alembic, "upgrade", "head"], alembic_env, stderr=errors), 0, "alembic", errors)
+            check(
+                run([*alembic, "upgrade", "head"], alembic_env, stderr=errors), 0, "alembic", errors
+            )
             commands = [
                 ("no-op `apply`", [CLI, "apply", *target], "nucleus-provision", 1),
                 ("no-op `plan`", [CLI, "plan", *target], "nucleus-provision", 1),
