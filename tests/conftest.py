@@ -4,6 +4,7 @@ the system tests (tests/system: the emulation, the real CLI, the Connector, cdkt
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,3 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:9")
 # The repository's environments.toml, whatever the working directory.
 os.environ["NUCLEUS_PROVISION_CONFIG"] = str(ROOT / "environments.toml")
+
+# This workplace sets PYTHONDONTWRITEBYTECODE=1, so each of the hundreds of CLI subprocesses of
+# the system tests would compile our modules from source again (about 60 ms a process, see
+# docs/benchmarks.md). Their bytecode goes to a cache outside the tree instead, as an
+# installed wheel has it; Python checks each cached file against its source, so it is never
+# stale, and the path mirrors the source's, so worktrees do not share entries.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    os.environ.setdefault(
+        "PYTHONPYCACHEPREFIX",
+        str(Path(tempfile.gettempdir()) / f"nucleus-provision-pycache-{os.getuid()}"),
+    )
