@@ -120,11 +120,12 @@ def parse_dsn(dsn: str) -> URL:
         raise ConfigError(
             f"unsupported sslmode {sslmode!r} in the DSN", hint=f"use one of {', '.join(SSL_MODES)}"
         )
-    unknown = sorted(set(url.query) - {"sslmode", "sslrootcert"})
+    unknown = sorted(set(url.query) - {"sslmode", "sslrootcert", "unix_sock"})
     if unknown:
         raise ConfigError(
             f"unsupported DSN parameter(s): {', '.join(unknown)}",
-            hint="a direct DSN takes ?sslmode=MODE and ?sslrootcert=FILE only",
+            hint="a direct DSN takes ?sslmode=MODE, ?sslrootcert=FILE and pg8000's "
+            "?unix_sock=PATH only",
         )
     if not url.username or not url.database or url.password is None:
         raise ConfigError(
