@@ -274,6 +274,15 @@ FROM src FULL JOIN prov ON {_keys_match("src", "prov", move)}
 WHERE src.h IS DISTINCT FROM prov.h OR src.__key IS DISTINCT FROM prov.legacy_key"""
 
 
+def recheck_conflicts() -> str:
+    """The conflicts of a move (legacy keys in :lo..:hi) go back on the pending list: each
+    pass reports them again, and forgets those that resolved (a legacy row changed back, a
+    service's row removed). Params: name, lo, hi."""
+    return f"""INSERT INTO {SCHEMA}.pending (name, legacy_key)
+SELECT :name, c.legacy_key FROM {SCHEMA}.conflicts c
+WHERE c.name = :name AND {_in_range("c.legacy_key")}"""
+
+
 def legacy_changed(move: Move, info: TargetInfo) -> str:
     """After cut-over: the legacy keys (or, for rows gone, the target keys) that differ from
     what the move wrote, with how. Read-only. Params: lo, hi."""
@@ -422,11 +431,11 @@ SELECT (SELECT count(*) FROM ins_p) + (SELECT count(*) FROM upd_p) + (SELECT cou
     outcome = f"""UPDATE {work} w SET action = CASE w.action
         WHEN 'insert' THEN 'clash' WHEN 'update' THEN 'changed-in-target'
         ELSE 'referenced' END
-WHERE w.action IN ('insert', 'update', 'delete') AND NOT EXISTS (
-    SELECT 1 FROM {written(move)} p WHERE {_keys_match("p", "w", move)}
-      AND (w.action = 'delete' OR (p.h = w.h AND p.legacy_key = w.legacy_key)))
-   OR w.action = 'delete' AND EXISTS (
-    SELECT 1 FROM {written(move)} p WHERE {_keys_match("p", "w", move)})"""
+WHERE (w.action IN ('insert', 'update') AND NOT EXISTS (
+        SELECT 1 FROM {written(move)} p WHERE {_keys_match("p", "w", move)}
+          AND p.h = w.h AND p.legacy_key = w.legacy_key))
+   OR (w.action = 'delete' AND EXISTS (
+        SELECT 1 FROM {written(move)} p WHERE {_keys_match("p", "w", move)}))"""
     kinds = ", ".join(f"'{k}'" for k in CONFLICT_KINDS)
     forget_conflicts = f"""DELETE FROM {SCHEMA}.conflicts c USING {work} w
 WHERE c.name = :name AND c.target_key = {_key_text("w", move)}"""

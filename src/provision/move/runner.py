@@ -39,7 +39,14 @@ from provision.errors import (
     PermissionProblem,
     ScopeViolation,
 )
-from provision.locks import DEFAULT_POLICY, Attempts, BlockerWatch, LockPolicy, holders
+from provision.locks import (
+    DEFAULT_POLICY,
+    Attempts,
+    BlockerWatch,
+    LockPolicy,
+    holders,
+    is_lock_timeout,
+)
 from provision.move import plan
 from provision.move.declare import Declaration, Move
 from provision.move.plan import SCHEMA, ForeignKey, TargetInfo
@@ -323,6 +330,8 @@ def _check(
             conn.execute(text(plan.explain(move, infos[move.name])))
             conn.execute(text("RELEASE SAVEPOINT explain"))
         except DBAPIError as exc:
+            if is_lock_timeout(exc):
+                raise  # retried with backoff by the caller, which names the blocker
             raise MoveFileError(
                 f"{move.filename}: the mapping does not run: {server_message(exc)}",
                 hint="fix the expression, FROM clause or rule it names; nothing was copied",
@@ -949,8 +958,9 @@ def catch_up(
             [
                 (f"DELETE FROM {SCHEMA}.pending WHERE name = :name", {"name": move.name}),
                 *(
-                    (plan.diff(move, info), {"name": move.name, "lo": lo, "hi": hi})
+                    (sql, {"name": move.name, "lo": lo, "hi": hi})
                     for lo, hi in _bounds(changed)
+                    for sql in (plan.diff(move, info), plan.recheck_conflicts())
                 ),
                 (
                     f"UPDATE {SCHEMA}.state SET passes = passes + 1, updated_at = clock_timestamp(), "
@@ -1090,18 +1100,19 @@ def _keys(declaration: Declaration) -> dict[tuple[str, str], str]:
 
 
 def _pass(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts) -> None:
-    """One catch-up pass over the moves, parents first; a move whose deletes waited for rows
-    of a child move is passed again once those are gone."""
+    """One catch-up pass over the moves, parents first. A move whose deletes waited for rows
+    that reference them (a child move's rows, deleted later in the pass) is passed again,
+    as long as the previous round deleted something (at most once per move)."""
     summaries = Summaries(_keys(declaration))
-    results = {}
-    for move in moves:
-        state = _state(mover, move, facts.infos[move.name])
-        results[move.name] = catch_up(mover, move, facts.infos[move.name], summaries, state)
-    if any(r.deleted for r in results.values()):
-        for move in moves:
-            if results[move.name].held:
-                state = _state(mover, move, facts.infos[move.name])
-                catch_up(mover, move, facts.infos[move.name], summaries, state)
+    todo = list(moves)
+    for _round in range(len(moves) + 1):
+        results = {}
+        for move in todo:
+            info = facts.infos[move.name]
+            results[move.name] = catch_up(mover, move, info, summaries, _state(mover, move, info))
+        todo = [m for m in todo if results[m.name].held]
+        if not todo or not any(r.deleted for r in results.values()):
+            return
 
 
 def run(
