@@ -51,6 +51,14 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """A trigger of the target that may fire on the move's writes, and why that is safe."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Move:
     name: str
     filename: str
@@ -67,7 +75,7 @@ class Move:
     # immutable functions only (checked against pg_proc before anything runs).
     functions: tuple[tuple[str | None, str], ...] = ()
     # Triggers of the target the file accepts firing during the move (name, reason).
-    triggers: tuple[Rule, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
     # True when a fragment reads the source table again (a rule comparing a row with its
     # neighbours): a change to any source row may change how another one maps.
     self_reference: bool = False
@@ -332,7 +340,7 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
         raise MoveFileError(
             f"{filename}: trigger must be a list of [[trigger]] tables", hint="see moves/README.md"
         )
-    triggers: list[Rule] = []
+    triggers: list[Trigger] = []
     for n, entry in enumerate(triggers_doc, 1):
         if not isinstance(entry, dict) or set(entry) != {"name", "reason"}:
             raise MoveFileError(
@@ -340,7 +348,7 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
                 hint="a trigger of the target that may fire during the move, and why that is safe",
             )
         triggers.append(
-            Rule(
+            Trigger(
                 _text(filename, f"trigger {n}: name", entry["name"]),
                 _text(filename, f"trigger {n}: reason", entry["reason"]),
             )

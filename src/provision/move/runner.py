@@ -382,7 +382,7 @@ def _check_triggers(conn: Connection, moves: Sequence[Move]) -> None:
     by_target = {m.target_name: m for m in moves}
     for r in conn.execute(_TRIGGERS, {"tables": sorted(by_target)}):
         move = by_target[r.target]
-        if r.kind == "trigger" and r.name in {t.when for t in move.triggers}:
+        if r.kind == "trigger" and r.name in {t.name for t in move.triggers}:
             continue
         raise MoveFileError(
             f"{move.filename}: {r.target} has {r.kind} {r.name}, which would fire on the move's "
