@@ -918,6 +918,7 @@ UNRESOLVED = ("waiting", *plan.CONFLICT_KINDS)
 class PassResult:
     counts: dict[str, int] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)  # "kind: key" samples
+    unchanged: bool = False  # no legacy range changed: nothing was compared
 
     @property
     def held(self) -> bool:
@@ -949,6 +950,7 @@ def catch_up(
             )
         )
         _synced(mover, move, None, 0)
+        result.unchanged = True
         return result
     with _failing_as(mover, move, "the comparison"):
         rows = mover.proven(
@@ -1099,20 +1101,26 @@ def _keys(declaration: Declaration) -> dict[tuple[str, str], str]:
     return {m.source: m.key for m in declaration.moves}
 
 
-def _pass(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts) -> None:
+def _pass(
+    mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts
+) -> set[str]:
     """One catch-up pass over the moves, parents first. A move whose deletes waited for rows
     that reference them (a child move's rows, deleted later in the pass) is passed again,
     as long as the previous round deleted something (at most once per move)."""
     summaries = Summaries(_keys(declaration))
     todo = list(moves)
+    compared: set[str] = set()
     for _round in range(len(moves) + 1):
         results = {}
         for move in todo:
             info = facts.infos[move.name]
             results[move.name] = catch_up(mover, move, info, summaries, _state(mover, move, info))
+            if not results[move.name].unchanged:
+                compared.add(move.name)
         todo = [m for m in todo if results[m.name].held]
         if not todo or not any(r.deleted for r in results.values()):
-            return
+            break
+    return compared
 
 
 def run(
@@ -1137,8 +1145,10 @@ def run(
                 _copy(mover, move, info, state)
             else:
                 listener(Event(EventKind.START, move.name, message="catch-up pass"))
-        _pass(mover, declaration, moves, facts)
+        compared = _pass(mover, declaration, moves, facts)
         for move in moves:
+            if move.name not in compared:
+                continue  # nothing changed: the counts are those of the last pass (`status`)
             for reason, count in _skipped(mover, move):
                 if count:
                     listener(Event(EventKind.SKIPPED, move.name, rows=count, message=reason))
