@@ -368,3 +368,43 @@ def test_the_cut_over_guide_end_to_end_with_services_writing_between_every_step(
     status = move(db, "status", "--only", "entities")
     assert "cut over" in status.out
     assert move(db, "verify", "--only", "entities").code == 0
+
+
+def test_kill_9_in_the_middle_of_a_catch_up_leaves_nothing_half_owned(moved_db):
+    """A repair batch writes the target and the provenance in one transaction: after a kill,
+    the next run neither reports the move's own rows as conflicts nor writes twice."""
+    import signal
+    import time
+
+    from helpers import start
+
+    db = moved_db
+    assert move(db, "run").code == 0
+    legacy_write(db, "UPDATE dna_schema.entities SET name = name || ' (renamed)' WHERE id <= 1500")
+    legacy_write(db, "DELETE FROM dna_schema.interests WHERE id % 7 = 0")
+    proc = start(
+        "move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES),
+        "--batch-size", "50", "--rate", "400",
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not db.query(
+        "SELECT repaired > 0 OR EXISTS (SELECT 1 FROM nucleus_move.written_entities w "
+        "JOIN dna.entity e USING (id) WHERE e.name LIKE '% (renamed)') "
+        "FROM nucleus_move.state WHERE name = 'entities'"
+    )[0][0]:
+        assert time.monotonic() < deadline, "no repair batch committed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert db.query("SELECT count(*) FROM dna.entity WHERE name LIKE '% (renamed)'")[0][0] < 1500
+
+    rerun = move(db, "run", "--format", "json")
+    assert rerun.code == 0, rerun.err
+    assert db.query("SELECT count(*) FROM nucleus_move.conflicts") == [[0]]
+    assert move(db, "verify").code == 0
+    assert db.query("SELECT count(*) FROM dna.entity WHERE name LIKE '% (renamed)'") == [[1500]]
+    # What the move wrote and what the target holds agree, row for row.
+    assert db.query(
+        "SELECT count(*) FROM nucleus_move.written_entities w JOIN dna.entity t USING (id) "
+        "WHERE w.h <> md5(ROW(t.id, t.name, t.kind, t.email, t.created_at, t.updated_at)::text)"
+    ) == [[0]]
