@@ -784,8 +784,12 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
             done=copied,
             total=read,
             cursor=cursor,
-            message=f"copied {copied:,} rows into {move.target_name} ({read:,} legacy rows "
-            "read; the rest is kept out by rules or left for the catch-up)",
+            message=f"copied {copied:,} rows into {move.target_name} ({read:,} legacy rows read"
+            + (
+                f"; {read - copied:,} kept out by rules or left for the catch-up)"
+                if read > copied
+                else ")"
+            ),
         )
     )
 
@@ -1101,9 +1105,7 @@ def _keys(declaration: Declaration) -> dict[tuple[str, str], str]:
     return {m.source: m.key for m in declaration.moves}
 
 
-def _pass(
-    mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts
-) -> set[str]:
+def _pass(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts) -> set[str]:
     """One catch-up pass over the moves, parents first. A move whose deletes waited for rows
     that reference them (a child move's rows, deleted later in the pass) is passed again,
     as long as the previous round deleted something (at most once per move)."""
