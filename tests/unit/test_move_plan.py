@@ -87,8 +87,10 @@ def test_changed_ranges_reads_only_what_changed():
     assert runner.changed_ranges(interests, both, both) == []
 
 
-def test_floor_division_of_keys_into_ranges():
-    assert plan.bucket_of("k", 10) == "(CASE WHEN k >= 0 THEN k / 10 ELSE (k + 1) / 10 - 1 END)"
+def test_a_key_s_range_is_a_floor_division_negatives_included():
+    assert plan.bucket_of("k") == "(k >> 13)"
+    assert [k >> plan.RANGE_BITS for k in (-1, 0, 8191, 8192)] == [-1, 0, 0, 1]
+    assert runner._bounds([-1, 1]) == [(-8192, -1), (8192, 16383)]
 
 
 def test_colons_of_a_fragment_are_never_taken_for_parameters():

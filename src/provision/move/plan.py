@@ -33,8 +33,11 @@ SCHEMA = "nucleus_move"
 # The lowest cursor: before any bigint key.
 START_CURSOR = -(2**63)
 MAX_KEY = 2**63 - 1
-# Legacy keys per range of the catch-up's summaries (one hash per range in the move's state).
-RANGE_WIDTH = 10_000
+# Legacy keys per range of the catch-up's summaries (one hash per range in the move's state):
+# 2^13 = 8,192, so that a key's range is an arithmetic shift (floor division, negatives
+# included), cheaper in a scan of millions of rows than a division and a CASE.
+RANGE_BITS = 13
+RANGE_WIDTH = 2**RANGE_BITS
 
 BOOKKEEPING = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -142,12 +145,9 @@ def _key_text(alias: str, move: Move) -> str:
     return " || ',' || ".join(f"{alias}.{ident(c)}::text" for c in move.target_key)
 
 
-def bucket_of(expression: str, width: int = RANGE_WIDTH) -> str:
-    """The range of a legacy key: floor division (integer division truncates negatives)."""
-    return (
-        f"(CASE WHEN {expression} >= 0 THEN {expression} / {width} "
-        f"ELSE ({expression} + 1) / {width} - 1 END)"
-    )
+def bucket_of(expression: str) -> str:
+    """The range of a legacy key (`key >> RANGE_BITS`: floor division by RANGE_WIDTH)."""
+    return f"({expression} >> {RANGE_BITS})"
 
 
 def fragment(sql: str) -> str:

@@ -683,10 +683,16 @@ def _throttle(started: float, rows: int, rate: float | None) -> None:
 
 
 def _state(mover: Mover, move: Move, info: TargetInfo) -> Row[Any]:
+    # The provenance table's DDL only when it is missing: even CREATE INDEX IF NOT EXISTS
+    # takes a SHARE lock first, which autovacuum's analyze of a freshly filled table holds off.
+    missing = mover.transaction(
+        f"{move.name}: provenance",
+        [("SELECT to_regclass(:t) IS NULL", {"t": plan.written(move)})],
+    )[0][0]
     rows = mover.transaction(
         f"{move.name}: state",
         [
-            *((sql, {}) for sql in plan.provenance_ddl(move, info)),
+            *((sql, {}) for sql in (plan.provenance_ddl(move, info) if missing else ())),
             (
                 f"INSERT INTO {SCHEMA}.state (name, source, target, checksum) "
                 "VALUES (:n, :s, :t, :c) ON CONFLICT (name) DO NOTHING",
@@ -878,8 +884,7 @@ def changed_ranges(
 def _bounds(changed: list[int] | None) -> list[tuple[int, int]]:
     if changed is None:
         return [(plan.START_CURSOR, plan.MAX_KEY)]
-    width = plan.RANGE_WIDTH
-    return [(b * width, (b + 1) * width - 1) for b in changed]
+    return [(b << plan.RANGE_BITS, ((b + 1) << plan.RANGE_BITS) - 1) for b in changed]
 
 
 def _store(mover: Mover, move: Move, current: dict[str, Summary], dirty: set[int]) -> None:
@@ -1192,7 +1197,7 @@ def cutover(
         differ = legacy_after_cutover(mover, move, info, changed)
         if state.cutover_at is None:
             # The summaries as of the cut-over: what later passes compare with.
-            _store(mover, move, current, {key // plan.RANGE_WIDTH for _how, key in differ})
+            _store(mover, move, current, {key >> plan.RANGE_BITS for _how, key in differ})
             mover.transaction(
                 f"{move.name}: cut-over",
                 [
