@@ -21,8 +21,10 @@ committed batch, and a finished move reruns as a catch-up pass that finds nothin
 
 from __future__ import annotations
 
+import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -468,26 +470,33 @@ class Mover:
             )
         return self._sequences
 
-    def read(self, what: str, fn: Callable[[Connection], T]) -> T:
+    def read(self, what: str, fn: Callable[[Connection], T], conn: Connection | None = None) -> T:
         """`fn` in a READ ONLY transaction with the run's bounded lock waits, retried with
         backoff; gives up naming the blocker. Read-only also refuses, in the server, any
-        write a move file's expression might attempt (setval included)."""
+        write a move file's expression might attempt (setval included). `conn`: another
+        session of the move (the summaries are read on two at once)."""
+        session = conn if conn is not None else self.conn
+        pid = (
+            self.pid
+            if conn is None
+            else session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        )
 
         def step() -> T:
             try:
-                self.conn.execute(text("SET TRANSACTION READ ONLY"))
-                self.conn.execute(
+                session.execute(text("SET TRANSACTION READ ONLY"))
+                session.execute(
                     text(
                         "SELECT set_config('lock_timeout', :lock, true), "
                         "set_config('statement_timeout', '300s', true)"
                     ),
                     {"lock": f"{self.options.policy.timeout_ms}ms"},
                 )
-                return fn(self.conn)
+                return fn(session)
             finally:
-                self.conn.rollback()
+                session.rollback()
 
-        return self.attempts().run(what, lambda: [self.pid], step)
+        return self.attempts().run(what, lambda: [pid], step)
 
     def proven(
         self,
@@ -818,8 +827,29 @@ class Summaries:
             self.tables[table] = _summary(mover, table, self.keys.get(table))
         return self.tables[table]
 
+    def prefetch(self, mover: Mover, tables: Iterable[tuple[str, str]]) -> None:
+        """Read the summaries of `tables` on two sessions at once: each is one scan of a
+        table, and a no-change pass is nothing but these scans."""
+        todo = [t for t in dict.fromkeys(tables) if t not in self.tables]
+        sessions: queue.Queue[Connection | None] = queue.Queue()
+        sessions.put(None)  # the move's own session
+        sessions.put(mover.sequences())
 
-def _summary(mover: Mover, table: tuple[str, str], key: str | None) -> Summary:
+        def one(table: tuple[str, str]) -> Summary:
+            conn = sessions.get()
+            try:
+                return _summary(mover, table, self.keys.get(table), conn)
+            finally:
+                sessions.put(conn)
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="summary") as pool:
+            for table, summary in zip(todo, pool.map(one, todo), strict=True):
+                self.tables[table] = summary
+
+
+def _summary(
+    mover: Mover, table: tuple[str, str], key: str | None, conn: Connection | None = None
+) -> Summary:
     def read(hashed: bool) -> Summary:
         return mover.read(
             f"{'.'.join(table)}: summary",
@@ -827,6 +857,7 @@ def _summary(mover: Mover, table: tuple[str, str], key: str | None) -> Summary:
                 int(r.bucket): (int(r.rows), int(r.hash))
                 for r in c.execute(text(plan.summary(table, key, hashed)))
             },
+            conn,
         )
 
     try:
@@ -1115,6 +1146,7 @@ def _pass(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: 
     that reference them (a child move's rows, deleted later in the pass) is passed again,
     as long as the previous round deleted something (at most once per move)."""
     summaries = Summaries(_keys(declaration))
+    summaries.prefetch(mover, [t for m in moves for t in m.reads])
     todo = list(moves)
     compared: set[str] = set()
     for _round in range(len(moves) + 1):
@@ -1279,6 +1311,15 @@ def status(
         mover = Mover(stack, target, Options(policy=policy), lambda e: None)
         statuses = mover.read("status", lambda c: _statuses(c, moves, with_rules=True))
         summaries = Summaries(_keys(declaration))
+        summaries.prefetch(
+            mover,
+            [
+                t
+                for m, st in zip(moves, statuses, strict=True)
+                if st.phase != "not started"
+                for t in m.reads
+            ],
+        )
         for move, st in zip(moves, statuses, strict=True):
             if st.phase in ("catching-up", "synced"):
                 current = _current(mover, move, summaries)
