@@ -1,22 +1,28 @@
-"""The imperative shell of the moves: check, copy, catch up, report.
+"""The imperative shell of the moves: check, copy, catch up, cut over, report.
 
 `run` first checks everything it can before writing anything (every legacy table moved or
-listed as not moved; sources, targets, keys and columns as the files say; the session's
-privileges; every mapping planned by the server), so a bad move file fails with
+listed as not moved; sources, targets, keys and columns as the files say; the functions the
+fragments call are immutable; no trigger or rule on a target the file does not list; the
+session's privileges; every mapping planned by the server), so a bad move file fails with
 `FILE: what is wrong` and nothing copied. Then, under the move lock (one `move run` at a time
 per database), for each move in file order:
 
-1. **copy**: keyset batches computed in the server (`plan.copy_batch`), each its own short
-   transaction with a bounded lock wait (the run's `LockPolicy`, retried with backoff and
-   naming the blocker), the cursor committed with its batch;
-2. **catch up**: a comparison of the mapped source with the target (`plan.diff`) lists the
-   keys that differ in `nucleus_move.pending`, repaired in batches (`plan.repair_batch`).
-   Inserts, updates and deletes made by live services reach the target this way, as do
-   changes of a move file's mapping. `--follow` repeats this pass until interrupted.
+1. **copy**: keyset batches computed in the server (`plan.copy_batch`): the rows, their
+   provenance (`nucleus_move.written_<move>`) and the cursor commit together;
+2. **catch up**: the legacy tables' per-range summaries tell which ranges changed since the
+   last pass (none: nothing else is read); the changed ranges are compared with the
+   provenance (`plan.diff`), and the keys that differ repaired (`plan.repair`): only rows the
+   move wrote and that still hold what it wrote are updated or deleted, and a delete never
+   reaches rows that reference the row; the rest are conflicts, reported with their keys.
+   After `move cutover` a move writes nothing: legacy rows written since are reported.
 
-The bookkeeping (`nucleus_move.state`, `nucleus_move.pending`) lives in the database, in a
-schema of the tool created by the move's session: a killed run resumes at its last
-committed batch, and a finished move reruns as a catch-up pass that finds nothing to do.
+Every statement that evaluates a move file's expressions or writes runs in
+`Mover.proven`: its transaction commits only once the database proves that nothing but the
+target's rows and the move's bookkeeping changed (row counters of every other table, the
+fingerprint of every object, every sequence read on a second session). Reads run in READ
+ONLY transactions. All of it with the run's bounded lock waits (`provision.locks`), naming
+the blocker when they give up. The bookkeeping lives in the database, in the tool's schema
+`nucleus_move`: a killed run resumes at its last committed batch.
 """
 
 from __future__ import annotations
