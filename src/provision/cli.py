@@ -571,7 +571,9 @@ def move_run(
     """Copy the legacy rows in keyset batches (cursor in the database), then catch up.
 
     A killed run resumes at its last committed batch; a finished move reruns as a catch-up
-    pass (inserts, updates and deletes made to the legacy tables since). Exit 0, 1 on error.
+    pass over the legacy ranges changed since (inserts, updates, deletes). It writes only
+    rows it wrote that still hold what it wrote: rows services wrote or changed are
+    conflicts, listed with their keys. Exit 0, 1 on error.
     """
     from provision.move import commands as moves
     from provision.move import render as move_render
@@ -604,7 +606,8 @@ def move_status(
     only: str | None,
     fmt: str,
 ) -> None:
-    """Per move: phase, rows copied, rows pending, lag since the last sync, last error."""
+    """Per move: phase, rows copied, rows pending, legacy ranges changed since the last
+    pass (behind), conflicts, lag, last error, rows each rule keeps out."""
     from provision.move import commands as moves
     from provision.move import render as move_render
 
