@@ -792,11 +792,13 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
     mover.transaction(
         f"{move.name}: copied",
         [
+            (plan.provenance_index(move), {}),
             (
                 f"UPDATE {SCHEMA}.state SET phase = 'catching-up', copied_at = now() WHERE name = :n",
                 {"n": move.name},
-            )
+            ),
         ],
+        timeout_ms=BATCH_STATEMENT_TIMEOUT_MS * 5,
     )
     listener(
         Event(
