@@ -27,6 +27,7 @@ the blocker when they give up. The bookkeeping lives in the database, in the too
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -656,7 +657,7 @@ class Mover:
 def _outside(snapshot: safety.Snapshot, move: Move) -> safety.Snapshot:
     """The proof's view of a move's batch: every table's row counters but its target's."""
     rows = {t: c for t, c in snapshot.rows.items() if t != move.target_name}
-    return safety.Snapshot(snapshot.objects, snapshot.schemas, rows)
+    return dataclasses.replace(snapshot, rows=rows)  # every other field of the proof kept
 
 
 def _record_error(mover: Mover, move: Move, message: str) -> None:
