@@ -644,6 +644,8 @@ def move_cutover(
     Run it once the services write the new table and `move run` and `move verify` passed.
     Legacy rows written afterwards are reported by `move run` (with their keys), not copied.
     """
+    # Imported here (issue 21: `--help` loads nothing heavier than click).
+    from provision import render
     from provision.move import commands as moves
     from provision.move import render as move_render
 
