@@ -408,3 +408,21 @@ def test_kill_9_in_the_middle_of_a_catch_up_leaves_nothing_half_owned(moved_db):
         "SELECT count(*) FROM nucleus_move.written_entities w JOIN dna.entity t USING (id) "
         "WHERE w.h <> md5(ROW(t.id, t.name, t.kind, t.email, t.created_at, t.updated_at)::text)"
     ) == [[0]]
+
+
+def test_the_readme_s_resolution_of_a_conflict_lets_the_legacy_row_win(moved_db):
+    db = moved_db
+    assert move(db, "run").code == 0
+    victim = external_id(db, 42)
+    as_app(db, "UPDATE dna.entity SET name = 'service' WHERE id = CAST(:v AS uuid)", v=victim)
+    legacy_write(db, "UPDATE dna_schema.entities SET name = 'legacy' WHERE id = 42")
+    assert move(db, "run", "--only", "entities").code == 0
+    assert db.query("SELECT kind FROM nucleus_move.conflicts") == [["changed-in-target"]]
+    # README: delete the target row and the move's record of it; the next run inserts it.
+    db.query("DELETE FROM dna.entity WHERE id = CAST(:v AS uuid)", v=victim)
+    db.query("DELETE FROM nucleus_move.written_entities WHERE id = CAST(:v AS uuid)", v=victim)
+    assert move(db, "run", "--only", "entities").code == 0
+    assert db.query("SELECT name FROM dna.entity WHERE id = CAST(:v AS uuid)", v=victim) == [
+        ["legacy"]
+    ]
+    assert db.query("SELECT count(*) FROM nucleus_move.conflicts") == [[0]]
