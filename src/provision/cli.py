@@ -564,6 +564,7 @@ def move() -> None:
       nucleus-provision move status --env prod
       nucleus-provision move run --env prod --follow # keep catching up until cut-over
       nucleus-provision move verify --env prod       # exit 0 equal, 1 different, 2 unfinished
+      nucleus-provision move cutover entities --env prod  # services own dna.entity from now on
     """
 
 
@@ -607,7 +608,9 @@ def move_run(
     """Copy the legacy rows in keyset batches (cursor in the database), then catch up.
 
     A killed run resumes at its last committed batch; a finished move reruns as a catch-up
-    pass (inserts, updates and deletes made to the legacy tables since). Exit 0, 1 on error.
+    pass over the legacy ranges changed since (inserts, updates, deletes). It writes only
+    rows it wrote that still hold what it wrote: rows services wrote or changed are
+    conflicts, listed with their keys. Exit 0, 1 on error.
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision.move import commands as moves
@@ -640,7 +643,8 @@ def move_status(
     only: str | None,
     fmt: str,
 ) -> None:
-    """Per move: phase, rows copied, rows pending, lag since the last sync, last error."""
+    """Per move: phase, rows copied, rows pending, legacy ranges changed since the last
+    pass (behind), conflicts, lag, last error, rows each rule keeps out."""
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision import render
     from provision.move import commands as moves
@@ -651,6 +655,51 @@ def move_status(
         click.echo(render.to_json([s.to_dict() for s in statuses]))
     else:
         click.echo(move_render.status_text(statuses))
+
+
+@move.command("cutover")
+@click.argument("name")
+@target_options
+@click.option(
+    "--moves",
+    "moves_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Directory of move files [default: ./moves or $NUCLEUS_MOVES].",
+)
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+@click.pass_obj
+def move_cutover(
+    ctx: Context,
+    name: str,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Record that services own move NAME's target: `move run` never writes it again.
+
+    Run it once the services write the new table and `move run` and `move verify` passed.
+    Legacy rows written afterwards are reported by `move run` (with their keys), not copied.
+    """
+    # Imported here (issue 21: `--help` loads nothing heavier than click).
+    from provision import render
+    from provision.move import commands as moves
+    from provision.move import render as move_render
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    status, differ = moves.cutover(target, desired, name, moves_dir, ctx.policy)
+    if fmt == "json":
+        click.echo(
+            render.to_json(
+                {
+                    **status.to_dict(),
+                    "legacy_differing": [{"legacy_key": k, "how": h} for h, k in differ],
+                }
+            )
+        )
+    else:
+        click.echo(move_render.cutover_text(status, differ))
 
 
 @move.command("verify")

@@ -123,20 +123,25 @@ class BlockerWatch:
     def __init__(self, open_connection: Callable[[], Connection]) -> None:
         self._open = open_connection
         self._conn: Connection | None = None
+        # Several sessions of one run may wait at once (the move reads on two): their samplers
+        # share the watch's one connection, one query at a time.
+        self._lock = threading.Lock()
         self.seen: list[Blocker] = []
 
     @contextmanager
     def watching(self, pids: list[int], interval: float = 0.02) -> Iterator[None]:
-        if self._conn is None:
-            self._conn = self._open()
-        conn = self._conn
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._open()
+            conn = self._conn
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(interval):
                 try:
-                    found = [b for pid in pids for b in _blockers(conn, _BLOCKERS_SQL, pid=pid)]
-                    conn.rollback()
+                    with self._lock:
+                        found = [b for pid in pids for b in _blockers(conn, _BLOCKERS_SQL, pid=pid)]
+                        conn.rollback()
                 except DBAPIError:
                     return
                 if found:

@@ -7,6 +7,7 @@ code: `users.admin.member_of`).
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -107,11 +108,15 @@ def test_run_then_verify_moves_every_row_with_the_declared_mapping(moved_db):
     assert legacy_fingerprint(db) == before
     # The move's bookkeeping schema is the tool's: the layout still verifies.
     assert cli("verify", "--dsn", db.admin_dsn).code == 0
-    # A rerun of a finished move is a catch-up pass that finds nothing.
+    # A rerun of a finished move is a catch-up pass that finds nothing: no legacy range
+    # changed since the last pass, so nothing is compared again.
     again = move(db, "run", "--format", "json")
     assert again.code == 0, again.err
-    diffs = [line for line in again.out.splitlines() if '"event": "diff"' in line]
-    assert len(diffs) == 5 and all('"rows": 0' in line for line in diffs)
+    events = [json.loads(line) for line in again.out.splitlines()]
+    assert [e["move"] for e in events if e["event"] == "unchanged"] == [
+        "entities", "agents", "interests", "tasks", "results",
+    ]  # fmt: skip
+    assert not [e for e in events if e["event"] in ("diff", "repair", "batch")]
     assert legacy_fingerprint(db) == before
 
 
@@ -154,7 +159,7 @@ def test_verify_says_unfinished_before_the_move_and_names_missing_privileges(leg
     )
 
 
-def test_verify_locates_differences_and_the_next_run_repairs_them(moved_db):
+def test_verify_locates_differences_and_run_never_overwrites_them(moved_db):
     db = moved_db
     assert move(db, "run").code == 0
     # Someone writes into the new tables behind the move's back.
@@ -172,16 +177,30 @@ def test_verify_locates_differences_and_the_next_run_repairs_them(moved_db):
     entities = verdicts["entities"]
     assert entities["outcome"] == "different"
     located = {tuple(r["legacy_keys"] or ()): r for r in entities["differing_ranges"]}
-    assert located[(1200, 1299)]["sample"] == ["1234"]
-    assert located[()]["target_rows"] == 1 and located[()]["source_rows"] == 0
+    assert list(located) == [(1200, 1299)] and located[(1200, 1299)]["sample"] == ["1234"]
+    # The row nobody moved is a service's: counted, never a difference.
+    assert entities["service_rows"] == 1
     assert verdicts["interests"]["outcome"] == "different"
     assert verdicts["tasks"]["outcome"] == "equal"
     text = move(db, "verify", "--range-size", "100")
     assert "legacy keys 1200..1299: 100 vs 100 rows" in text.out and "(e.g. 1234)" in text.out
+    assert "1 row(s) of dna.entity written by services (not compared)" in text.out
 
+    # The move never overwrites what it did not write as it is now: the changed row stays
+    # changed, the deleted one deleted, the stray row stays.
     assert move(db, "run").code == 0
-    assert move(db, "verify").code == 0
-    assert actual_entities(db) == expected_entities(db)
+    assert db.query("SELECT name FROM dna.entity WHERE id = :v::uuid", v=victim) == [["changed"]]
+    assert db.query("SELECT count(*) FROM dna.entity WHERE name = 'stray'") == [[1]]
+    # When the legacy row changes, the move would update it: a conflict, reported with its key.
+    kept = db.query("SELECT name, email FROM dna.entity WHERE id = :v::uuid", v=victim)
+    db.query("UPDATE dna_schema.entities SET email = 'new@example.org' WHERE id = 1234")
+    again = move(db, "run", "--only", "entities", "--format", "json")
+    assert again.code == 0, again.err
+    conflict = [json.loads(x) for x in again.out.splitlines() if '"event": "conflict"' in x]
+    assert conflict and conflict[0]["keys"] == [f"changed-in-target: {victim}"]
+    assert db.query("SELECT name, email FROM dna.entity WHERE id = :v::uuid", v=victim) == kept
+    status = move(db, "status", "--only", "entities", "--format", "json")
+    assert status.json[0]["conflicts"] == {"changed-in-target": 1}
 
 
 def _write_legacy(db, stop: threading.Event, done: list[int]) -> None:

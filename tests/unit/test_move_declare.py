@@ -100,3 +100,20 @@ def test_only_names_an_existing_move():
     assert [m.name for m in declaration.only("tasks")] == ["tasks"]
     with pytest.raises(ConfigError, match="no move named 'task'"):
         declaration.only("task")
+
+
+def test_the_functions_a_move_file_calls_and_its_triggers_are_declared():
+    move = parse(
+        GOOD.replace(b'name = "s.name"', b'name = "lower(pg_catalog.btrim(s.name))"')
+        + b'[[trigger]]\nname = "audit"\nreason = "writes only dna.entity_audit"\n'
+    )
+    assert (None, "lower") in move.functions and ("pg_catalog", "btrim") in move.functions
+    assert [(t.name, t.reason) for t in move.triggers] == [
+        ("audit", "writes only dna.entity_audit")
+    ]
+    assert not move.self_reference
+
+
+def test_a_trigger_entry_needs_a_name_and_a_reason():
+    with pytest.raises(MoveFileError, match=r"\[\[trigger\]\] number 1 needs exactly"):
+        parse(GOOD + b'[[trigger]]\nname = "audit"\n')

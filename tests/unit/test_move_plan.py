@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from provision.move import declare, plan
+from provision.move import declare, plan, runner
 from provision.move.plan import ForeignKey, TargetInfo
 
 MOVES = Path(__file__).resolve().parents[2] / "moves"
@@ -35,13 +36,61 @@ def test_a_batch_advances_its_cursor_in_the_same_statement():
     assert "UPDATE nucleus_move.state" in sql
 
 
-def test_the_comparison_joins_on_the_target_key_and_repairs_by_key():
+def test_the_comparison_is_against_what_the_move_wrote_not_the_target():
     diff = plan.diff(INTERESTS, INFO)
-    assert "src FULL JOIN tgt ON src.entity_id = tgt.entity_id AND src.topic = tgt.topic" in diff
-    assert "WHERE src.h IS DISTINCT FROM tgt.h" in diff
-    repair = plan.repair_batch(INTERESTS, INFO)
-    assert "jsonb_populate_record(NULL::dna.interests" in repair
-    assert "s.id IN (SELECT legacy_key FROM taken" in repair
+    assert "src FULL JOIN prov ON src.entity_id = prov.entity_id AND src.topic = prov.topic" in diff
+    assert "FROM nucleus_move.written_interests p WHERE p.legacy_key BETWEEN" in diff
+    assert "dna.interests t" not in diff  # the target is read only by the repair
+
+
+def test_a_repair_writes_only_rows_the_move_wrote_that_still_hold_what_it_wrote():
+    statements = plan.repair(INTERESTS, INFO)
+    write = next(s for s in statements if s.startswith("WITH ins AS"))
+    # update and delete both re-check, in their WHERE, the hash of the row as written
+    assert write.count("md5(ROW(t.entity_id, t.topic, t.weight, t.created_at)::text) = w.ph") == 2
+    assert "ON CONFLICT (entity_id, topic) DO NOTHING" in write
+    lock = next(s for s in statements if "FOR UPDATE OF t" in s)
+    assert lock.startswith("SELECT 1 FROM dna.interests t JOIN")
+
+
+def test_a_delete_checks_every_table_that_references_the_target():
+    info = TargetInfo(
+        types={"id": "uuid", "name": "text"},
+        unique_keys=(("id",),),
+        foreign_keys=(),
+        referenced_by=(ForeignKey(("entity_id",), ("dna", "goals"), ("id",)),),
+    )
+    entities = next(m for m in declare.load(MOVES).moves if m.name == "entities")
+    entities = dataclasses.replace(entities, columns=(("id", "s.external_id"), ("name", "s.name")))
+    write = next(s for s in plan.repair(entities, info) if s.startswith("WITH ins AS"))
+    assert "AND NOT (EXISTS (SELECT 1 FROM dna.goals c WHERE c.entity_id = t.id))" in write
+
+
+def test_changed_ranges_reads_only_what_changed():
+    entities = next(m for m in declare.load(MOVES).moves if m.name == "entities")
+    interests = INTERESTS
+    now = {"dna_schema.entities": {0: (10, 1), 1: (10, 2)}}
+    assert runner.changed_ranges(entities, now, {}) is None  # never compared: everything
+    assert runner.changed_ranges(entities, now, now) == []
+    assert runner.changed_ranges(
+        entities, now, {"dna_schema.entities": {0: (10, 1), 1: (10, 3)}}
+    ) == [1]
+    # a range left dirty (a conflict, a row waiting for its parent) is compared again
+    assert runner.changed_ranges(
+        entities, now, {"dna_schema.entities": {0: (10, 1), 1: (10, None)}}
+    ) == [1]
+    # a rule reading the source again (duplicates): any change means everything
+    both = {"dna_schema.interests": {0: (5, 5)}, "dna_schema.entities": {0: (1, 1)}}
+    changed = {"dna_schema.interests": {0: (5, 6)}, "dna_schema.entities": {0: (1, 1)}}
+    assert interests.self_reference
+    assert runner.changed_ranges(interests, changed, both) is None
+    assert runner.changed_ranges(interests, both, both) == []
+
+
+def test_a_key_s_range_is_a_floor_division_negatives_included():
+    assert plan.bucket_of("k") == "(k >> 13)"
+    assert [k >> plan.RANGE_BITS for k in (-1, 0, 8191, 8192)] == [-1, 0, 0, 1]
+    assert runner._bounds([-1, 1]) == [(-8192, -1), (8192, 16383)]
 
 
 def test_colons_of_a_fragment_are_never_taken_for_parameters():

@@ -1,4 +1,4 @@
-"""One plain function per `move` verb (`run`, `status`, `verify`), as `provision.commands`
+"""One plain function per `move` verb (`run`, `status`, `verify`, `cutover`), as `provision.commands`
 has for the engine's verbs: they return data and raise ProvisionError; the CLI prints.
 `demo_step` is what the README demo runs after `apply`."""
 
@@ -49,7 +49,23 @@ def status(
     """Per move: phase, rows copied, rows pending, lag, last error (read-only)."""
     declaration = declare.load(moves_dir, desired.layout)
     with commands.session(target, desired):
-        return runner.status(target, declaration.only(only), policy)
+        return runner.status(target, declaration, declaration.only(only), policy)
+
+
+def cutover(
+    target: db.Target,
+    desired: DesiredState,
+    name: str,
+    moves_dir: Path | None = None,
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> tuple[MoveStatus, list[tuple[str, int]]]:
+    """Record the cut-over of move `name`: `run` never writes its target again."""
+    declaration = declare.load(moves_dir, desired.layout)
+    (move,) = declaration.only(name)
+    with commands.session(target, desired) as seen:
+        return runner.cutover(
+            target, declaration, move, seen.layout.protected_schemas, Options(policy=policy)
+        )
 
 
 def verify(
@@ -90,4 +106,13 @@ def demo_step(
     return all(v.outcome == "equal" for v in verdicts)
 
 
-__all__ = ["MoveStatus", "MoveVerdict", "Options", "demo_step", "run", "status", "verify"]
+__all__ = [
+    "MoveStatus",
+    "MoveVerdict",
+    "Options",
+    "cutover",
+    "demo_step",
+    "run",
+    "status",
+    "verify",
+]

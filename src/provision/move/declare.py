@@ -36,7 +36,7 @@ NOT_MOVED_FILE = "not-moved.toml"
 FILE_PATTERN = re.compile(r"^(\d+)_([a-z][a-z0-9_]*)\.toml$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _QUALIFIED = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
-_KEYS = {"source", "key", "from", "target", "target_key", "columns", "skip"}
+_KEYS = {"source", "key", "from", "target", "target_key", "columns", "skip", "trigger"}
 _REQUIRED = ("source", "key", "target", "target_key", "columns")
 # Statements that write: never inside a fragment of a move file (a WITH ... DELETE, say).
 _WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
@@ -47,6 +47,14 @@ class Rule:
     """Rows matching `when` are not moved, and are counted under `reason`."""
 
     when: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger of the target that may fire on the move's writes, and why that is safe."""
+
+    name: str
     reason: str
 
 
@@ -63,6 +71,14 @@ class Move:
     skip: tuple[Rule, ...]
     reads: tuple[tuple[str, str], ...]  # every legacy table the fragments read
     checksum: str
+    # Functions the fragments call, as written ((schema or None, name)): each must resolve to
+    # immutable functions only (checked against pg_proc before anything runs).
+    functions: tuple[tuple[str | None, str], ...] = ()
+    # Triggers of the target the file accepts firing during the move (name, reason).
+    triggers: tuple[Trigger, ...] = ()
+    # True when a fragment reads the source table again (a rule comparing a row with its
+    # neighbours): a change to any source row may change how another one maps.
+    self_reference: bool = False
 
     @property
     def source_name(self) -> str:
@@ -209,10 +225,14 @@ class _Reads(Visitor):
 
     def __init__(self) -> None:
         self.tables: list[tuple[str | None, str | None, str | None]] = []
+        self.functions: list[tuple[str | None, str]] = []
         self.writes = False
 
     def visit(self, ancestors: object, node: object) -> None:
-        if isinstance(node, ast.RangeVar):
+        if isinstance(node, ast.FuncCall):
+            names = [n.sval for n in node.funcname or ()]
+            self.functions.append((names[-2] if len(names) > 1 else None, names[-1]))
+        elif isinstance(node, ast.RangeVar):
             alias = node.alias.aliasname if node.alias is not None else None
             self.tables.append((node.schemaname, node.relname, alias))
         elif isinstance(node, _WRITES):
@@ -315,6 +335,24 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
                 _text(filename, f"skip {n}: reason", rule["reason"]),
             )
         )
+    triggers_doc = doc.get("trigger", [])
+    if not isinstance(triggers_doc, list):
+        raise MoveFileError(
+            f"{filename}: trigger must be a list of [[trigger]] tables", hint="see moves/README.md"
+        )
+    triggers: list[Trigger] = []
+    for n, entry in enumerate(triggers_doc, 1):
+        if not isinstance(entry, dict) or set(entry) != {"name", "reason"}:
+            raise MoveFileError(
+                f"{filename}: [[trigger]] number {n} needs exactly 'name' and 'reason'",
+                hint="a trigger of the target that may fire during the move, and why that is safe",
+            )
+        triggers.append(
+            Trigger(
+                _text(filename, f"trigger {n}: name", entry["name"]),
+                _text(filename, f"trigger {n}: reason", entry["reason"]),
+            )
+        )
     from_clause = _text(filename, "from", doc["from"]) if "from" in doc else f"{'.'.join(source)} s"
 
     reads = _parse_select(filename, "from", f"SELECT 1 FROM {from_clause}")
@@ -327,8 +365,11 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
         (f"skip {n}: when", r.when) for n, r in enumerate(rules, 1)
     ]
     tables = list(reads.tables)
+    functions = list(reads.functions)
     for field, fragment in fragments:
-        tables += _parse_select(filename, field, f"SELECT ({fragment})").tables
+        parsed = _parse_select(filename, field, f"SELECT ({fragment})")
+        tables += parsed.tables
+        functions += parsed.functions
     read_tables: list[tuple[str, str]] = []
     for schema, table, _alias in tables:
         if schema is None or table is None or schema not in layout.protected_schemas:
@@ -351,6 +392,9 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
         skip=tuple(rules),
         reads=tuple(read_tables),
         checksum=hashlib.sha256(data).hexdigest(),
+        functions=tuple(dict.fromkeys(functions)),
+        triggers=tuple(triggers),
+        self_reference=sum(1 for s, t, _a in tables if (s, t) == source) > 1,
     )
 
 

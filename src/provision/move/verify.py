@@ -4,7 +4,9 @@ For each finished move, one read-only statement in the server joins the mapped s
 the target on the target key and groups the result by ranges of the legacy key: per range,
 the row count and a hash (xor of the rows' md5 prefixes) of each side, and the first keys
 that differ, so a difference is located, not only detected. Target rows that no legacy row
-maps to form a range of their own. A move that has not finished its copy is not compared.
+maps and the move did not write (a service's) are counted apart, never a difference. A move
+that has not finished its copy is not compared. Every read waits like `apply`: bounded lock
+waits, retried, the blocker named when it gives up.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from provision import db
 from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.move import plan
 from provision.move.declare import Declaration, Move
-from provision.move.runner import Mover, Options, _check, _read_only, _statuses
+from provision.move.runner import Mover, Options, _check, _statuses
 
 DEFAULT_RANGE_SIZE = 10_000
 
@@ -59,6 +61,8 @@ class MoveVerdict:
     ranges_compared: int = 0
     differing: list[Range] = field(default_factory=list)
     skipped: list[tuple[str, int]] = field(default_factory=list)
+    service_rows: int = 0  # target rows neither written by the move nor mapped from legacy
+    cutover_at: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -68,6 +72,8 @@ class MoveVerdict:
     def outcome(self) -> str:
         if not self.finished:
             return "unfinished"
+        if self.cutover_at:
+            return "cut over"  # services own the target: its differences are theirs
         return "different" if self.differing else "equal"
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +87,8 @@ class MoveVerdict:
             "target_rows": self.target_rows,
             "ranges_compared": self.ranges_compared,
             "differing_ranges": [r.to_dict() for r in self.differing],
+            "service_rows": self.service_rows,
+            "cutover_at": self.cutover_at,
             "skipped": [{"reason": r, "rows": n} for r, n in self.skipped],
         }
 
@@ -96,21 +104,27 @@ def verify(
     """Compare each finished move (read-only)."""
     with ExitStack() as stack:
         mover = Mover(stack, target, Options(policy=policy), lambda e: None)
-        with _read_only(mover):
-            facts = _check(mover.conn, declaration, moves, protected_schemas)
-        with _read_only(mover):
-            statuses = _statuses(mover.conn, moves, with_rules=True)
+        facts = mover.read("checks", lambda c: _check(c, declaration, moves, protected_schemas))
+        statuses = mover.read("status", lambda c: _statuses(c, moves, with_rules=True))
         verdicts = []
         for move, status in zip(moves, statuses, strict=True):
             verdict = MoveVerdict(
                 move.name, move.source_name, move.target_name, status.phase, skipped=status.skipped
             )
+            verdict.cutover_at = status.cutover_at
             if verdict.finished:
-                with _read_only(mover):
-                    rows = mover.conn.execute(
-                        text(plan.verify(move, facts.infos[move.name])), {"width": range_size}
-                    ).all()
+                info = facts.infos[move.name]
+                rows = mover.read(
+                    f"{move.name}: compare",
+                    lambda c, m=move, i=info: c.execute(  # type: ignore[misc]
+                        text(plan.verify(m, i)), {"width": range_size}
+                    ).all(),
+                )
                 for r in rows:
+                    if r.bucket is None:
+                        # Target rows a service wrote: counted, never compared.
+                        verdict.service_rows += int(r.target_rows)
+                        continue
                     verdict.ranges_compared += 1
                     verdict.source_rows += int(r.source_rows)
                     verdict.target_rows += int(r.target_rows)
