@@ -68,6 +68,9 @@ class EmulatorState:
     server_ca_mode: str = "GOOGLE_MANAGED_INTERNAL_CA"
     dns_name: str | None = None
     custom_sans: list[str] = field(default_factory=list)
+    # The instance's password validation policy (PasswordValidationPolicy's fields), which
+    # the emulated users.update enforces as Cloud SQL does.
+    password_policy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def connection_name(self) -> str:
@@ -124,6 +127,7 @@ class EmulatorState:
             "admin_api": self.admin_api,
             "proxy": self.proxy,
             "server_ca_mode": self.server_ca_mode,
+            "secret_manager": self.admin_api,
             **({"dns_name": self.dns_name} if self.dns_name else {}),
             **({"custom_sans": list(self.custom_sans)} if self.custom_sans else {}),
             "emulator": {
