@@ -388,7 +388,7 @@ def target_for(
         google_credentials = credentials.application_default_credentials()
         endpoint = None
         if secrets is None:
-            secrets = own_reader = credentials.SecretManagerReader(google_credentials)
+            secrets = own_reader = credentials.SecretStore(google_credentials)
 
     owner_login: credentials.Login | None = None
     owner_unavailable: str | None = None

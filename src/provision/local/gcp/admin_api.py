@@ -18,8 +18,6 @@ Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint
   valid bearer token, 404 for another project or instance, 400 for a malformed request,
   403 for an IAM login token the emulation does not know.
 
-The same daemon serves the emulated Secret Manager under `/v1/` (`secret_manager`).
-
 The emulated instance answers for every `ip_type` (PRIMARY, PRIVATE and PSC) with the same
 loopback address, so an environment's ip_type setting is exercised locally whatever it is.
 `serverCaMode` is the emulation's (provision.local.gcp.server_ca); with CA Service, the
@@ -46,7 +44,6 @@ from aiohttp import web
 from provision import passwords, scram
 from provision.config import PasswordValidationPolicy
 from provision.local.gcp import certs
-from provision.local.gcp.secret_manager import SecretManager
 from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
 from provision.local.instance import LocalInstance, superuser_connection
 
@@ -98,18 +95,11 @@ class AdminApi:
 
     def __post_init__(self) -> None:
         self.client_ca = self.state.keypair("client-ca")
-        self.secret_manager = SecretManager(self.state, self.records)
         self.operations: dict[str, dict[str, Any]] = {}
 
     # -- request handling -----------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        if self.secret_manager.handles(request.path):
-            try:
-                caller = self._caller(request)
-            except ApiError as exc:
-                return web.json_response(_error_body(exc.code, exc.message), status=exc.code)
-            return await self.secret_manager.handle(request, caller)
         record: dict[str, Any] = {
             "method": request.method,
             "path": request.path,

@@ -1,5 +1,6 @@
 """The emulated Secret Manager: the REST calls (v1) the real `google-cloud-secret-manager`
-client makes, served by the Admin API's daemon on the same loopback address.
+client makes, served by a daemon of its own on loopback (a service apart from the Admin API,
+as on Google Cloud: either can be down alone).
 
 Production code reaches it with the real client's REST transport pointed at
 `http://127.0.0.1:PORT` (`provision.credentials.SecretStore(endpoint=...)`), the endpoint the
@@ -27,11 +28,12 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from provision.local.gcp.state import EmulatorState, RecordLog, write_private
+from provision.local.gcp.state import EmulatorState, RecordLog, iam_users, write_private
 
 COMPONENT = "secret-manager"
 SECRETS_FILE = "secrets.json"
@@ -84,13 +86,21 @@ class SecretManager:
     def _save(self) -> None:
         write_private(self.state.path(SECRETS_FILE), json.dumps(self.secrets, indent=1))
 
-    def handles(self, path: str) -> bool:
-        return path.startswith("/v1/")
+    def _caller(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if token and token == self.state.api_token:
+            return "local developer (static token)"
+        for user in iam_users(self.state.state_dir).values():
+            if token and token == user.token:
+                return f"serviceAccount:{user.email}"
+        raise SecretError(401, "Request had invalid authentication credentials.")
 
-    async def handle(self, request: web.Request, caller: str) -> web.Response:
-        record: dict[str, Any] = {"method": request.method, "path": request.path, "caller": caller}
+    async def handle(self, request: web.Request) -> web.Response:
+        record: dict[str, Any] = {"method": request.method, "path": request.path}
         event = "request"
         try:
+            record["caller"] = self._caller(request)
             path = request.path
             if match := _ACCESS.fullmatch(path):
                 event = "accessSecretVersion"
@@ -238,3 +248,16 @@ class SecretManager:
             raise SecretError(412, f"Secret Version [{name}] is in {found['state']} state.")
         # No dataCrc32c: it is optional, and a wrong one would be worse than none.
         return {"name": name, "payload": {"data": found["data"]}}
+
+
+async def start(
+    state: EmulatorState, sock: Any, records: RecordLog
+) -> Callable[[], Awaitable[None]]:
+    """Serve Secret Manager on the given listening socket; returns the coroutine that stops it."""
+    manager = SecretManager(state, records)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", manager.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner.cleanup
