@@ -22,8 +22,6 @@ from __future__ import annotations
 import pg8000.native
 from pg8000.native import identifier, literal
 
-from provision.scram import verifier
-
 from provision.local.instance import (
     ADMIN_USER,
     IAM_SERVICE_ACCOUNT_GROUP,
@@ -32,6 +30,7 @@ from provision.local.instance import (
     LocalInstance,
     superuser_connection,
 )
+from provision.scram import verifier
 
 
 def create_user(conn: pg8000.native.Connection, name: str, password: str) -> None:

@@ -27,8 +27,8 @@ import binascii
 import datetime
 import json
 import re
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
