@@ -35,6 +35,7 @@ at all, and its secret starts empty (README, "First deploy of prod").
 from __future__ import annotations
 
 import json
+import os
 
 # Must run before the first cdktf_cdktf_provider_google import; see its docstring.
 import stacks.bindings  # noqa: F401
@@ -94,6 +95,8 @@ PASSWORD_MIN_PER_CLASS = passwords.MIN_PER_CLASS
 WRITE_ONLY_VERSION = 1
 # Write-only arguments need Terraform 1.11, ephemeral resources 1.10 (README, "The stacks").
 TERRAFORM_REQUIRED_VERSION = ">= 1.11"
+# Set by `cdktf synth --hcl` (and stacks.scan): cdktf 0.21 renders HCL from the same app.
+HCL_MODE_VARIABLE = "SYNTH_HCL_OUTPUT"
 
 
 def password_length(env: Environment) -> int:
@@ -156,9 +159,12 @@ class NucleusDatabaseStack(TerraformStack):
     ) -> None:
         super().__init__(scope, env.name)
         self.env = env
+        # Raw blocks cdktf has no binding for, by override path: written into the JSON as
+        # overrides, and rendered by `hcl_blocks` for HCL (whose renderer mangles them).
+        self.raw_blocks: dict[str, dict[str, object] | str] = {}
 
         GcsBackend(self, bucket=env.state_bucket, prefix=env.state_prefix)
-        self.add_override("terraform.required_version", TERRAFORM_REQUIRED_VERSION)
+        self._raw("terraform.required_version", TERRAFORM_REQUIRED_VERSION)
         # Resources name no project of their own: the provider's is the only place it is
         # written, so that a stack cannot half-point at another environment's project.
         GoogleProvider(self, "google", project=env.project, region=env.region)
@@ -401,7 +407,7 @@ class NucleusDatabaseStack(TerraformStack):
         arguments may take it (stacks.state_secrets checks that). cdktf 0.21 has no binding
         for ephemeral blocks, so it is written as a raw `ephemeral` block of the JSON."""
         name = f"{role}_password"
-        self.add_override(
+        self._raw(
             f"ephemeral.random_password.{name}",
             {
                 "length": password_length(self.env),
@@ -416,6 +422,26 @@ class NucleusDatabaseStack(TerraformStack):
         )
         # A bare expression: callers interpolate it, alone or inside jsonencode().
         return f"ephemeral.random_password.{name}.result"
+
+    def _raw(self, path: str, value: dict[str, object] | str) -> None:
+        self.raw_blocks[path] = value
+        if os.environ.get(HCL_MODE_VARIABLE, "").lower() not in ("1", "true"):
+            self.add_override(path, value)
+
+    def hcl_blocks(self) -> str:
+        """The raw blocks as HCL, for `cdktf synth --hcl`: cdktf 0.21's HCL renderer turns a
+        `terraform.required_version` override into `0 = "required_version"` (a parse error)
+        and drops an `ephemeral` section, so `main.append_hcl_blocks` appends these instead."""
+        lines = []
+        for path, value in self.raw_blocks.items():
+            if path == "terraform.required_version":
+                lines.append(f"terraform {{\n  required_version = {json.dumps(value)}\n}}")
+            else:
+                _, kind, name = path.split(".")
+                assert isinstance(value, dict)
+                body = "".join(f"  {key} = {json.dumps(item)}\n" for key, item in value.items())
+                lines.append(f'ephemeral "{kind}" "{name}" {{\n{body}}}')
+        return "\n\n".join(lines) + "\n"
 
     def _first_version(
         self, role: str, secret: SecretManagerSecret, data: str
