@@ -355,4 +355,9 @@ def rotation_text(rotation: Rotation) -> str:
             f"{rotation.previous_login} keeps its password until the next rotation: connections "
             "that read the previous version keep working"
         )
+    if rotation.stale_variable is not None:
+        lines.append(
+            f"warning: {rotation.stale_variable} is set in this shell and holds the previous "
+            f"password, which no longer works: unset it (runs read the secret then)"
+        )
     return "\n".join(lines)

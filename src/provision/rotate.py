@@ -30,6 +30,7 @@ never appear in output, errors, logs or the server log.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,9 @@ class Rotation:
     secret: str  # projects/P/secrets/S
     version: str  # the secret version that holds the new password
     set_through: str
+    # The password variable of this user, when it is set in the rotating shell: it now holds
+    # an old password and, for an environment without a plug-in, comes before the secret.
+    stale_variable: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +73,7 @@ class Rotation:
             "secret": self.secret,
             "version": self.version,
             "set_through": self.set_through,
+            "stale_variable": self.stale_variable,
         }
 
 
@@ -262,6 +267,9 @@ def _rotate_built_in(
             ) from None
     finally:
         api.close()
+    variable = (
+        user.password_env if user.password_env and os.environ.get(user.password_env) else None
+    )
     return Rotation(
         environment.name,
         role,
@@ -270,4 +278,5 @@ def _rotate_built_in(
         name,
         version,
         "Cloud SQL Admin API users.update",
+        variable,
     )
