@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pg8000.native import literal
 from sqlalchemy import Connection, Engine, text
 
 from provision import cloudsql, credentials, passwords, scram
@@ -169,9 +170,10 @@ def _rotate_app(
         # A short lock wait: ALTER ROLE locks the role's catalog row, and must never queue
         # live logins behind it for long.
         conn.execute(text(f"SET lock_timeout = {policy.timeout_ms}"))
+        # A utility statement takes no bind parameters: the verifier goes as a quoted literal
+        # (as the executor fills the app login's slot); the password itself never goes.
         conn.exec_driver_sql(
-            f"ALTER ROLE {ident(following)} LOGIN PASSWORD "
-            f"'{scram.verifier(password)}'"  # base64 and '$', ':': nothing to escape
+            f"ALTER ROLE {ident(following)} LOGIN PASSWORD {literal(scram.verifier(password))}"
         )
         conn.commit()
     # Proven before any reader can see it.
