@@ -112,6 +112,12 @@ class AppLoginConfig(UserConfig):
         "(default: `name` followed by `_b`)",
     )
 
+    @model_validator(mode="after")
+    def _alternate_differs(self) -> AppLoginConfig:
+        if self.alternate_name == self.name:
+            raise ValueError("alternate must be another login than name (they alternate)")
+        return self
+
     @property
     def alternate_name(self) -> str:
         return self.alternate or f"{self.name}_b"
