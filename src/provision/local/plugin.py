@@ -93,8 +93,8 @@ def overrides(environment: Environment, *, state_dir: Path | None = None) -> Con
         secret_manager_endpoint=state.secret_manager,
         label=f"the local emulation in {instance.state_dir}",
         unreachable_hint=(
-            f"is the local emulation running (Admin API {state.admin_api}, proxy {state.proxy}, "
-            f"Secret Manager {state.secret_manager})? "
+            f"is the local emulation running (Admin API {state.admin_api}, Secret Manager "
+            f"{state.secret_manager}, proxy {state.proxy})? "
             "see `nucleus-provision local status`; `local down` then `local up` restarts it"
         ),
         serves=(state.connection_name,),
