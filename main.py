@@ -12,6 +12,7 @@ runs the synth. The post-provision hook pins the same file for the same reason.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,8 +60,25 @@ def build_app(
     return app
 
 
+def append_hcl_blocks(app: App) -> None:
+    """After an HCL synth (`cdktf synth --hcl`, the scanner gate), append each stack's raw
+    blocks (the `ephemeral` passwords and `required_version`), which cdktf's HCL renderer
+    cannot write (`NucleusDatabaseStack.hcl_blocks`). Nothing to do for the JSON synth."""
+    from stacks.database import HCL_MODE_VARIABLE, NucleusDatabaseStack
+
+    if os.environ.get(HCL_MODE_VARIABLE, "").lower() not in ("1", "true"):
+        return
+    for stack in app.node.children:
+        if isinstance(stack, NucleusDatabaseStack):
+            path = Path(app.outdir) / "stacks" / stack.env.name / "cdk.tf"
+            with path.open("a") as out:
+                out.write("\n" + stack.hcl_blocks())
+
+
 def main() -> None:
-    build_app(load_environments(REPO_ROOT / CONFIG_FILE_NAME).values()).synth()
+    app = build_app(load_environments(REPO_ROOT / CONFIG_FILE_NAME).values())
+    app.synth()
+    append_hcl_blocks(app)
 
 
 if __name__ == "__main__":

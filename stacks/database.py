@@ -11,18 +11,31 @@ Resources, in dependency order:
 - the Cloud SQL instance, TLS only, with backups, point-in-time recovery, a maintenance
   window, Query Insights, and the environment's hardening: the CIS logging flags, pgaudit,
   connector enforcement, SSL mode, server CA mode and password validation policy;
-- the database and the two built-in users, `postgres` (admin) and `nucleus` (owner), with
-  `random_password` passwords, each stored in its own Secret Manager secret that only the
-  configured identities may read (secret-level IAM, never project-wide);
-- the app login's password and secret (the login itself is created in SQL by the hook's
-  `apply`, never through the API, which would make it a member of cloudsqlsuperuser);
+- the database and the two built-in users, `postgres` (admin) and `nucleus` (owner), each
+  with its own Secret Manager secret that only the configured identities may read
+  (secret-level IAM, never project-wide);
+- the app login's secret (the login itself is created in SQL by the hook's `apply`, never
+  through the API, which would make it a member of cloudsqlsuperuser);
 - IAM database users for the admin's service accounts and for iam_members (service
   accounts, groups, users), which `apply` then makes members of their declared groups;
 - the post-provision hook (`stacks.hook`), once all of the above exist;
 - outputs naming everything a client needs, never a secret value.
+
+No password is in the synthesized JSON, in the Terraform state or in a plan file
+(`stacks.state_secrets` checks every stack in `make test`). A user the stack creates gets a
+password from an *ephemeral* `random_password` (Terraform 1.10+: generated during the run,
+never stored), handed only to write-only arguments (Terraform 1.11+): `password_wo` of the
+user and `secret_data_wo` of its secret's first version, with `*_wo_version = 1`, so
+Terraform sets them once, at creation, and never again. Later passwords come from
+`nucleus-provision rotate`, through the Admin API and Secret Manager, outside Terraform.
+A user the stack adopts (`import_existing`) keeps the password it has: no password argument
+at all, and its secret starts empty (README, "First deploy of prod").
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 # Must run before the first cdktf_cdktf_provider_google import; see its docstring.
 import stacks.bindings  # noqa: F401
@@ -62,10 +75,10 @@ from cdktf_cdktf_provider_google.sql_database_instance import (
     SqlDatabaseInstanceSettingsPasswordValidationPolicy,
 )
 from cdktf_cdktf_provider_google.sql_user import SqlUser
-from cdktf_cdktf_provider_random.password import Password
 from cdktf_cdktf_provider_random.provider import RandomProvider
 from constructs import Construct
 
+from provision import passwords
 from provision.config import Environment, IpType, UserConfig
 from provision.errors import ConfigError
 from stacks import hook
@@ -73,20 +86,29 @@ from stacks.naming import iam_user_key, iam_user_name, member_key
 
 SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 
-# Any character is fine for Cloud SQL, but these stay readable in a connection URL and in
-# a shell without quoting surprises (no '@', '/', ':', '%', quotes or '$').
-PASSWORD_SPECIALS = "-_.~!*+="
-# Generated passwords are at least this long, and longer if the password validation policy
-# asks for more; with at least PASSWORD_MIN_PER_CLASS of each character class they satisfy
-# COMPLEXITY_DEFAULT (lower, upper, digit and symbol).
-PASSWORD_LENGTH = 32
-PASSWORD_MIN_PER_CLASS = 2
+# The rules of the first passwords are rotate's (provision.passwords): one fact, one place.
+PASSWORD_SPECIALS = passwords.SPECIALS
+PASSWORD_LENGTH = passwords.PASSWORD_LENGTH
+PASSWORD_MIN_PER_CLASS = passwords.MIN_PER_CLASS
+# Write-only arguments are sent when their version changes: 1 sets the first password at
+# creation and never again (rotation is `nucleus-provision rotate`'s, outside Terraform).
+WRITE_ONLY_VERSION = 1
+# Write-only arguments need Terraform 1.11, ephemeral resources 1.10 (README, "The stacks").
+TERRAFORM_REQUIRED_VERSION = ">= 1.11"
+# Set by `cdktf synth --hcl` (and stacks.scan): cdktf 0.21 renders HCL from the same app.
+HCL_MODE_VARIABLE = "SYNTH_HCL_OUTPUT"
 
 
 def password_length(env: Environment) -> int:
     """The length of the generated passwords: PASSWORD_LENGTH or the policy's minimum."""
-    policy = env.password_validation_policy
-    return max(PASSWORD_LENGTH, policy.min_length) if policy.enabled else PASSWORD_LENGTH
+    return passwords.length_for(env.password_validation_policy)
+
+
+def app_secret_payload(username: str, password: str) -> str:
+    """The app secret's JSON payload as a Terraform interpolation, `password` being a bare
+    expression (provision.credentials reads it: `{"username": ..., "password": ...}`, the
+    login that is current and its password)."""
+    return f'${{jsonencode({{"username" = {json.dumps(username)}, "password" = {password}}})}}'
 
 
 def required_services(env: Environment) -> tuple[str, ...]:
@@ -137,11 +159,16 @@ class NucleusDatabaseStack(TerraformStack):
     ) -> None:
         super().__init__(scope, env.name)
         self.env = env
+        # Raw blocks cdktf has no binding for, by override path: written into the JSON as
+        # overrides, and rendered by `hcl_blocks` for HCL (whose renderer mangles them).
+        self.raw_blocks: dict[str, dict[str, object] | str] = {}
 
         GcsBackend(self, bucket=env.state_bucket, prefix=env.state_prefix)
+        self._raw("terraform.required_version", TERRAFORM_REQUIRED_VERSION)
         # Resources name no project of their own: the provider's is the only place it is
         # written, so that a stack cannot half-point at another environment's project.
         GoogleProvider(self, "google", project=env.project, region=env.region)
+        # Only for the ephemeral random_password (3.7+): nothing of it reaches the state.
         RandomProvider(self, "random")
 
         services = {
@@ -175,12 +202,18 @@ class NucleusDatabaseStack(TerraformStack):
         owner_user, owner_version, owner_secret = self._user(
             "owner", env.users.owner, instance, secrets_api
         )
-        # The app login gets its password and secret here, but no google_sql_user: a user
-        # created through the Cloud SQL API joins cloudsqlsuperuser, the database's owner.
-        # The hook's `apply` creates it in SQL from this secret (README, "Privileges as code").
+        # The app login gets its secret here, but no google_sql_user: a user created through
+        # the Cloud SQL API joins cloudsqlsuperuser, the database's owner. The hook's `apply`
+        # creates it in SQL from this secret (README, "Privileges as code"). It never exists
+        # before the stack, so its secret always gets a first version.
         app_version, app_secret = None, None
         if env.users.app is not None:
-            _, app_version, app_secret = self._password_secret("app", env.users.app, secrets_api)
+            app_secret = self._secret("app", env.users.app, secrets_api)
+            app_version = self._first_version(
+                "app",
+                app_secret,
+                app_secret_payload(env.users.app.name, self._ephemeral_password("app")),
+            )
         # IAM database users: the admin's service accounts (iam_users) and the identities
         # of iam_members, each of the type its kind says; `apply` makes them group members.
         iam_accounts = dict.fromkeys(env.iam_users, "CLOUD_IAM_SERVICE_ACCOUNT")
@@ -200,8 +233,8 @@ class NucleusDatabaseStack(TerraformStack):
 
         if env.import_existing:
             # Production exists already: adopt it with import blocks instead of creating it.
-            # The passwords are not imported (Cloud SQL never returns them), so the first
-            # apply sets the random_password values; see the README, "First deploy of prod".
+            # The adopted users keep their passwords (`_user` gives them no password argument);
+            # see the README, "First deploy of prod".
             ids = import_ids(env)
             instance.import_from(ids["instance"])
             database.import_from(ids["database"])
@@ -216,16 +249,14 @@ class NucleusDatabaseStack(TerraformStack):
                 # A replaced instance is a new, empty server: run the hook again.
                 "instance": instance.id,
             },
-            # The hook reads both passwords from Secret Manager, so the secret versions
-            # must exist before it runs, not only the users.
+            # The hook reads the passwords from Secret Manager, so the secret versions the
+            # stack writes must exist before it runs, not only the users.
             depends_on=[
                 instance,
                 database,
                 admin_user,
                 owner_user,
-                admin_version,
-                owner_version,
-                *([app_version] if app_version is not None else []),
+                *[v for v in (admin_version, owner_version, app_version) if v is not None],
                 *iam_users,
             ],
             provisioners=[
@@ -343,40 +374,94 @@ class NucleusDatabaseStack(TerraformStack):
         user: UserConfig,
         instance: SqlDatabaseInstance,
         secrets_api: ProjectService,
-    ) -> tuple[SqlUser, SecretManagerSecretVersion, SecretManagerSecret]:
-        """A built-in user, its random password, and the secret that holds it."""
-        password, version, secret = self._password_secret(role, user, secrets_api)
+    ) -> tuple[SqlUser, SecretManagerSecretVersion | None, SecretManagerSecret]:
+        """A built-in user and the secret that holds its password.
+
+        A user the stack creates gets a fresh password, set once through write-only arguments;
+        an adopted one (`import_existing`) no password argument at all: Terraform then neither
+        knows nor changes it, and its secret starts empty."""
+        secret = self._secret(role, user, secrets_api)
+        written: dict[str, object] = {}
+        version = None
+        if not self.env.import_existing:
+            password = f"${{{self._ephemeral_password(role)}}}"
+            written = {"password_wo": password, "password_wo_version": WRITE_ONLY_VERSION}
+            version = self._first_version(role, secret, password)
         sql_user = SqlUser(
             self,
             f"{role}_user",
             name=user.name,
             instance=instance.name,
-            password=password.result,
             # `type` is left out on purpose: an adopted built-in user reads back without
             # one, and stating BUILT_IN would plan its replacement. ABANDON: PostgreSQL
             # refuses to drop a role that owns objects, and dropping `nucleus` would be a
             # disaster anyway; removing the resource only forgets it.
             deletion_policy="ABANDON",
+            **written,  # type: ignore[arg-type]
         )
         return sql_user, version, secret
 
-    def _password_secret(
-        self, role: str, user: UserConfig, secrets_api: ProjectService
-    ) -> tuple[Password, SecretManagerSecretVersion, SecretManagerSecret]:
-        """A random password and the Secret Manager secret that holds it."""
-        env = self.env
-        password = Password(
-            self,
-            f"{role}_password",
-            length=password_length(env),
-            special=True,
-            override_special=PASSWORD_SPECIALS,
-            # Enough of every class to pass the password validation policy's complexity.
-            min_lower=PASSWORD_MIN_PER_CLASS,
-            min_upper=PASSWORD_MIN_PER_CLASS,
-            min_numeric=PASSWORD_MIN_PER_CLASS,
-            min_special=PASSWORD_MIN_PER_CLASS,
+    def _ephemeral_password(self, role: str) -> str:
+        """An ephemeral `random_password` (random provider 3.7+, Terraform 1.10+): generated
+        in each run that needs it and never written to the state or a plan; only write-only
+        arguments may take it (stacks.state_secrets checks that). cdktf 0.21 has no binding
+        for ephemeral blocks, so it is written as a raw `ephemeral` block of the JSON."""
+        name = f"{role}_password"
+        self._raw(
+            f"ephemeral.random_password.{name}",
+            {
+                "length": password_length(self.env),
+                "special": True,
+                "override_special": PASSWORD_SPECIALS,
+                # Enough of every class to pass the password validation policy's complexity.
+                "min_lower": PASSWORD_MIN_PER_CLASS,
+                "min_upper": PASSWORD_MIN_PER_CLASS,
+                "min_numeric": PASSWORD_MIN_PER_CLASS,
+                "min_special": PASSWORD_MIN_PER_CLASS,
+            },
         )
+        # A bare expression: callers interpolate it, alone or inside jsonencode().
+        return f"ephemeral.random_password.{name}.result"
+
+    def _raw(self, path: str, value: dict[str, object] | str) -> None:
+        self.raw_blocks[path] = value
+        if os.environ.get(HCL_MODE_VARIABLE, "").lower() not in ("1", "true"):
+            self.add_override(path, value)
+
+    def hcl_blocks(self) -> str:
+        """The raw blocks as HCL, for `cdktf synth --hcl`: cdktf 0.21's HCL renderer turns a
+        `terraform.required_version` override into `0 = "required_version"` (a parse error)
+        and drops an `ephemeral` section, so `main.append_hcl_blocks` appends these instead."""
+        lines = []
+        for path, value in self.raw_blocks.items():
+            if path == "terraform.required_version":
+                lines.append(f"terraform {{\n  required_version = {json.dumps(value)}\n}}")
+            else:
+                _, kind, name = path.split(".")
+                assert isinstance(value, dict)
+                body = "".join(f"  {key} = {json.dumps(item)}\n" for key, item in value.items())
+                lines.append(f'ephemeral "{kind}" "{name}" {{\n{body}}}')
+        return "\n\n".join(lines) + "\n"
+
+    def _first_version(
+        self, role: str, secret: SecretManagerSecret, data: str
+    ) -> SecretManagerSecretVersion:
+        """The secret's first version, written once through `secret_data_wo`. Later versions
+        are added by `nucleus-provision rotate`; Terraform keeps only this one in its state
+        (without its data), and rotate never disables or destroys it."""
+        return SecretManagerSecretVersion(
+            self,
+            f"{role}_secret_version",
+            secret=secret.id,
+            secret_data_wo=data,
+            secret_data_wo_version=WRITE_ONLY_VERSION,
+        )
+
+    def _secret(
+        self, role: str, user: UserConfig, secrets_api: ProjectService
+    ) -> SecretManagerSecret:
+        """The Secret Manager secret that holds a user's password, readable by its readers."""
+        env = self.env
         if user.secret is None:  # stacks.checks reports this with the other problems first
             raise ConfigError(f"environment {env.name!r}: users.{role}.secret is missing")
         secret = SecretManagerSecret(
@@ -395,12 +480,6 @@ class NucleusDatabaseStack(TerraformStack):
             deletion_protection=env.deletion_protection,
             depends_on=[secrets_api],
         )
-        version = SecretManagerSecretVersion(
-            self,
-            f"{role}_secret_version",
-            secret=secret.id,
-            secret_data=password.result,
-        )
         for member in dict.fromkeys((*env.secret_accessors, *user.secret_accessors)):
             SecretManagerSecretIamMember(
                 self,
@@ -409,4 +488,4 @@ class NucleusDatabaseStack(TerraformStack):
                 role=SECRET_ACCESSOR_ROLE,
                 member=member,
             )
-        return password, version, secret
+        return secret

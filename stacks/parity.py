@@ -13,7 +13,12 @@ A difference is identified by (block, field path):
 - for the other top-level sections the block is the section (`provider`, `terraform`,
   `import`, `output`) and the path starts below it (`backend.gcs.prefix`);
 - a path of "" allows the whole block to differ (only `import`, whose content is
-  checked exactly by its own test).
+  checked exactly by its own test);
+- an entry also covers everything below it (`random_password.admin_password` covers its
+  `length`), and `[*]` stands for any list index (`depends_on[*]`).
+
+Resources that may exist in one stack only are listed apart (ALLOWED_ONLY_IN_ONE), each with
+its reason; any other missing or extra resource fails.
 
 cdktf's "//" metadata (construct paths, which contain the stack name) is not Terraform
 configuration and is ignored.
@@ -24,6 +29,7 @@ should be reviewed like one.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -63,6 +69,28 @@ ALLOWED_DIFFERENCES: Mapping[tuple[str, str], str] = {
     ),
     ("terraform_data", "provisioner[0].local-exec.command"): "`--env` names the environment",
     ("import", ""): "prod adopts the existing instance, database and users (import_existing)",
+    # Adopted users keep their passwords (README, "First deploy of prod"): prod's postgres and
+    # nucleus get no password argument, no first secret version, no ephemeral password.
+    ("google_sql_user", "password_wo"): "a user the stack creates gets a first password; an "
+    "adopted one (prod) keeps its own",
+    ("google_sql_user", "password_wo_version"): "a user the stack creates gets a first "
+    "password; an adopted one (prod) keeps its own",
+    ("ephemeral", "random_password.admin_password"): "the first password of a created postgres",
+    ("ephemeral", "random_password.owner_password"): "the first password of a created nucleus",
+    ("terraform_data", "depends_on[*]"): "the hook waits for the first secret versions the "
+    "stack writes, which adopted users do not have",
+}
+
+# (resource type, name) -> why it may exist in only one of the two stacks.
+ALLOWED_ONLY_IN_ONE: Mapping[tuple[str, str], str] = {
+    ("google_secret_manager_secret_version", "admin_secret_version"): (
+        "the first version of a created postgres' secret; prod's adopted postgres keeps its "
+        "password, and its secret starts empty"
+    ),
+    ("google_secret_manager_secret_version", "owner_secret_version"): (
+        "the first version of a created nucleus' secret; prod's adopted nucleus keeps its "
+        "password, and its secret starts empty"
+    ),
 }
 
 METADATA_KEY = "//"
@@ -80,10 +108,11 @@ class Difference:
 
     @property
     def allowed(self) -> bool:
-        return (self.block, self.path) in ALLOWED_DIFFERENCES or (
-            self.block,
-            "",
-        ) in ALLOWED_DIFFERENCES
+        covering: set[str] = set()
+        for path in (self.path, re.sub(r"\[\d+\]", "[*]", self.path)):
+            parts = path.split(".")
+            covering |= {".".join(parts[:n]) for n in range(len(parts) + 1)}
+        return any((self.block, entry) in ALLOWED_DIFFERENCES for entry in covering)
 
     def __str__(self) -> str:
         where = f"{self.block}.{self.resource}" if self.resource else self.block
@@ -143,8 +172,15 @@ def _diff(block: str, resource: str, reference: Any, candidate: Any) -> list[Dif
 
 
 def resource_counts(stack: Mapping[str, Any]) -> Counter[str]:
-    """How many resources of each type a synthesized stack declares."""
-    return Counter({kind: len(named) for kind, named in stack.get("resource", {}).items()})
+    """How many resources of each type a synthesized stack declares, not counting those that
+    may exist in one stack only (ALLOWED_ONLY_IN_ONE)."""
+    return Counter(
+        {
+            kind: count
+            for kind, named in stack.get("resource", {}).items()
+            if (count := sum((kind, name) not in ALLOWED_ONLY_IN_ONE for name in named))
+        }
+    )
 
 
 def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> ParityReport:
@@ -161,6 +197,8 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> Parit
     for kind in sorted(reference_resources.keys() | candidate_resources.keys()):
         left, right = reference_resources.get(kind, {}), candidate_resources.get(kind, {})
         for name in sorted(left.keys() ^ right.keys()):
+            if (kind, name) in ALLOWED_ONLY_IN_ONE:
+                continue
             side = "reference" if name in left else "candidate"
             structure.append(f"{kind}.{name} exists only in the {side}")
         for name in sorted(left.keys() & right.keys()):

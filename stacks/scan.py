@@ -312,9 +312,11 @@ def synth_hcl(config: Path, outdir: Path) -> dict[str, Path]:
     )
     code = (
         "import sys\n"
-        "from main import build_app\n"
+        "from main import append_hcl_blocks, build_app\n"
         "from provision.config import load_environments\n"
-        "build_app(load_environments(sys.argv[1]).values(), outdir=sys.argv[2]).synth()\n"
+        "app = build_app(load_environments(sys.argv[1]).values(), outdir=sys.argv[2])\n"
+        "app.synth()\n"
+        "append_hcl_blocks(app)\n"
     )
     _run(
         [sys.executable, "-c", code, str(config), str(outdir)],

@@ -538,6 +538,51 @@ def verify(
     sys.exit(EXIT_OK if verdict.matches else EXIT_ERROR)
 
 
+# -- rotate -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--env", "env_name", metavar="NAME", required=True, help="An environment of environments.toml."
+)
+@click.option(
+    "--user",
+    "role",
+    type=click.Choice(["admin", "owner", "app"]),
+    required=True,
+    help="users.admin (postgres), users.owner (nucleus) or users.app (the alternating app logins).",
+)
+@click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+@click.pass_obj
+def rotate(ctx: Context, env_name: str, role: str, fmt: str) -> None:
+    """Give a user a new password and store it as a new version of its secret.
+
+    The password satisfies the instance's password policy and is never shown. It
+    works before the secret shows it: the app login alternates between two logins
+    (connections with the previous password keep working until the next rotation);
+    postgres and nucleus are set through the Cloud SQL Admin API, then stored.
+
+    \b
+    Examples:
+      nucleus-provision rotate --env prod --user app
+      nucleus-provision rotate --env staging --user admin --format json
+    """
+    from provision import rotate as rotation
+    from provision.config import load_environment
+
+    environment = load_environment(env_name, ctx.config)
+    result = rotation.rotate(
+        environment,
+        role,  # type: ignore[arg-type]  # click.Choice above
+        connect_timeout=ctx.connect_timeout,
+        policy=ctx.policy,
+    )
+    if fmt == "json":
+        click.echo(render.to_json(result.as_dict()))
+    else:
+        click.echo(render.rotation_text(result))
+
+
 # -- move (Phase 4: the legacy rows into the new tables) ---------------------------------------
 
 

@@ -364,6 +364,38 @@ def _engine(
     return sqlalchemy.create_engine(url, creator=creator, poolclass=sqlalchemy.pool.NullPool)
 
 
+def prove_login(
+    environment: Environment,
+    login: credentials.Login,
+    *,
+    overrides: ConnectorOverrides | None = None,
+    connect_timeout: float = db.DEFAULT_CONNECT_TIMEOUT,
+) -> None:
+    """Log in once as `login` through the Connector and run `SELECT 1` (rotate proves a new
+    password before any reader can see it), or raise the connection's one-line error."""
+    google_credentials = (
+        overrides.google_credentials
+        if overrides is not None
+        else credentials.application_default_credentials()
+    )
+    session = ConnectorSession(
+        google_credentials=google_credentials,
+        ip_type=environment.ip_type.value,
+        lazy_refresh=environment.lazy_refresh,
+        connect_timeout=connect_timeout,
+        sqladmin_api_endpoint=overrides.sqladmin_api_endpoint if overrides is not None else None,
+    )
+    try:
+        engine = _engine(session, environment, login, overrides)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    finally:
+        session.close()
+
+
 def target_for(
     environment: Environment,
     *,
@@ -388,7 +420,7 @@ def target_for(
         google_credentials = credentials.application_default_credentials()
         endpoint = None
         if secrets is None:
-            secrets = own_reader = credentials.SecretManagerReader(google_credentials)
+            secrets = own_reader = credentials.SecretStore(google_credentials)
 
     owner_login: credentials.Login | None = None
     owner_unavailable: str | None = None

@@ -100,7 +100,32 @@ class AppLoginConfig(UserConfig):
     """The least-privilege password login services use where they cannot use IAM. Created in
     the database by `apply` (as users.admin, from the password in its secret), never through
     the Cloud SQL API, which would make it a member of cloudsqlsuperuser, the database's
-    owner (README, "Privileges as code")."""
+    owner (README, "Privileges as code").
+
+    Two logins alternate, both members of the same groups (`name` and `alternate`): `rotate`
+    gives the one that is not current a new password, then points the secret at it, so that
+    connections made with the previous password keep working until the next rotation."""
+
+    alternate: str | None = Field(
+        default=None,
+        description="the second login that alternates with `name` at each rotation "
+        "(default: `name` followed by `_b`)",
+    )
+
+    @model_validator(mode="after")
+    def _alternate_differs(self) -> AppLoginConfig:
+        if self.alternate_name == self.name:
+            raise ValueError("alternate must be another login than name (they alternate)")
+        return self
+
+    @property
+    def alternate_name(self) -> str:
+        return self.alternate or f"{self.name}_b"
+
+    @property
+    def logins(self) -> tuple[str, str]:
+        """Both alternating logins, `name` first."""
+        return (self.name, self.alternate_name)
 
 
 class Users(_Model):

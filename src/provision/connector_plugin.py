@@ -11,9 +11,10 @@ the connection layer takes from it instead of from Google:
 
 - the Admin API endpoint the Connector calls (`sqladmin_api_endpoint`);
 - the Google credentials it presents there;
-- the database passwords it knows, consulted before the password variable, so that a
-  production password exported in the shell is never sent elsewhere (and Secret Manager is
-  never asked);
+- the database passwords it knows, or the Secret Manager endpoint it serves (the local
+  emulation serves one: its secrets stand for the ones the stacks create), consulted before
+  the password variable, so that a production password exported in the shell is never sent
+  elsewhere (and Google's Secret Manager is never asked);
 - words for messages: what it is (`label`), what to check when its endpoint does not answer
   (`unreachable_hint`), and which instances it serves (named when the Admin API answers 404).
 """
@@ -49,6 +50,9 @@ class ConnectorOverrides:
     label: str
     unreachable_hint: str | None = None
     serves: tuple[str, ...] = ()
+    # `http://HOST:PORT` of a Secret Manager the plug-in serves (REST, the real client), for
+    # the secrets of users it has no password for; also where `rotate` writes.
+    secret_manager_endpoint: str | None = None
 
 
 class ConnectorPlugin(Protocol):

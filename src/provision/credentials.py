@@ -7,12 +7,18 @@ lookup is, in this order:
 1. Admin only, when the environment sets `iam_login`: IAM database authentication as that
    service account (one of `iam_users`); no password.
 2. Environments with a connector plug-in only (`provision.connector_plugin`, e.g. the local
-   emulation): the password the plug-in knows for that user. It comes before the variable
-   so that a production password exported in the shell can never be sent to the plug-in's
-   instance, nor a stale one be used after `local up` made new ones.
+   emulation): the user's secret in the plug-in's own Secret Manager (the local emulation
+   serves one), else the password the plug-in knows for that user. Both come before the
+   variable so that a production password exported in the shell can never be sent to the
+   plug-in's instance, nor a stale one be used after `local up` made new ones.
 3. The environment variable named by `password_env`, when it is set and not empty.
 4. Without a plug-in only: the latest version of the Secret Manager secret `secret` in the
    environment's project (the secret the stacks create).
+
+The app login's secret holds JSON, `{"username": "nucleus_app", "password": "..."}`: which of
+the two alternating logins is current, and its password (`AppSecret`; README, "Rotating
+passwords"). A secret holding a bare password (written by hand, or before rotation existed)
+is read as the password of `users.app.name`.
 
 A `Login` keeps the password out of its repr, and errors name where they looked, never a
 value. Google credentials come from Application Default Credentials, unless a plug-in
@@ -21,6 +27,7 @@ supplies its own.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from provision.connector_plugin import ConnectorOverrides
 
 Role = Literal["admin", "owner", "app"]
-# (project, secret id) -> the secret's latest payload (SecretManagerReader, or a stand-in).
+# (project, secret id) -> the secret's latest payload (SecretStore, or a stand-in).
 SecretReader = Callable[[str, str], str]
 
 # The Connector needs sqlservice.admin; Secret Manager needs cloud-platform, which covers both.
@@ -75,9 +82,10 @@ def application_default_credentials() -> google.auth.credentials.Credentials:
 # -- Secret Manager ---------------------------------------------------------------------------
 
 
-class SecretManagerReader:
-    """A SecretReader over the Secret Manager API; the client is built on first use (so that
-    a run whose passwords all come from variables never loads it) and closed by `close`.
+class SecretStore:
+    """Secret Manager: a SecretReader (`store(project, secret)` is the latest payload) that
+    also adds versions, for `rotate`. The client is built on first use (so that a run whose
+    passwords all come from variables never loads it) and closed by `close`.
 
     Production: gRPC to secretmanager.googleapis.com with the given (or default) credentials.
     With `endpoint="http://HOST:PORT"` it speaks Secret Manager's REST protocol to that
@@ -161,6 +169,61 @@ class SecretManagerReader:
         payload: bytes = response.payload.data
         return payload.decode("utf-8").rstrip("\r\n")
 
+    def add_version(self, project: str, secret: str, payload: str) -> str:
+        """Add `payload` as the secret's new (latest) version; returns the version's name.
+        Errors name the secret and what to do, never the payload."""
+        import requests
+        from google.api_core import exceptions as api
+
+        parent = f"projects/{project}/secrets/{secret}"
+        try:
+            # No retry: an add that timed out may have happened, and a second one would be a
+            # second version (harmless, but not what was asked).
+            version = self._client().add_secret_version(
+                parent=parent,
+                payload={"data": payload.encode("utf-8")},
+                timeout=self.timeout,
+            )
+        except api.NotFound:
+            raise CredentialsMissing(
+                f"Secret Manager secret {parent} does not exist",
+                hint="the stacks create it: `npx cdktf deploy <env>` (or `gcloud secrets create`)",
+            ) from None
+        except (api.Forbidden, api.Unauthorized):
+            raise CredentialsMissing(
+                f"no permission to add a version to Secret Manager secret {parent}",
+                hint="grant roles/secretmanager.secretVersionAdder on it to whoever rotates",
+            ) from None
+        except (api.GoogleAPICallError, api.RetryError, requests.RequestException) as exc:
+            raise ConnectionFailed(
+                f"cannot add a version to Secret Manager secret {parent} ({type(exc).__name__})",
+                hint="check the network path to Secret Manager and run again",
+            ) from None
+        name: str = version.name
+        return name
+
+    def has_versions(self, project: str, secret: str) -> bool:
+        """Whether the secret has any version (enabled or not)."""
+        response = self._client().list_secret_versions(
+            parent=f"projects/{project}/secrets/{secret}", timeout=self.timeout
+        )
+        return any(True for _ in response)
+
+    def create_secret(self, project: str, secret: str) -> None:
+        """Create an empty secret (automatic replication) unless it exists: what the stacks
+        do, for an emulation that stands in for them."""
+        from google.api_core import exceptions as api
+
+        try:
+            self._client().create_secret(
+                parent=f"projects/{project}",
+                secret_id=secret,
+                secret={"replication": {"automatic": {}}},
+                timeout=self.timeout,
+            )
+        except api.AlreadyExists:
+            pass
+
     def close(self) -> None:
         """Close the client's channel (gRPC keeps threads otherwise). Idempotent."""
         if self._client_instance is not None:
@@ -170,6 +233,52 @@ class SecretManagerReader:
 
 class _SecretNotFound(Exception):
     """Internal: the secret does not exist; the lookup goes on and reports it at the end."""
+
+
+# -- the app login's secret -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppSecret:
+    """What the app login's secret says: the login that is current and its password."""
+
+    username: str
+    password: str = field(repr=False)
+
+    def payload(self) -> str:
+        """The JSON a new version of the secret holds (services parse it the same way)."""
+        return json.dumps({"username": self.username, "password": self.password})
+
+
+def parse_app_secret(text: str, default_username: str, where: str) -> AppSecret:
+    """The app secret's payload: JSON `{"username", "password"}`, or a bare password (of
+    `default_username`). A payload that is neither is an error naming `where`, never the text."""
+    if not text.lstrip().startswith("{"):
+        return AppSecret(default_username, text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("username"), str)
+        or not isinstance(data.get("password"), str)
+        or not data["username"]
+        or not data["password"]
+    ):
+        raise CredentialsMissing(
+            f'{where} is not the app secret\'s JSON {{"username": ..., "password": ...}}',
+            hint="add a version in that shape, or run `nucleus-provision rotate --user app`",
+        )
+    return AppSecret(data["username"], data["password"])
+
+
+def secret_store_for(overrides: ConnectorOverrides | None) -> SecretStore | None:
+    """The Secret Manager a run talks to: Google's (None: the caller builds it with ADC), or
+    the plug-in's own, when it serves one; a plug-in without one has no secrets at all."""
+    if overrides is None or overrides.secret_manager_endpoint is None:
+        return None
+    return SecretStore(overrides.google_credentials, endpoint=overrides.secret_manager_endpoint)
 
 
 # -- the lookup -------------------------------------------------------------------------------
@@ -213,6 +322,14 @@ def login_for(
 
     looked: list[str] = []
     if overrides is not None:
+        store = secret_store_for(overrides) if user.secret else None
+        if store is not None:
+            try:
+                return _from_secret(environment, role, user, store, f" of {overrides.label}")
+            except _SecretNotFound as exc:
+                looked.append(f"{exc} ({overrides.label})")
+            finally:
+                store.close()
         known = overrides.passwords(user.name)
         if known is not None:
             return Login(user.name, known, False, overrides.label)
@@ -227,18 +344,11 @@ def login_for(
     if user.secret and overrides is None:
         own_reader = None
         if secrets is None:
-            secrets = own_reader = SecretManagerReader(application_default_credentials())
+            secrets = own_reader = SecretStore(application_default_credentials())
         try:
-            password = secrets(environment.project, user.secret)
+            return _from_secret(environment, role, user, secrets)
         except _SecretNotFound as exc:
             looked.append(str(exc))
-        else:
-            return Login(
-                user.name,
-                password,
-                False,
-                f"Secret Manager secret projects/{environment.project}/secrets/{user.secret} (latest version)",
-            )
         finally:
             if own_reader is not None:
                 own_reader.close()
@@ -250,6 +360,19 @@ def login_for(
         f"looked in: {'; '.join(looked)}",
         hint=_hint(environment, role, user, overrides),
     )
+
+
+def _from_secret(
+    environment: Environment, role: Role, user: UserConfig, read: SecretReader, where: str = ""
+) -> Login:
+    assert user.secret is not None
+    name = f"Secret Manager secret projects/{environment.project}/secrets/{user.secret}"
+    text = read(environment.project, user.secret)
+    if role == "app":
+        # The app secret names the login that is current (one of two, alternating).
+        app = parse_app_secret(text, user.name, name)
+        return Login(app.username, app.password, False, f"{name} (latest version){where}")
+    return Login(user.name, text, False, f"{name} (latest version){where}")
 
 
 def app_password_source(
@@ -279,6 +402,16 @@ def app_password_source(
                 + (exc.hint or ""),
             ) from None
         assert login.password is not None  # a password login, never IAM
+        if login.user != app.name:
+            # After a rotation the secret may name the alternate login; apply creates only
+            # users.app.name with a password (the alternate without one), so it would give
+            # the wrong login this password.
+            raise CredentialsMissing(
+                f"the app secret names {login.user!r} as the current login, but login "
+                f"{app.name!r} (users.app.name) is the one apply must create with its password",
+                hint=f"add a version naming {app.name!r} to the app secret "
+                f'(`{{"username": "{app.name}", "password": ...}}`), run apply, then rotate',
+            )
         return login.password
 
     return read

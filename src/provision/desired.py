@@ -188,6 +188,9 @@ class Privileges:
     groups: tuple[Group, ...] = ()
     members: tuple[Member, ...] = ()
     app_login: str | None = None  # the login apply creates when it does not exist
+    # The login that alternates with app_login at each rotation: apply creates it without a
+    # password (nobody can log in as it until `rotate` gives it one), in the same groups.
+    app_alternate: str | None = None
     # IAM identities are the environment's: in scope only when an environment is named
     # (a `--dsn` run with prod's declaration leaves IAM users' memberships alone).
     manage_iam: bool = True
@@ -248,12 +251,16 @@ def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> 
     )
     app, admin = environment.users.app, environment.users.admin
     members = [Member(admin.name, g, MemberKind.LOGIN) for g in admin.member_of]
-    members += [Member(app.name, g, MemberKind.LOGIN) for g in app.member_of] if app else []
+    if app:
+        members += [
+            Member(login, g, MemberKind.LOGIN) for login in app.logins for g in app.member_of
+        ]
     members += [Member(i.role, i.group, MemberKind.IAM) for i in environment.iam_identities]
     return Privileges(
         groups=groups,
         members=tuple(sorted(members, key=lambda m: (m.group, m.role))),
         app_login=app.name if app else None,
+        app_alternate=app.alternate_name if app else None,
         manage_iam=manage_iam,
     )
 

@@ -41,6 +41,9 @@ from provision.sql import error_fields
 # pg_advisory_lock keys shared by every nucleus-provision run on a database ("nucl", "nucw").
 RUN_KEY = 0x6E75636C
 WRITER_KEY = 0x6E756377
+# Held by `rotate` for the whole of one rotation ("nucr"): two at once could each set a password
+# and store the other's.
+ROTATE_KEY = 0x6E756372
 LOCK_NOT_AVAILABLE = "55P03"
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pg8000.native import literal
@@ -20,6 +20,9 @@ from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
+
+if TYPE_CHECKING:
+    from provision.rotate import Rotation
 
 _SEVERITY_MARK = {Severity.CRITICAL: "❌", Severity.HIGH: "❌", Severity.MEDIUM: "⚠️"}
 _STATUS_LABEL = {
@@ -334,4 +337,27 @@ def verdict_text(verdict: Verdict) -> str:
         return "OK: the database matches the desired state."
     lines = [f"The database differs from the desired state ({len(verdict.differences)}):"]
     lines += [f"  - {d}" for d in verdict.differences]
+    return "\n".join(lines)
+
+
+# -- rotate -----------------------------------------------------------------------------------
+
+
+def rotation_text(rotation: Rotation) -> str:
+    """What `rotate` did, in a few lines (names and versions only, never a password)."""
+    lines = [
+        f"rotated users.{rotation.user} of {rotation.environment}: {rotation.login} has a new "
+        f"password ({rotation.set_through}), proven by a login",
+        f"stored as {rotation.version}",
+    ]
+    if rotation.previous_login is not None:
+        lines.append(
+            f"{rotation.previous_login} keeps its password until the next rotation: connections "
+            "that read the previous version keep working"
+        )
+    if rotation.stale_variable is not None:
+        lines.append(
+            f"warning: {rotation.stale_variable} is set in this shell and holds the previous "
+            f"password, which no longer works: unset it (runs read the secret then)"
+        )
     return "\n".join(lines)

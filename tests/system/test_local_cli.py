@@ -28,7 +28,9 @@ def test_up_status_down_round_trip_leaves_no_process_behind(tmp_path):
     info = up.json
     pid = info["pid"]
     daemons = json.loads((state_dir / "emulator" / "emulator.json").read_text())["pids"]
-    assert set(daemons) == {"admin-api", "proxy"} and all(alive(p) for p in daemons.values())
+    assert set(daemons) == {"admin-api", "proxy", "secret-manager"} and all(
+        alive(p) for p in daemons.values()
+    )
     try:
         for key, user in (("admin_dsn", "postgres"), ("owner_dsn", "nucleus")):
             url = make_url(info[key])

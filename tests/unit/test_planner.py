@@ -61,6 +61,7 @@ def roles(**overrides) -> RoleFacts:
 
 
 RW, RO, APP = "nucleus_readwrite", "nucleus_readonly", "nucleus_app"
+APP_B = "nucleus_app_b"  # the login that alternates with APP at each rotation
 API_SA = "nucleus-api@local-project.iam"  # local's serviceAccount member, less its domain
 ANALYSTS = "nucleus-analysts@local-project.example"  # local's group member
 TABLE_GRANTS = {RW: ("SELECT", "INSERT", "UPDATE", "DELETE"), RO: ("SELECT",)}
@@ -99,6 +100,7 @@ def converged_privileges(tables) -> PrivilegeFacts:
             # ... and users.admin.member_of declares a real one (the Phase 4 move's).
             Membership(RW, "postgres"),
             Membership(RW, APP),
+            Membership(RW, APP_B),
             Membership(RW, API_SA),
             Membership(RO, ANALYSTS),
         ),
@@ -107,6 +109,7 @@ def converged_privileges(tables) -> PrivilegeFacts:
             RW: RoleState(RW, True, admin_holds_admin=True),
             RO: RoleState(RO, True, admin_holds_admin=True),
             APP: RoleState(APP, True, login=True),
+            APP_B: RoleState(APP_B, True, login=True),
             API_SA: RoleState(API_SA, True, login=True, iam=True),
             ANALYSTS: RoleState(ANALYSTS, True, iam=True),
         },
@@ -412,14 +415,18 @@ def test_a_revoked_default_privilege_is_granted_again_for_the_owner():
 
 def test_missing_groups_and_app_login_are_created_by_the_admin_and_the_password_never_shown():
     facts = converged().privileges
-    roles = {n: s for n, s in facts.roles.items() if n not in (RW, RO, APP)}
+    roles = {n: s for n, s in facts.roles.items() if n not in (RW, RO, APP, APP_B)}
     catalog = _privileges(roles=roles, memberships=(), grants=(), defaults=())
     planned = plan(catalog, owner_session=True)
     kinds = [a.kind.value for a in planned.actions]
-    assert kinds[:3] == ["create-roles", "create-login", "memberships"]
+    assert kinds[:4] == ["create-roles", "create-login", "create-login", "memberships"]
     login = planned.actions[1].statements[0]
     assert login.secret and "{app_password_verifier}" in login.text
     assert "PASSWORD" in login.text and "'" not in login.text
+    # The alternate login is created without any password, and joins the same group.
+    (alternate,) = planned.actions[2].statements
+    assert alternate.text == "CREATE ROLE nucleus_app_b LOGIN" and not alternate.secret
+    assert "GRANT nucleus_readwrite TO nucleus_app_b" in _statements(planned)
 
 
 def test_with_dsn_alone_iam_memberships_are_left_alone():

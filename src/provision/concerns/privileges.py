@@ -13,7 +13,9 @@ like the ownership routes and explained where none exists:
   SCRAM-SHA-256 verifier computed on the client from the password in its secret (the server
   log never sees the password), and never through the Cloud SQL API, which would make it a
   member of `cloudsqlsuperuser`, the database's owner: a login that could create schemas and
-  take objects over. If it already exists, only its memberships are managed;
+  take objects over. If it already exists, only its memberships are managed. Its alternate
+  (`users.app.alternate`, `nucleus_app_b`), with which it alternates at each `rotate`, is
+  created beside it without a password, in the same groups;
 - IAM identities are created by the stacks (Cloud SQL IAM users are not members of
   `cloudsqlsuperuser` and start with no privileges); here they only join their group;
 - grants on the new schemas, their tables and sequences, and default privileges for what the
@@ -32,7 +34,7 @@ from collections.abc import Iterable
 
 from provision.actions import Action, ActionKind, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
-from provision.desired import DesiredState, MemberKind
+from provision.desired import DesiredState, MemberKind, Privileges
 from provision.findings import Finding, Severity
 from provision.sql import ident
 
@@ -193,6 +195,16 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 (p.app_login,),
             )
         )
+    if p.app_alternate and not facts.role(p.app_alternate).exists:
+        found.append(
+            Finding(
+                "role-missing",
+                Severity.HIGH,
+                f"login {p.app_alternate} (the app login's alternate) does not exist",
+                "the app login's password cannot be rotated without downtime",
+                (p.app_alternate,),
+            )
+        )
     if p.manage_iam:
         absent = sorted(
             {m.role for m in p.members if m.kind == MemberKind.IAM}
@@ -230,7 +242,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
         )
     no_admin = _groups_without_admin(desired, catalog)
     want_m, have_m = desired_members(desired), actual_members(desired, catalog)
-    granted = {(g, r) for g, r in want_m if facts.role(r).exists or r == p.app_login}
+    granted = {(g, r) for g, r in want_m if facts.role(r).exists or r in _app_logins(p)}
     for code, pairs, verb in (
         ("membership-missing", granted - have_m, "is not a member of"),
         ("membership-unexpected", have_m - want_m, "is an undeclared member of"),
@@ -287,6 +299,11 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 )
             )
     return found
+
+
+def _app_logins(p: Privileges) -> tuple[str, ...]:
+    """The logins apply creates (so their memberships are planned before they exist)."""
+    return tuple(login for login in (p.app_login, p.app_alternate) if login)
 
 
 def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
@@ -379,12 +396,23 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
                 ),
             )
         )
+    if p.app_alternate and not facts.role(p.app_alternate).exists:
+        planned.append(
+            Action(
+                ActionKind.CREATE_LOGIN,
+                Session.ADMIN,
+                f"login {p.app_alternate} does not exist; {desired.admin} creates it in SQL, "
+                f"without a password (nobody can log in as it until `rotate` gives it one), to "
+                f"alternate with {p.app_login} at each rotation",
+                (Sql(f"CREATE ROLE {ident(p.app_alternate)} LOGIN"),),
+            )
+        )
     no_admin = _groups_without_admin(desired, catalog)
     want, have = desired_members(desired), actual_members(desired, catalog)
     grants = sorted(
         (g, r)
         for g, r in want - have
-        if g not in no_admin and (facts.role(r).exists or r == p.app_login)
+        if g not in no_admin and (facts.role(r).exists or r in _app_logins(p))
     )
     revokes = sorted((g, r) for g, r in have - want if g not in no_admin)
     statements = [Sql(f"GRANT {ident(g)} TO {ident(r)}") for g, r in grants]

@@ -11,6 +11,10 @@ creating an instance and of the Admin API's users and databases calls.
   of `cloudsqliamserviceaccount`, named after the email less `.gserviceaccount.com`.
 
 See shared/docs/cloudsql.md, sections 1 to 3. These are never what the tool does.
+
+Passwords are sent as SCRAM verifiers computed here (`provision.scram`), never in clear: the
+emulated server logs DDL (`log_statement = ddl`, prod's CIS flag), and tests check that no
+password ever reaches its log.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from provision.local.instance import (
     LocalInstance,
     superuser_connection,
 )
+from provision.scram import verifier
 
 
 def create_user(conn: pg8000.native.Connection, name: str, password: str) -> None:
     """A built-in user created through the API: a LOGIN member of cloudsqlsuperuser."""
     conn.run(
-        f"CREATE ROLE {identifier(name)} LOGIN CREATEROLE CREATEDB PASSWORD {literal(password)} "
+        f"CREATE ROLE {identifier(name)} LOGIN CREATEROLE CREATEDB PASSWORD {literal(verifier(password))} "
         f"IN ROLE {identifier(SUPERUSER_GROUP)}"
     )
 
@@ -48,7 +53,7 @@ def bootstrap(instance: LocalInstance) -> None:
         conn.run(f"CREATE ROLE {identifier(SUPERUSER_GROUP)} NOLOGIN CREATEROLE CREATEDB")
         conn.run(
             f"CREATE ROLE {identifier(ADMIN_USER)} LOGIN CREATEROLE CREATEDB NOSUPERUSER "
-            f"PASSWORD {literal(instance.passwords[ADMIN_USER])} IN ROLE {identifier(SUPERUSER_GROUP)}"
+            f"PASSWORD {literal(verifier(instance.passwords[ADMIN_USER]))} IN ROLE {identifier(SUPERUSER_GROUP)}"
         )
         create_user(conn, OWNER_USER, instance.passwords[OWNER_USER])
     finally:
@@ -67,11 +72,13 @@ def create_iam_service_account_user(instance: LocalInstance, db_user: str, passw
             conn.run(f"CREATE ROLE {group} NOLOGIN")
         role = identifier(db_user)
         if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=db_user):
-            conn.run(f"ALTER ROLE {role} LOGIN PASSWORD {literal(password)}")
+            conn.run(f"ALTER ROLE {role} LOGIN PASSWORD {literal(verifier(password))}")
         else:
             # Unlike the built-in users, IAM users are no members of cloudsqlsuperuser and
             # start with no privileges (shared/docs/cloudsql.md, section 6).
-            conn.run(f"CREATE ROLE {role} LOGIN PASSWORD {literal(password)} IN ROLE {group}")
+            conn.run(
+                f"CREATE ROLE {role} LOGIN PASSWORD {literal(verifier(password))} IN ROLE {group}"
+            )
     finally:
         conn.close()
 

@@ -5,8 +5,10 @@ emulation through the real Cloud SQL Python Connector.
 It reads the emulation's state directory (`$NUCLEUS_LOCAL_STATE_DIR`, a per-user default, or
 the one the caller names) and hands over, as one `ConnectorOverrides`: the emulated Admin
 API's address, Google credentials holding the static token the emulation issued (never
-`google.auth.default()`, which could reach Google's metadata server), and the throwaway
-passwords `local up` generated for the built-in users.
+`google.auth.default()`, which could reach Google's metadata server), and the address of the
+emulated Secret Manager, where `local up` stored the throwaway passwords it generated, as
+the stacks store theirs: so every password of `--env local` is read (and rotated) through the
+same Secret Manager client and code as in production.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def overrides(environment: Environment, *, state_dir: Path | None = None) -> Con
             f"no local Cloud SQL emulation runs from {directory}",
             hint=f"start one with `nucleus-provision local up`, or set {STATE_ENV_VAR} to its state directory",
         )
+    # For users without a secret (test variants of the environment): the throwaway passwords
+    # `local up` made. Users with a secret are read from the emulated Secret Manager first.
     passwords = dict(instance.passwords)
     # Cloud SQL's own superuser is never a customer login.
     passwords.pop(BOOTSTRAP_SUPERUSER, None)
@@ -86,9 +90,11 @@ def overrides(environment: Environment, *, state_dir: Path | None = None) -> Con
         sqladmin_api_endpoint=state.admin_api,
         google_credentials=credentials,
         passwords=passwords.get,
+        secret_manager_endpoint=state.secret_manager,
         label=f"the local emulation in {instance.state_dir}",
         unreachable_hint=(
-            f"is the local emulation running (Admin API {state.admin_api}, proxy {state.proxy})? "
+            f"is the local emulation running (Admin API {state.admin_api}, Secret Manager "
+            f"{state.secret_manager}, proxy {state.proxy})? "
             "see `nucleus-provision local status`; `local down` then `local up` restarts it"
         ),
         serves=(state.connection_name,),

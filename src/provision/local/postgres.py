@@ -207,6 +207,9 @@ def _configure(pgdata: Path, host: str) -> None:
             # A throwaway test server: durability is not needed, speed is.
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
             "log_min_messages = warning\n"
+            # Cloud SQL's CIS flag of prod: every DDL statement is logged, so a password sent
+            # in clear (CREATE/ALTER ROLE ... PASSWORD) would land here; tests check it never does.
+            "log_statement = 'ddl'\n"
         )
 
 

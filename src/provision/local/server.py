@@ -106,7 +106,8 @@ def _identity(
         custom_sans=custom_sans,
         ca_pool=pool,
     )
-    return dataclasses.replace(base, server_ca=settings)
+    policy = environment.password_validation_policy.model_dump() if environment else {}
+    return dataclasses.replace(base, server_ca=settings, password_policy=policy)
 
 
 def _serves(state_dir: Path, settings: ServerCa) -> bool:
@@ -117,6 +118,36 @@ def _serves(state_dir: Path, settings: ServerCa) -> bool:
         current.dns_name,
         tuple(current.custom_sans),
     ) == (settings.mode.value, settings.dns_name, settings.custom_sans)
+
+
+def _create_secrets(
+    instance: LocalInstance, environment: Environment, started: state.EmulatorState
+) -> None:
+    """What the stacks do in Secret Manager, in the emulation's: a secret per user holding
+    its first password (the app secret as JSON naming the current login), through the real
+    client, as every later reader and `rotate` will use it. A secret that has versions
+    already (an emulator restarted over a running server) is left as it is."""
+    from provision.credentials import AppSecret, SecretStore
+    from provision.local.plugin import StaticTokenCredentials
+
+    users = environment.users
+    payloads = {
+        user.secret: instance.passwords[user.name]
+        for user in (users.admin, users.owner)
+        if user.secret and user.name in instance.passwords
+    }
+    if users.app is not None and users.app.secret and users.app.name in instance.passwords:
+        payloads[users.app.secret] = AppSecret(
+            users.app.name, instance.passwords[users.app.name]
+        ).payload()
+    store = SecretStore(StaticTokenCredentials(started.api_token), endpoint=started.secret_manager)
+    try:
+        for secret, payload in payloads.items():
+            store.create_secret(started.project, secret)
+            if not store.has_versions(started.project, secret):
+                store.add_version(started.project, secret, payload)
+    finally:
+        store.close()
 
 
 class Server:
@@ -192,6 +223,8 @@ class Server:
         started = emulator.start(instance, identity)
         instance = dataclasses.replace(instance, extra=started.summary())
         instance.save()
+        if environment is not None:
+            _create_secrets(instance, environment, started)
         if environment is not None and environment.iam_auth:
             for email in environment.iam_users:
                 create_iam_user(instance, email)

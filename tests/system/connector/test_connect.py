@@ -26,12 +26,16 @@ def test_inspect_env_local_goes_through_the_admin_api_and_the_mtls_proxy(emulati
     assert json.loads(run.out)["connected_as"] == "postgres"
 
     records = emulation.records(before)
-    # The two Admin API calls run concurrently; then the one connection of the one role used.
+    # The admin's and the owner's passwords from the emulated Secret Manager (as the stacks'
+    # secrets in production); the two Admin API calls run concurrently; then the one
+    # connection of the one role used.
     assert sorted(_events(records)) == [
         ("admin-api", "connectSettings"),
         ("admin-api", "generateEphemeralCert"),
         ("proxy", "connection"),
         ("proxy", "startup"),
+        ("secret-manager", "accessSecretVersion"),
+        ("secret-manager", "accessSecretVersion"),
     ]
     (startup,) = [r for r in records if r["event"] == "startup"]
     assert (startup["db_user"], startup["database"]) == ("postgres", "nucleus_v12")

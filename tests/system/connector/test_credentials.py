@@ -26,8 +26,8 @@ def prod(monkeypatch) -> Environment:
 
 
 @pytest.fixture
-def reader(secret_manager) -> Iterator[credentials.SecretManagerReader]:
-    reader = credentials.SecretManagerReader(
+def reader(secret_manager) -> Iterator[credentials.SecretStore]:
+    reader = credentials.SecretStore(
         google.oauth2.credentials.Credentials(token="test-token"),
         endpoint=secret_manager.endpoint,
         timeout=5,
@@ -81,7 +81,7 @@ def test_a_secret_the_caller_may_not_read_says_which_role_to_grant(prod, secret_
 
 
 def test_an_unreachable_secret_manager_fails_within_its_timeout(prod):
-    reader = credentials.SecretManagerReader(
+    reader = credentials.SecretStore(
         google.oauth2.credentials.Credentials(token="test-token"),
         endpoint="http://127.0.0.1:9",
         timeout=2,
@@ -98,7 +98,15 @@ def test_an_exported_production_password_is_never_sent_to_the_emulation(emulatio
         local, "admin", overrides=plugin.overrides(local, state_dir=emulation.state_dir)
     )
     assert login.password == emulation.instance.passwords["postgres"]
-    assert login.source == f"the local emulation in {emulation.state_dir}"
+    # Read from the emulated Secret Manager, where `local up` put it, as the stacks would.
+    assert login.source == (
+        "Secret Manager secret projects/local-project/secrets/nucleus-prototype-db-postgres-"
+        f"password (latest version) of the local emulation in {emulation.state_dir}"
+    )
+    accessed = [r for r in emulation.records() if r["event"] == "accessSecretVersion"]
+    assert accessed and accessed[-1]["path"].endswith(
+        "/secrets/nucleus-prototype-db-postgres-password/versions/latest:access"
+    )
 
 
 def test_without_owner_credentials_the_target_has_no_owner_and_says_why(emulation, monkeypatch):

@@ -248,7 +248,11 @@ def test_two_emulations_run_side_by_side_on_their_own_addresses(emulation, tmp_p
 def test_local_up_brings_back_a_dead_emulator_without_touching_postgres(fragile_emulation):
     before = fragile_emulation.instance.pid
     emulator.stop_component(fragile_emulation.state_dir, "proxy")
-    assert emulator.running(fragile_emulation.state_dir) == {"admin-api": True, "proxy": False}
+    assert emulator.running(fragile_emulation.state_dir) == {
+        "admin-api": True,
+        "proxy": False,
+        "secret-manager": True,
+    }
     instance = Server(fragile_emulation.state_dir).start(SCENARIO)
     assert instance.pid == before
-    assert emulator.running(fragile_emulation.state_dir) == {"admin-api": True, "proxy": True}
+    assert all(emulator.running(fragile_emulation.state_dir).values())

@@ -240,6 +240,9 @@ def test_inspect_env_local_in_a_cas_mode(cas_emulation):
         ("admin-api", "generateEphemeralCert"),
         ("proxy", "connection"),
         ("proxy", "startup"),
+        # The admin's and the owner's passwords, from the emulated Secret Manager.
+        ("secret-manager", "accessSecretVersion"),
+        ("secret-manager", "accessSecretVersion"),
     ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_support import PRIVATE_VARIANT, PUBLIC_VARIANT, REAL_STACKS, REPO_ROOT, only, resources
+from stack_support import PRIVATE_VARIANT, PUBLIC_VARIANT, REAL_STACKS, REPO_ROOT, only
 
 from provision.config import Environment, load_environments
 from provision.errors import ConfigError
@@ -60,7 +60,7 @@ def test_apply_must_create_pgaudit_where_the_flag_is_on_and_only_there() -> None
 def _password_policy_holds(stack: dict[str, Any], expected: list[str]) -> None:
     policy = only(stack, "google_sql_database_instance")["settings"]["password_validation_policy"]
     assert policy["enable_password_policy"] is True
-    passwords = resources(stack, "random_password")
+    passwords = stack["ephemeral"]["random_password"]
     assert sorted(passwords) == expected
     for name, password in passwords.items():
         assert password["length"] >= policy["min_length"], name
@@ -80,9 +80,11 @@ def _password_policy_holds(stack: dict[str, Any], expected: list[str]) -> None:
 def test_generated_passwords_satisfy_the_password_validation_policy(
     name: str, stacks: dict[str, Any]
 ) -> None:
-    # The real stacks have the app login (users.app); the private variant has none.
+    # The real stacks have the app login (users.app); the private variant has none. Prod
+    # adopts its built-in users, which keep their passwords (no generated one).
     app = ["app_password"] if name in REAL_STACKS else []
-    _password_policy_holds(stacks[name], sorted(["admin_password", "owner_password", *app]))
+    built_in = [] if name == "prod" else ["admin_password", "owner_password"]
+    _password_policy_holds(stacks[name], sorted([*built_in, *app]))
 
 
 def test_generated_passwords_grow_to_a_policy_minimum_above_32(stacks: dict[str, Any]) -> None:
@@ -93,9 +95,9 @@ def test_generated_passwords_grow_to_a_policy_minimum_above_32(stacks: dict[str,
         ]
         == 40
     )
-    assert {p["length"] for p in resources(private, "random_password").values()} == {40}
+    assert {p["length"] for p in private["ephemeral"]["random_password"].values()} == {40}
     # The real policy is below 32, so the real passwords keep their 32 characters.
-    assert {p["length"] for p in resources(stacks["prod"], "random_password").values()} == {32}
+    assert {p["length"] for p in stacks["prod"]["ephemeral"]["random_password"].values()} == {32}
 
 
 def test_a_disabled_policy_and_pgaudit_leave_no_trace_in_the_stack(stacks: dict[str, Any]) -> None:

@@ -242,7 +242,7 @@ def test_database_flags_follow_iam_auth_and_the_configured_extras(stacks: dict[s
 
 @pytest.mark.parametrize("name", REAL_STACKS)
 def test_the_database_and_both_built_in_users_live_on_the_instance(
-    name: str, stacks: dict[str, Any]
+    name: str, stacks: dict[str, Any], environments: dict[str, Environment]
 ) -> None:
     stack = stacks[name]
     instance_name = "${google_sql_database_instance.instance.name}"
@@ -251,55 +251,70 @@ def test_the_database_and_both_built_in_users_live_on_the_instance(
         "instance": instance_name,
         "deletion_policy": "ABANDON",
     }
+    # Staging creates its users: their first passwords go through write-only arguments only.
+    # Prod adopts them (import_existing): no password argument at all, so Terraform neither
+    # knows nor changes the passwords prod has today.
+    created = environments[name].import_existing is False
     assert resources(stack, "google_sql_user") == {
-        "admin_user": {
-            "name": "postgres",
+        f"{role}_user": {
+            "name": user,
             "instance": instance_name,
-            "password": "${random_password.admin_password.result}",
+            **(
+                {
+                    "password_wo": f"${{ephemeral.random_password.{role}_password.result}}",
+                    "password_wo_version": 1,
+                }
+                if created
+                else {}
+            ),
             "deletion_policy": "ABANDON",
-        },
-        "owner_user": {
-            "name": "nucleus",
-            "instance": instance_name,
-            "password": "${random_password.owner_password.result}",
-            "deletion_policy": "ABANDON",
-        },
+        }
+        for role, user in (("admin", "postgres"), ("owner", "nucleus"))
     }
 
 
-def test_passwords_are_random_and_stored_each_in_its_own_secret(prod: dict[str, Any]) -> None:
-    passwords = resources(prod, "random_password")
-    assert sorted(passwords) == ["admin_password", "app_password", "owner_password"]
-    for password in passwords.values():
+@pytest.mark.parametrize("name", REAL_STACKS)
+def test_first_passwords_are_ephemeral_and_stored_each_in_its_own_secret(
+    name: str, stacks: dict[str, Any], environments: dict[str, Environment]
+) -> None:
+    stack = stacks[name]
+    assert "random_password" not in stack["resource"]
+    created = ["admin", "owner"] if not environments[name].import_existing else []
+    ephemeral = stack["ephemeral"]["random_password"]
+    assert sorted(ephemeral) == sorted(f"{role}_password" for role in [*created, "app"])
+    for password in ephemeral.values():
         assert password["length"] >= 32
         assert password["special"] is True
-    secrets = resources(prod, "google_secret_manager_secret")
+    secrets = resources(stack, "google_secret_manager_secret")
+    prefix = environments[name].instance
     assert {name: secret["secret_id"] for name, secret in secrets.items()} == {
-        "admin_secret": "nucleus-prototype-db-postgres-password",
-        "owner_secret": "nucleus-prototype-db-nucleus-password",
-        "app_secret": "nucleus-prototype-db-nucleus-app-password",
+        "admin_secret": f"{prefix}-postgres-password",
+        "owner_secret": f"{prefix}-nucleus-password",
+        "app_secret": f"{prefix}-nucleus-app-password",
     }
     for secret in secrets.values():
         assert secret["replication"] == {
             "user_managed": {"replicas": [{"location": "europe-west1"}]}
         }
-    assert resources(prod, "google_secret_manager_secret_version") == {
-        "admin_secret_version": {
-            "secret": "${google_secret_manager_secret.admin_secret.id}",
-            "secret_data": "${random_password.admin_password.result}",
-        },
-        "owner_secret_version": {
-            "secret": "${google_secret_manager_secret.owner_secret.id}",
-            "secret_data": "${random_password.owner_password.result}",
-        },
-        "app_secret_version": {
-            "secret": "${google_secret_manager_secret.app_secret.id}",
-            "secret_data": "${random_password.app_password.result}",
-        },
+    versions = {
+        f"{role}_secret_version": {
+            "secret": f"${{google_secret_manager_secret.{role}_secret.id}}",
+            "secret_data_wo": f"${{ephemeral.random_password.{role}_password.result}}",
+            "secret_data_wo_version": 1,
+        }
+        for role in created
     }
+    # The app secret says which of the alternating logins is current (README, "Rotation").
+    versions["app_secret_version"] = {
+        "secret": "${google_secret_manager_secret.app_secret.id}",
+        "secret_data_wo": '${jsonencode({"username" = "nucleus_app", "password" = '
+        "ephemeral.random_password.app_password.result})}",
+        "secret_data_wo_version": 1,
+    }
+    assert resources(stack, "google_secret_manager_secret_version") == versions
     # The app login is created by the hook's apply in SQL, never through the Cloud SQL API
     # (which would make it a member of cloudsqlsuperuser): no google_sql_user for it.
-    assert sorted(resources(prod, "google_sql_user")) == ["admin_user", "owner_user"]
+    assert sorted(resources(stack, "google_sql_user")) == ["admin_user", "owner_user"]
 
 
 def test_secrets_are_readable_only_by_the_configured_members_at_secret_level(

@@ -9,6 +9,11 @@ Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint
   instance DNS name of a CA Service instance back to its connection name (the Connector's
   `DnsResolver` asks this for names of the form `<a>.<b>.<region>.sql.goog`); 404 for any
   other name
+- `PUT  /sql/v1beta4/projects/{project}/instances/{instance}/users?name=NAME`
+  (`users.update`): sets a built-in user's password, checked against the instance's password
+  validation policy (400 with Cloud SQL's reason when refused), as `cloudsqladmin` with a
+  SCRAM verifier computed here, so the server log never sees the password; answers a DONE
+  operation, which `GET /sql/v1beta4/projects/{project}/operations/{id}` reads back;
 - errors as `{"error": {"code": N, "message": "...", "status": "NOT_FOUND"}}`: 401 without a
   valid bearer token, 404 for another project or instance, 400 for a malformed request,
   403 for an IAM login token the emulation does not know.
@@ -24,22 +29,31 @@ Every call is written to the emulator's records with the caller's identity and u
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import datetime
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from provision import passwords, scram
+from provision.config import PasswordValidationPolicy
 from provision.local.gcp import certs
 from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
+from provision.local.instance import LocalInstance, superuser_connection
 
 COMPONENT = "admin-api"
 _CONNECT_SETTINGS = re.compile(r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+)/connectSettings")
 _EPHEMERAL_CERT = re.compile(
     r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+):generateEphemeralCert"
 )
+_USERS = re.compile(r"/sql/v1beta4/projects/([^/]+)/instances/([^/:]+)/users")
+_OPERATION = re.compile(r"/sql/v1beta4/projects/([^/]+)/operations/([^/:]+)")
 _RESOLVE_DNS = re.compile(r"/sql/v1beta4/locations/([^/]+)/dns/([^/]+):resolveConnectSettings")
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -81,6 +95,7 @@ class AdminApi:
 
     def __post_init__(self) -> None:
         self.client_ca = self.state.keypair("client-ca")
+        self.operations: dict[str, dict[str, Any]] = {}
 
     # -- request handling -----------------------------------------------------------------
 
@@ -99,6 +114,16 @@ class AdminApi:
                 self._allow(request, "GET")
                 self._instance(*match.groups())
                 body = self._connect_settings()
+            elif match := _USERS.fullmatch(request.path):
+                event = "users.update"
+                self._allow(request, "PUT")
+                self._instance(*match.groups())
+                record["user"] = request.query.get("name", "")
+                body = await self._update_user(request)
+            elif match := _OPERATION.fullmatch(request.path):
+                event = "operations.get"
+                self._allow(request, "GET")
+                body = self._operation(*match.groups())
             elif match := _RESOLVE_DNS.fullmatch(request.path):
                 event = "resolveConnectSettings"
                 self._allow(request, "GET")
@@ -192,6 +217,46 @@ class AdminApi:
             ]
         return body
 
+    async def _update_user(self, request: web.Request) -> dict[str, Any]:
+        """users.update: a new password for a built-in user, if the policy accepts it."""
+        name = request.query.get("name", "")
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "Invalid JSON payload received.") from None
+        password = payload.get("password") if isinstance(payload, dict) else None
+        if not name or not isinstance(password, str) or not password:
+            raise ApiError(400, "Invalid request: the user name and a password are required.")
+        policy = PasswordValidationPolicy(**self.state.password_policy)
+        refused = passwords.problems(password, policy, name)
+        if refused:
+            raise ApiError(
+                400, f"Password does not meet the password validation policy: {refused[0]}."
+            )
+        instance = LocalInstance.load(self.state.state_dir)
+        if instance is None:
+            raise ApiError(404, "The Cloud SQL instance does not exist.")
+        if not await asyncio.get_running_loop().run_in_executor(
+            None, _set_password, instance, name, password
+        ):
+            raise ApiError(404, f"The user {name} does not exist on this instance.")
+        operation = {
+            "kind": "sql#operation",
+            "name": str(uuid.uuid4()),
+            "operationType": "UPDATE_USER",
+            "status": "DONE",
+            "targetId": self.state.instance,
+            "targetProject": self.state.project,
+            "insertTime": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        }
+        self.operations[operation["name"]] = operation
+        return operation
+
+    def _operation(self, project: str, name: str) -> dict[str, Any]:
+        if project != self.state.project or name not in self.operations:
+            raise ApiError(404, f"The operation {name} does not exist.")
+        return self.operations[name]
+
     async def _ephemeral_cert(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             payload = await request.json()
@@ -227,6 +292,28 @@ class AdminApi:
             }
         }
         return body, certs.describe(cert)
+
+
+def _set_password(instance: LocalInstance, name: str, password: str) -> bool:
+    """What Cloud SQL does for users.update, as its own superuser; False if no such user.
+
+    The emulation also keeps the new password in its state (instance.json, owner-only), so
+    that the DSNs `local status` prints keep working after a rotation."""
+    import pg8000.native
+
+    conn = superuser_connection(instance)
+    try:
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name AND rolcanlogin", name=name):
+            return False
+        conn.run(
+            f"ALTER ROLE {pg8000.native.identifier(name)} "
+            f"PASSWORD {pg8000.native.literal(scram.verifier(password))}"
+        )
+    finally:
+        conn.close()
+    if name in instance.passwords:
+        dataclasses.replace(instance, passwords={**instance.passwords, name: password}).save()
+    return True
 
 
 async def start(

@@ -1,6 +1,7 @@
 """Entry point of the emulator's background processes: `python -m provision.local.gcp.daemon`.
 
-`provision.local.gcp.emulator.start` runs this once per component (`admin-api`, `proxy`) with
+`provision.local.gcp.emulator.start` runs this once per component (`admin-api`, `proxy`,
+`secret-manager`) with
 an already bound, listening socket and a pipe. The process forks once and the parent exits
 at once, so the daemon is nobody's child (no zombie in whoever ran `local up`, and the
 launcher can be waited for). The daemon writes `ready <pid>` to the pipe when it serves,
@@ -18,7 +19,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-from provision.local.gcp import admin_api, proxy
+from provision.local.gcp import admin_api, proxy, secret_manager
 from provision.local.gcp.state import RECORDS_FILE, EmulatorState, RecordLog
 
 
@@ -34,9 +35,17 @@ async def _serve(component: str, state: EmulatorState, sock: socket.socket, read
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    start: Callable[
-        [EmulatorState, socket.socket, RecordLog], Awaitable[Callable[[], Awaitable[None]]]
-    ] = admin_api.start if component == "admin-api" else proxy.start
+    starts: dict[
+        str,
+        Callable[
+            [EmulatorState, socket.socket, RecordLog], Awaitable[Callable[[], Awaitable[None]]]
+        ],
+    ] = {
+        "admin-api": admin_api.start,
+        "proxy": proxy.start,
+        "secret-manager": secret_manager.start,
+    }
+    start = starts[component]
     close = await start(state, sock, records)
     records.write(
         component, "started", pid=os.getpid(), listen="{}:{}".format(*sock.getsockname()[:2])
@@ -50,7 +59,9 @@ async def _serve(component: str, state: EmulatorState, sock: socket.socket, read
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m provision.local.gcp.daemon")
-    parser.add_argument("--component", choices=("admin-api", "proxy"), required=True)
+    parser.add_argument(
+        "--component", choices=("admin-api", "proxy", "secret-manager"), required=True
+    )
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)

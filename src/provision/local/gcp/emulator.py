@@ -10,11 +10,13 @@ with that client certificate to `<ip>:3307`. This module sets up the same pieces
   server CA is per-instance or a CA Service hierarchy, as the instance's server CA mode says
   (`provision.local.gcp.server_ca`);
 - an Admin API on `http://127.0.0.1:<port>` (`provision.local.gcp.admin_api`);
+- a Secret Manager on `http://127.0.0.1:<port>` (`provision.local.gcp.secret_manager`), where
+  `local up` stores the users' passwords as the stacks would;
 - a TLS 1.3 proxy with CERT_REQUIRED on `<127.x.y.z>:3307` forwarding to PostgreSQL
   (`provision.local.gcp.proxy`). Every emulation takes its own 127.x.y.z address, so several
   can run at once although the Connector always dials port 3307.
 
-Both servers run as detached daemons (`provision.local.gcp.daemon`), one process each, so a
+The servers run as detached daemons (`provision.local.gcp.daemon`), one process each, so a
 test can take one of them down on its own. Their sockets are bound here, before they start,
 and handed over as file descriptors: once `start` returns they accept connections, and two
 emulations starting at the same moment cannot pick the same address. Their shared state is
@@ -52,7 +54,7 @@ from provision.local.gcp.state import (
 )
 from provision.local.instance import LocalInstance
 
-COMPONENTS = ("admin-api", "proxy")
+COMPONENTS = ("admin-api", "proxy", "secret-manager")
 _DAEMON_MODULE = "provision.local.gcp.daemon"
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 5.0
@@ -67,6 +69,8 @@ class Identity:
     instance: str
     database_version: str
     server_ca: ServerCa = field(default_factory=ServerCa)
+    # PasswordValidationPolicy's fields: what the emulated users.update accepts.
+    password_policy: dict[str, object] = field(default_factory=dict)
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -211,6 +215,7 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
 
     proxy_sock = _bind_proxy_socket(instance.state_dir)
     api_sock = _bind_api_socket()
+    secrets_sock = _bind_api_socket()
     try:
         address = proxy_sock.getsockname()[0]
         for stem, pair in _server_certificates(identity, address).items():
@@ -224,18 +229,24 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
             database_version=identity.database_version,
             address=address,
             admin_api_port=api_sock.getsockname()[1],
+            secret_manager_port=secrets_sock.getsockname()[1],
             api_token=f"local-{secrets.token_urlsafe(24)}",
             pg_host=instance.host,
             pg_port=instance.port,
             server_ca_mode=identity.server_ca.mode.value,
             dns_name=identity.server_ca.dns_name,
             custom_sans=list(identity.server_ca.custom_sans),
+            password_policy=dict(identity.password_policy),
         )
         state.save()
 
         launched = {
             component: _spawn(state, component, sock)
-            for component, sock in (("admin-api", api_sock), ("proxy", proxy_sock))
+            for component, sock in (
+                ("admin-api", api_sock),
+                ("proxy", proxy_sock),
+                ("secret-manager", secrets_sock),
+            )
         }
         pids: dict[str, int] = {}
         try:
@@ -250,6 +261,7 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
     finally:
         proxy_sock.close()  # the daemons hold their own copies
         api_sock.close()
+        secrets_sock.close()
     return state
 
 

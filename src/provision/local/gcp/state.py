@@ -8,8 +8,9 @@ the connector plug-in: `<state dir>/emulator/`.
   (its certificate followed by the intermediate, the chain it presents);
 - `iam.json`: the emulated IAM service accounts, with the token the emulation accepts for
   each (`IamUser`);
-- `records.jsonl`: the emulator's own log of Admin API calls and client certificates
-  presented, which tests read to prove the Connector went the real way (`RecordLog`).
+- `secrets.json`: the emulated Secret Manager's secrets and versions;
+- `records.jsonl`: the emulator's own log of Admin API and Secret Manager calls (never a
+  payload) and client certificates presented, which tests read to prove the Connector went the real way (`RecordLog`).
 
 Every file is written owner-only and atomically.
 """
@@ -68,6 +69,11 @@ class EmulatorState:
     server_ca_mode: str = "GOOGLE_MANAGED_INTERNAL_CA"
     dns_name: str | None = None
     custom_sans: list[str] = field(default_factory=list)
+    # The instance's password validation policy (PasswordValidationPolicy's fields), which
+    # the emulated users.update enforces as Cloud SQL does.
+    password_policy: dict[str, Any] = field(default_factory=dict)
+    # The emulated Secret Manager's port (provision.local.gcp.secret_manager).
+    secret_manager_port: int = 0
 
     @property
     def connection_name(self) -> str:
@@ -77,6 +83,11 @@ class EmulatorState:
     def admin_api(self) -> str:
         """The value for the Connector's `sqladmin_api_endpoint`."""
         return f"http://127.0.0.1:{self.admin_api_port}"
+
+    @property
+    def secret_manager(self) -> str:
+        """The endpoint of the emulated Secret Manager (the real client's REST transport)."""
+        return f"http://127.0.0.1:{self.secret_manager_port}"
 
     @property
     def proxy(self) -> str:
@@ -124,6 +135,7 @@ class EmulatorState:
             "admin_api": self.admin_api,
             "proxy": self.proxy,
             "server_ca_mode": self.server_ca_mode,
+            "secret_manager": self.secret_manager,
             **({"dns_name": self.dns_name} if self.dns_name else {}),
             **({"custom_sans": list(self.custom_sans)} if self.custom_sans else {}),
             "emulator": {
