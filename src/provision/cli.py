@@ -567,6 +567,7 @@ def rotate(ctx: Context, env_name: str, role: str, fmt: str) -> None:
       nucleus-provision rotate --env prod --user app
       nucleus-provision rotate --env staging --user admin --format json
     """
+    from provision import render
     from provision import rotate as rotation
     from provision.config import load_environment
 
