@@ -102,6 +102,41 @@ WHERE schemaname <> ALL(CAST(:managed AS text[])) AND schemaname !~ '^pg_'
   AND n_tup_ins + n_tup_upd + n_tup_del > 0
 """)
 
+# Sequences are not transactional: a nextval or setval is seen by every session at once and a
+# ROLLBACK does not undo it. So their values are read on a second session, before and after
+# the other session's transaction. pg_sequences shows NULL both for a sequence never called
+# and for one this session may not read (it needs SELECT or USAGE).
+_SEQUENCES_SQL = text("""
+SELECT schemaname || '.' || sequencename AS name, last_value
+FROM pg_sequences
+WHERE schemaname <> ALL(CAST(:excluded AS text[])) AND schemaname !~ '^pg_'
+  AND schemaname <> 'information_schema'
+""")
+
+
+def sequence_values(conn: Connection, exclude_schemas: Iterable[str]) -> dict[str, int | None]:
+    """Every sequence's current value outside `exclude_schemas` (and the system schemas), by
+    qualified name, in one set-based read: None when it was never called, or when this
+    session may not read it. Meant for a second session, before and after a transaction of
+    another one: a sequence's value changes outside transactions."""
+    rows = conn.execute(_SEQUENCES_SQL, {"excluded": list(exclude_schemas)}).all()
+    return {r.name: r.last_value for r in rows}
+
+
+_GONE = object()  # a sequence present on one side only: differs from every value, None too
+
+
+def changed_sequences(
+    before: Mapping[str, int | None], after: Mapping[str, int | None]
+) -> list[str]:
+    """The sequences whose value differs between two `sequence_values` reads, created or
+    dropped ones included, sorted by name."""
+    return sorted(
+        name
+        for name in before.keys() | after.keys()
+        if before.get(name, _GONE) != after.get(name, _GONE)
+    )
+
 
 @dataclass(frozen=True)
 class Snapshot:

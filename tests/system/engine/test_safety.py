@@ -269,3 +269,44 @@ def test_bad_arguments_give_one_line_and_exit_1(args, fragment):
     assert run.code == 1, (run.out, run.err)
     assert "Traceback" not in run.err and fragment in run.err
     assert "cret" not in run.err
+
+
+def test_sequence_values_see_a_nextval_the_other_session_rolled_back(legacy_db):
+    # Sequences are not transactional: a nextval rolled back is still seen by a second
+    # session, so reading there before and after a transaction shows what it advanced.
+    from provision import db as provision_db
+    from provision.safety import changed_sequences, sequence_values
+
+    legacy_db.query("CREATE SCHEMA dna AUTHORIZATION postgres")
+    legacy_db.query("CREATE SEQUENCE dna.own_seq", user="postgres")
+    engine = provision_db.engine_for_dsn(legacy_db.admin_dsn)
+    try:
+        with engine.connect() as watcher:
+            before = sequence_values(watcher, ["dna"])
+            assert before, "the legacy scenario has sequences"
+            assert "dna.own_seq" not in before
+            legacy = legacy_db.query(
+                "SELECT schemaname || '.' || sequencename FROM pg_sequences "
+                "WHERE schemaname = 'dna_schema' ORDER BY 1 LIMIT 1"
+            )[0][0]
+            mover = legacy_db.connect("postgres")
+            try:
+                mover.run("BEGIN")
+                mover.run("SELECT nextval(CAST(:s AS regclass))", s=legacy)
+                mover.run("SELECT nextval('dna.own_seq')")  # an excluded schema: not reported
+                mover.run("ROLLBACK")
+            finally:
+                mover.close()
+            after = sequence_values(watcher, ["dna"])
+    finally:
+        engine.dispose()
+    assert changed_sequences(before, after) == [legacy]
+    assert changed_sequences(after, after) == []
+
+
+def test_changed_sequences_counts_a_created_or_dropped_sequence():
+    from provision.safety import changed_sequences
+
+    assert changed_sequences({"a.s": None}, {"a.s": None, "b.t": None}) == ["b.t"]
+    assert changed_sequences({"a.s": 3, "b.t": 1}, {"a.s": 4}) == ["a.s", "b.t"]
+    assert changed_sequences({"a.s": None}, {"a.s": 1}) == ["a.s"]
