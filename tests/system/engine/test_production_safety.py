@@ -94,9 +94,12 @@ def test_a_migration_that_only_touches_new_schemas_passes_the_proof(legacy_db, t
     extra = migrations_copy(
         tmp_path,
         {
-            "900_fine.sql": "CREATE SCHEMA billing;\n"
-            "CREATE TABLE billing.invoice (id int);\n"
-            "INSERT INTO billing.invoice VALUES (1);\n"
+            "900_fine.sql": "CREATE SCHEMA IF NOT EXISTS memory;\n"
+            "CREATE TABLE memory.invoice (id int PRIMARY KEY, note text);\n"
+            "COMMENT ON TABLE memory.invoice IS 'fine: a managed table';\n"
+            "CREATE TABLE memory.line (id int REFERENCES memory.invoice);\n"
+            "CREATE FUNCTION memory.total() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+            "INSERT INTO memory.invoice VALUES (1);\n"
             "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities LIMIT 3;\n"
         },
     )
