@@ -448,3 +448,78 @@ def violations(before: Snapshot, after: Snapshot) -> list[str]:
         what = _GLOBAL_CATALOGS.get(change.table, change.table)
         found.append(f"{what} changed ({change.table}: {_counts(change)})")
     return found
+
+
+# -- sequences: not transactional, so proven by what this session did to them ----------------
+#
+# A nextval or setval on a sequence outside the managed schemas is not undone by ROLLBACK,
+# and a live service advances the same sequences concurrently, so comparing values cannot
+# tell who moved one forward. What can: the session's own memory of the sequences it used.
+# `DISCARD SEQUENCES` clears it when the migration's transaction starts; afterwards currval()
+# is defined exactly for the sequences this session called nextval (or setval with is_called)
+# on. A setval moving a sequence back (the harmful direction: the services would draw ids
+# again) is seen from a second session: a value lower than before, or reset to "never
+# called", is never a service's doing.
+_USED_SEQUENCES_DO = """
+DO $nucleus_provision$
+DECLARE
+    s record;
+    used text[] := '{}';
+BEGIN
+    FOR s IN
+        SELECT c.oid, n.nspname || '.' || c.relname AS name
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S'
+          AND n.nspname <> ALL(pg_catalog.string_to_array(
+                  pg_catalog.current_setting('nucleus_provision.scope'), ','))
+          AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+          -- CASE: has_sequence_privilege raises on a relation that is not a sequence, and
+          -- the planner may test it before relkind.
+          AND CASE WHEN c.relkind = 'S'
+                   THEN pg_catalog.has_sequence_privilege(c.oid, 'SELECT,USAGE') END
+    LOOP
+        BEGIN
+            PERFORM pg_catalog.currval(s.oid);
+            used := used || s.name;
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            NULL;  -- never used by this session since DISCARD SEQUENCES
+        END;
+    END LOOP;
+    PERFORM pg_catalog.set_config('nucleus_provision.sequences_used',
+                                  pg_catalog.array_to_string(used, E'\\n'), true);
+END
+$nucleus_provision$
+"""
+
+
+def forget_sequences(conn: Connection) -> None:
+    """Start of a migration's transaction: this session has used no sequence yet."""
+    conn.exec_driver_sql("DISCARD SEQUENCES")
+
+
+def used_sequences(conn: Connection, managed: Iterable[str]) -> list[str]:
+    """The sequences outside the managed schemas this session advanced (or set) since
+    `forget_sequences`; read in the migration's transaction, before its proof's COMMIT."""
+    conn.execute(
+        text("SELECT pg_catalog.set_config('nucleus_provision.scope', :scope, true)"),
+        {"scope": ",".join(managed)},
+    )
+    conn.exec_driver_sql(_USED_SEQUENCES_DO)
+    used = conn.execute(
+        text("SELECT pg_catalog.current_setting('nucleus_provision.sequences_used')")
+    ).scalar_one()
+    return sorted(name for name in str(used).split("\n") if name)
+
+
+def rewound_sequences(
+    before: Mapping[str, int | None], after: Mapping[str, int | None]
+) -> list[str]:
+    """Sequences moved back between two `sequence_values` reads: lower than before, or reset
+    to never called. Services only ever move a sequence forward (a CYCLE sequence wrapping
+    around is the one exception, and it would be named)."""
+    found = []
+    for name in sorted(before.keys() & after.keys()):
+        old, new = before[name], after[name]
+        if old is not None and (new is None or new < old):
+            found.append(name)
+    return found
