@@ -37,6 +37,7 @@ from provision.errors import (
     CredentialsMissing,
     LockTimeout,
     ManualActionRequired,
+    MigrationFileError,
     PermissionProblem,
     ScopeViolation,
     SessionMismatch,
@@ -54,6 +55,7 @@ from provision.locks import (
     holders,
     outside_locks,
 )
+from provision.migrations import PROBE_TABLE, index_probes
 from provision.planner import Plan, make_plan
 from provision.sql import error_fields, ident, server_message
 
@@ -574,13 +576,86 @@ WHERE i.indisvalid IS DISTINCT FROM true
 """)
 
 
-def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: LockPolicy) -> None:
-    """A no-transaction migration (CREATE INDEX CONCURRENTLY and kin): one statement at a
-    time, then every index it builds must be valid before it is recorded. Its lock waits do
-    not stall live traffic (CONCURRENTLY takes no lock that blocks reads or writes), so they
-    may last the whole lock budget."""
+# What an index's expressions, predicate and operator classes may use when it is built outside
+# a transaction, where nothing could be rolled back: built-in functions, operators and types
+# only (a function falsely declared IMMUTABLE runs on every row of the build), and operator
+# classes that are built in or belong to an extension (pgvector's).
+_PROBE_DEPENDENCIES_SQL = text("""
+SELECT DISTINCT pg_describe_object(d.refclassid, d.refobjid, 0) AS object
+FROM pg_index i
+JOIN pg_depend d ON d.classid = CAST('pg_class' AS regclass) AND d.objid = i.indexrelid
+WHERE i.indrelid = CAST(:probe AS regclass)
+  AND d.refobjid >= 16384
+  AND (d.refclassid IN (CAST('pg_proc' AS regclass), CAST('pg_operator' AS regclass),
+                        CAST('pg_type' AS regclass))
+       OR (d.refclassid IN (CAST('pg_opclass' AS regclass), CAST('pg_collation' AS regclass))
+           AND NOT EXISTS (SELECT 1 FROM pg_depend e
+                           WHERE e.classid = d.refclassid AND e.objid = d.refobjid
+                             AND e.deptype = 'e')))
+ORDER BY 1
+""")
+
+
+def _probe_indexes(
+    conn: Connection, action: Action, set_role: str | None, managed: tuple[str, ...]
+) -> None:
+    """Before a no-transaction file runs: build each of its indexes on an empty temporary
+    copy of its table, in a transaction that is rolled back (and proven like a migration's,
+    since constant arguments of a function are folded while planning), and refuse a file
+    whose index would call anything not built in."""
+    if action.migration is None:
+        return
+    for probe in index_probes(action.migration):
+        with conn.begin() as trans:
+            if set_role:
+                conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            before = safety.snapshot(conn, managed)
+            conn.exec_driver_sql("SELECT set_config('search_path', 'public', true)")
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE {ident(PROBE_TABLE)} (LIKE {ident(probe.schema, probe.table)}) "
+                "ON COMMIT DROP"
+            )
+            conn.exec_driver_sql(probe.sql)
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            uses = list(
+                conn.execute(_PROBE_DEPENDENCIES_SQL, {"probe": f"pg_temp.{PROBE_TABLE}"})
+                .scalars()
+                .all()
+            )
+            found = safety.violations(before, safety.snapshot(conn, managed))
+            trans.rollback()
+        if found:
+            raise _outside(action, found)
+        if uses:
+            raise MigrationFileError(
+                f"{action.migration.filename}:{probe.line}: refused: an index built outside a "
+                f"transaction may use only built-in functions and operators, and this one uses "
+                f"{', '.join(uses)}",
+                hint="nothing was applied; build this index in a transactional migration (drop "
+                "the no-transaction marker and CONCURRENTLY), where the proof covers what its "
+                "functions do",
+            )
+
+
+def _autocommit(
+    conn: Connection,
+    action: Action,
+    set_role: str | None,
+    policy: LockPolicy,
+    managed: tuple[str, ...] = (),
+) -> None:
+    """A no-transaction migration (CREATE INDEX CONCURRENTLY and kin): its indexes probed
+    first (`_probe_indexes`), then one statement at a time, then every index it builds must be
+    valid, and the fingerprint of what lies outside the managed schemas unchanged, before it
+    is recorded. Its lock waits do not stall live traffic (CONCURRENTLY takes no lock that
+    blocks reads or writes), so they may last the whole lock budget."""
     started = time.monotonic()
     conn.commit()  # no transaction may be open while the isolation level changes
+    _probe_indexes(conn, action, set_role, managed)
+    with conn.begin():
+        conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+        before = safety.snapshot(conn, managed)
     # In SQLAlchemy 2 this changes the connection in place: restored below for the next action.
     conn.execution_options(isolation_level="AUTOCOMMIT")
     try:
@@ -613,6 +688,20 @@ def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: 
                     hint="the step was not recorded; run apply again: it drops the invalid index "
                     "and builds it anew",
                 )
+        conn.exec_driver_sql(_PROOF_SEARCH_PATH.replace(", true)", ", false)"))
+        after = safety.snapshot(conn, managed)
+        conn.exec_driver_sql("RESET search_path")
+        # Row and catalog counters are per transaction: outside one, only the objects count.
+        found = safety.violations(
+            before, replace(after, rows=before.rows, catalogs=before.catalogs)
+        )
+        if found:
+            raise ApplyFailed(
+                f"{_where(action)} changed what is outside the managed schemas: "
+                + "; ".join(found[:10]),
+                hint="this step is not transactional, so what it did stays: it was not recorded; "
+                "undo it by hand before running again",
+            )
         if action.record is not None:
             elapsed = int((time.monotonic() - started) * 1000)
             _run_sql(conn, action.record, {"execution_time_ms": elapsed})
@@ -656,7 +745,7 @@ def _execute(
                 ),
             )
         else:
-            _autocommit(conn, action, set_role, run.policy)
+            _autocommit(conn, action, set_role, run.policy, run.desired.schema_names)
     except (OperationalError, InterfaceError) as exc:
         raise ApplyFailed(
             f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was "

@@ -533,3 +533,48 @@ def index_names(migration: Migration) -> tuple[tuple[str, str], ...]:
         if isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname and node.relation:
             found.append((node.relation.schemaname or "", node.idxname))
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class IndexProbe:
+    """A CREATE INDEX CONCURRENTLY of a no-transaction file, rewritten to build the same index
+    on an empty temporary copy of its table, in a transaction: the database then resolves
+    every function, operator, type and operator class its expressions and predicate use
+    (pg_depend), without reading a row, before the real build runs them on every row."""
+
+    line: int
+    schema: str
+    table: str
+    sql: str
+
+
+PROBE_TABLE = "nucleus_provision_probe"
+
+
+def index_probes(migration: Migration) -> tuple[IndexProbe, ...]:
+    import copy
+
+    from pglast.stream import RawStream
+
+    ast = _ast()
+    found = []
+    for statement in migration.statements:
+        node = statement.tree
+        if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.relation):
+            continue
+        probe = copy.deepcopy(node)
+        probe.concurrent = False
+        probe.idxname = None
+        probe.if_not_exists = False
+        probe.relation = ast.RangeVar(
+            schemaname="pg_temp", relname=PROBE_TABLE, inh=True, relpersistence="t"
+        )
+        found.append(
+            IndexProbe(
+                statement.line,
+                node.relation.schemaname or "",
+                node.relation.relname or "",
+                RawStream()(probe),
+            )
+        )
+    return tuple(found)

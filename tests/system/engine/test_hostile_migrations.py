@@ -234,3 +234,50 @@ def test_a_legacy_sequence_moved_back_in_a_swallowed_error_is_set_forward_again(
     run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", "dna_schema.entities_id_seq moved back")
     assert legacy_db.query(SEQUENCES) == before
+
+
+def test_a_concurrent_index_calling_a_falsely_immutable_function_is_refused_before_it_builds(
+    legacy_db, tmp_path
+):
+    # Outside a transaction nothing could be rolled back: the index is first built on an
+    # empty copy of its table, and what it calls must be built in.
+    evil = (
+        "CREATE FUNCTION dna.evil(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS\n"
+        "$$ BEGIN DELETE FROM dna_schema.interests; RETURN $1; END $$;\n"
+    )
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "900_function.sql": evil,
+            "901_index.sql": "-- nucleus-provision: no-transaction\n"
+            "CREATE INDEX CONCURRENTLY entity_evil ON dna.entity (dna.evil(name));\n",
+        },
+    )
+    assert cli("apply", *legacy_db.targets).code == 0
+    legacy_db.query(
+        "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities LIMIT 3", user="nucleus"
+    )
+    before = everything_outside(legacy_db)
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "901_index.sql:2: refused", "dna.evil(text)")
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'entity_evil'") == [[0]]
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '901'") == [[0]]
+
+
+def test_a_concurrent_index_on_built_in_expressions_runs(legacy_db, tmp_path):
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "900_index.sql": "-- nucleus-provision: no-transaction\n"
+            "-- nucleus-provision: statement-timeout 10min\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS entity_lower ON dna.entity "
+            "(lower(name)) WHERE name <> '';\n",
+        },
+    )
+    before = everything_outside(legacy_db)
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert run.code == 0, run.err
+    assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'entity_lower'") == [[1]]
+    after = everything_outside(legacy_db)
+    assert after["legacy"] == before["legacy"]
