@@ -332,6 +332,13 @@ def changed_sequences(
     )
 
 
+_DEFINERS_SQL = text("""
+SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prosecdef AND n.nspname = ANY(CAST(:managed AS text[]))
+""")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Digest of every object outside the managed schemas, by (kind, qualified name), the
@@ -343,6 +350,9 @@ class Snapshot:
     rows: Mapping[str, tuple[int, int, int]]
     where: Mapping[tuple[str, str], str] = field(default_factory=dict)
     catalogs: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    # SECURITY DEFINER functions in the managed schemas: code that runs later with its
+    # owner's rights (the owner's DML on the legacy tables, for `nucleus`) for whoever calls it.
+    definers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -367,12 +377,14 @@ def snapshot(conn: Connection, managed: Iterable[str]) -> Snapshot:
             hint="turn the track_counts flag on (it is on by default on Cloud SQL)",
         )
     catalogs = conn.execute(_CATALOG_ROWS_SQL, {"catalogs": list(_GLOBAL_CATALOGS)}).scalar_one()
+    definers = conn.execute(_DEFINERS_SQL, {"managed": managed}).scalars().all()
     return Snapshot(
         objects,
         frozenset(r.object for r in rows if r.kind == "schema"),
         {t: (i, u, d) for t, i, u, d in counters.rows},
         {(r.kind, r.object): r.schema for r in rows},
         {t: (i, u, d) for t, i, u, d in catalogs},
+        frozenset(definers),
     )
 
 
@@ -444,6 +456,11 @@ def violations(before: Snapshot, after: Snapshot) -> list[str]:
         if change.table.split(".", 1)[0] in created_schemas:
             continue  # a table of a schema created here, which is itself reported
         found.append(f"rows of {change.table}: {_counts(change)}")
+    for name in sorted(after.definers - before.definers):
+        found.append(
+            f"function {name} is SECURITY DEFINER (it would run with its owner's rights, "
+            "legacy tables included, for whoever calls it)"
+        )
     for change in _delta(before.catalogs, after.catalogs):
         what = _GLOBAL_CATALOGS.get(change.table, change.table)
         found.append(f"{what} changed ({change.table}: {_counts(change)})")

@@ -165,6 +165,16 @@ HOSTILE = {
         dynamic("SELECT id FROM dna_schema.entities FOR UPDATE"),
         "dna_schema.entities",
     ),
+    "a SECURITY DEFINER function in dna": (
+        "CREATE FUNCTION dna.purge() RETURNS void LANGUAGE sql SECURITY DEFINER AS\n"
+        "$$ DELETE FROM dna.entity $$;\n",
+        "function dna.purge() is SECURITY DEFINER",
+    ),
+    "a function made SECURITY DEFINER later through EXECUTE": (
+        "CREATE FUNCTION dna.helper() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+        + dynamic("ALTER FUNCTION dna.helper() SECURITY DEFINER"),
+        "SECURITY DEFINER",
+    ),
     "LOCK through a view": (
         "CREATE VIEW dna.every_entity AS SELECT * FROM dna_schema.entities;\n"
         "LOCK TABLE dna.every_entity IN ACCESS EXCLUSIVE MODE;\n",
@@ -281,3 +291,38 @@ def test_a_concurrent_index_on_built_in_expressions_runs(legacy_db, tmp_path):
     assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'entity_lower'") == [[1]]
     after = everything_outside(legacy_db)
     assert after["legacy"] == before["legacy"]
+
+
+def test_functions_a_migration_creates_are_not_executable_by_public(legacy_db, tmp_path):
+    extra = migrations_copy(
+        tmp_path,
+        {"900_helper.sql": "CREATE FUNCTION dna.helper() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"},
+    )
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert run.code == 0, run.err
+    assert legacy_db.query(
+        "SELECT has_function_privilege('nucleus_app', 'dna.helper()', 'EXECUTE')"
+    ) == [[False]]
+    assert cli("verify", *legacy_db.targets, "--migrations", str(extra)).code == 0
+
+
+def test_code_left_for_later_is_a_finding_naming_it(legacy_db, tmp_path):
+    # Neither changes anything while the migration runs, so the proof lets them through; what
+    # they would do later is what inspect and verify report.
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "900_later.sql": "CREATE TABLE dna.audit (x int);\n"
+            "CREATE FUNCTION dna.spill() RETURNS trigger LANGUAGE plpgsql AS\n"
+            "$$ BEGIN DELETE FROM dna_schema.capabilities; RETURN NEW; END $$;\n"
+            "CREATE TRIGGER spill AFTER INSERT ON dna.audit FOR EACH ROW "
+            "EXECUTE FUNCTION dna.spill();\n"
+            "CREATE FUNCTION dna.open() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+            "GRANT EXECUTE ON FUNCTION dna.open() TO PUBLIC;\n"
+        },
+    )
+    cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("verify", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
+    assert run.code == 1, run.err
+    assert "code-names-legacy" in run.out and "dna.audit.spill" in run.out
+    assert "code-public-execute" in run.out and "dna.open()" in run.out
