@@ -29,7 +29,8 @@ SALT_BYTES = 16  # as PostgreSQL's SCRAM_DEFAULT_SALT_LEN
 def normalized(password: str) -> bytes:
     """The bytes PostgreSQL derives the keys from: SASLprep'd, else the raw UTF-8."""
     try:
-        return saslprep(password).encode()
+        prepared: str = saslprep(password)
+        return prepared.encode()
     except ScramException:
         return password.encode()
 

@@ -296,7 +296,9 @@ def test_a_concurrent_index_on_built_in_expressions_runs(legacy_db, tmp_path):
 def test_functions_a_migration_creates_are_not_executable_by_public(legacy_db, tmp_path):
     extra = migrations_copy(
         tmp_path,
-        {"900_helper.sql": "CREATE FUNCTION dna.helper() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"},
+        {
+            "900_helper.sql": "CREATE FUNCTION dna.helper() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+        },
     )
     run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
     assert run.code == 0, run.err
