@@ -9,6 +9,7 @@ Cloud SQL targets reached through the Cloud SQL Python Connector build theirs in
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ def parse_dsn(dsn: str) -> URL:
     if url.host and "@" in url.host:
         # An unencoded @ in the password: part of it would be taken for the host (and printed).
         raise ConfigError("the DSN has an unencoded '@' in its password", hint=usage)
+    url = _query_parameters(url, usage)
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(
             f"unsupported DSN scheme {url.drivername!r}",
@@ -71,13 +73,77 @@ def parse_dsn(dsn: str) -> URL:
     return url.set(drivername="postgresql+pg8000")
 
 
+# The libpq parameters a DSN may carry here, and the sslmode values pg8000 can honour.
+SSL_MODES = ("disable", "require", "verify-ca", "verify-full")
+_QUERY_PARAMETERS = ("password", "sslmode", "sslrootcert")
+
+
+def _query_parameters(url: URL, usage: str) -> URL:
+    """`?password=` (libpq's spelling) becomes the URL's password; `sslmode` and
+    `sslrootcert` are checked here and turned into pg8000's ssl_context by `engine_for_dsn`;
+    anything else is refused by name (pg8000 would take it for a keyword argument and fail
+    with a TypeError). No value is ever quoted: a password may be among them."""
+    raw = dict(url.query.items())
+    unknown = sorted(set(raw) - set(_QUERY_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            f"the DSN has unsupported parameter(s) {', '.join(unknown)}",
+            hint="supported: password, sslmode (" + ", ".join(SSL_MODES) + "), sslrootcert",
+        )
+    if any(not isinstance(value, str) for value in raw.values()):
+        raise ConfigError("the DSN repeats a parameter", hint=usage)
+    query = {key: str(value) for key, value in raw.items()}
+    if "password" in query:
+        if url.password is not None:
+            raise ConfigError(
+                "the DSN has two passwords (before the @ and in ?password=)", hint=usage
+            )
+        url = url.set(password=query["password"])
+    mode = query.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        raise ConfigError(
+            f"the DSN's sslmode {mode!r} is not supported",
+            hint="use one of: " + ", ".join(SSL_MODES),
+        )
+    if "sslrootcert" in query and mode not in ("verify-ca", "verify-full"):
+        raise ConfigError(
+            "the DSN's sslrootcert needs sslmode=verify-ca or verify-full", hint=usage
+        )
+    return url.set(query={k: v for k, v in query.items() if k != "password"})
+
+
+def _ssl_context(url: URL) -> ssl.SSLContext | None:
+    """pg8000's ssl_context for the DSN's sslmode: require encrypts without checking the
+    server (as libpq's require), verify-ca checks the chain, verify-full the name too."""
+    mode = url.query.get("sslmode")
+    if mode in (None, "disable"):
+        return None
+    root = url.query.get("sslrootcert")
+    if mode == "require":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context(cafile=str(root) if root else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"the DSN's sslrootcert cannot be read ({exc.__class__.__name__})",
+            hint="sslrootcert names a PEM file of the CA that signed the server's certificate",
+        ) from None
+    context.check_hostname = mode == "verify-full"
+    return context
+
+
 def mask(url: URL | str) -> str:
-    """A URL safe to print: the password replaced by ***."""
+    """A URL safe to print: the password replaced by ***, wherever it was written."""
     if isinstance(url, str):
         try:
             url = make_url(url)
         except ArgumentError:
             return "<unparseable DSN>"
+    if "password" in url.query:
+        url = url.set(query={k: v for k, v in url.query.items() if k != "password"})
     return url.render_as_string(hide_password=True)
 
 
@@ -92,9 +158,18 @@ def _unblock_after_connect(dbapi_connection: object, _record: object) -> None:
 
 def engine_for_dsn(dsn: str | URL, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Engine:
     url = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+    connect_args: dict[str, object] = {
+        "timeout": connect_timeout,
+        "application_name": "nucleus-provision",
+    }
+    context = _ssl_context(url)
+    if context is not None:
+        connect_args["ssl_context"] = context
+    # The query's parameters are ours (checked in parse_dsn), never pg8000 keyword arguments.
+    url = url.set(query={})
     engine = sqlalchemy.create_engine(
         url,
-        connect_args={"timeout": connect_timeout, "application_name": "nucleus-provision"},
+        connect_args=connect_args,
         pool_pre_ping=False,
         poolclass=sqlalchemy.pool.NullPool,
     )
