@@ -326,5 +326,7 @@ def test_code_left_for_later_is_a_finding_naming_it(legacy_db, tmp_path):
     cli("apply", *legacy_db.targets, "--migrations", str(extra))
     run = cli("verify", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
     assert run.code == 1, run.err
-    assert "code-names-legacy" in run.out and "dna.audit.spill" in run.out
-    assert "code-public-execute" in run.out and "dna.open()" in run.out
+    assert "code-names-legacy" in run.out and "code-public-execute" in run.out
+    report = cli("inspect", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
+    assert report.code == 0, report.err
+    assert "dna.audit.spill names dna_schema" in report.out and "dna.open()" in report.out
