@@ -288,7 +288,11 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 _describe(have - want),
             )
         )
-    if public_executes_new_functions(desired, catalog):
+    if public_executes_new_functions(desired, catalog) and any(
+        schema in catalog.schemas for schema in desired.schema_names
+    ):
+        # Reported once a new schema exists (before, the legacy state's report is the seed's
+        # five problems); `default_actions` revokes it before the first migration runs anyway.
         found.append(
             Finding(
                 "default-privileges-missing",

@@ -51,23 +51,26 @@ def test_sslmode_require_is_tried_and_a_server_without_tls_is_a_clear_error(lega
     assert "report it" not in run.err and "TypeError" not in run.err
 
 
-def test_an_app_password_saslprep_refuses_logs_in_as_postgresql_accepts_it(legacy_db):
+def test_an_app_password_saslprep_refuses_logs_in_as_postgresql_accepts_it(legacy_db, tmp_path):
     # A tab and mixed-direction text: SASLprep refuses both, PostgreSQL then uses the raw
-    # bytes (on both sides); libpq (psycopg) logs in the way psql would.
+    # bytes (on both sides); libpq (psycopg) logs in the way psql would. Roles are global to
+    # the server, so this test's app login has a name of its own.
     psycopg = pytest.importorskip("psycopg")
     password = "tab\there-\u05d0abc"
+    login = f"app_tab_{legacy_db.name}"
+    config = config_replacing(tmp_path, 'name = "nucleus_app"', f'name = "{login}"')
     env = {**os.environ, "NUCLEUS_APP_PASSWORD": password}
-    run = cli("apply", *legacy_db.targets, env=env)
+    run = cli("--config", config, "apply", *legacy_db.targets, env=env)
     assert run.code == 0, run.err
     assert password not in run.out + run.err
     with psycopg.connect(
         host=legacy_db.instance.host,
         port=legacy_db.instance.port,
         dbname=legacy_db.name,
-        user="nucleus_app",
+        user=login,
         password=password,
     ) as conn:
-        assert conn.execute("SELECT current_user").fetchone() == ("nucleus_app",)
+        assert conn.execute("SELECT current_user").fetchone() == (login,)
 
 
 def test_a_name_key_in_an_environment_names_the_field(tmp_path):

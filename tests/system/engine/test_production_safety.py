@@ -177,20 +177,18 @@ def test_a_rerun_waits_for_a_killed_runs_orphan_backend_instead_of_running_twice
     legacy_db, tmp_path
 ):
     assert cli("apply", *legacy_db.targets).code == 0
-    # An index build that takes a few seconds: its expression sleeps once per row.
-    legacy_db.query(
-        "CREATE FUNCTION dna.slow(x uuid) RETURNS uuid LANGUAGE sql IMMUTABLE AS "
-        "$$ SELECT x FROM (SELECT pg_sleep(3)) s $$",
-        user="nucleus",
-    )
+    # An index build that waits a few seconds for a session's SHARE lock on its table (a
+    # concurrent build's SHARE UPDATE EXCLUSIVE conflicts with it; its lock waits may last the
+    # whole budget). Only built-in functions: a no-transaction file may call nothing else.
     legacy_db.query("INSERT INTO dna.entity (name) VALUES ('one')", user="nucleus")
     extra = migrations_copy(
         tmp_path,
         {
             "900_slow_index.sql": "-- nucleus-provision: no-transaction\n"
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS entity_slow_idx ON dna.entity (dna.slow(id));\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS entity_slow_idx ON dna.entity (lower(name));\n"
         },
     )
+    holder = _hold(legacy_db, "LOCK TABLE dna.entity IN SHARE MODE", 4, user="nucleus")
     args = ("apply", *legacy_db.targets, "--migrations", str(extra))
     first = start(*args)
     deadline = time.monotonic() + 60
@@ -209,6 +207,7 @@ def test_a_rerun_waits_for_a_killed_runs_orphan_backend_instead_of_running_twice
     assert legacy_db.query(
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'dna.entity_slow_idx'::regclass"
     ) == [[True]]
+    holder.thread.join()
 
 
 # -- never stall live traffic -----------------------------------------------------------------
