@@ -241,6 +241,9 @@ class Catalog:
     # Who can do what, per role and schema: read for `inspect` only (read_access).
     access: tuple[Access, ...] = ()
     code: tuple[Code, ...] = ()
+    # Roles named like a new schema: `"$user"`, first in the default search_path, makes that
+    # schema the first place their sessions' unqualified names resolve.
+    shadowed: tuple[str, ...] = ()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -388,6 +391,10 @@ SELECT fn.kind, fn.name, pg_get_userbyid(p.proowner) AS owner, p.prosecdef AS de
                  AND has_schema_privilege(p.proowner, l.oid, 'USAGE')) AS owner_reaches
 FROM fn JOIN pg_proc p ON p.oid = fn.oid
 ORDER BY fn.kind, fn.name
+""")
+
+_SHADOWED_SQL = text("""
+SELECT rolname FROM pg_roles WHERE rolname = ANY(CAST(:managed AS text[])) ORDER BY 1
 """)
 
 _EXTENSIONS_SQL = text("""
@@ -561,6 +568,9 @@ def read_catalog(
         frozenset(invalid),
         privileges,
         code=code,
+        shadowed=tuple(
+            conn.execute(_SHADOWED_SQL, {"managed": list(desired.schema_names)}).scalars().all()
+        ),
     )
 
 

@@ -525,3 +525,12 @@ def test_the_admins_admin_only_creator_membership_does_not_count_as_the_declared
     catalog = _privileges(memberships=creator_only)
     assert [f.code for f in all_findings(DESIRED, catalog)] == ["membership-missing"]
     assert _statements(plan(catalog, owner_session=True)) == ["GRANT nucleus_readwrite TO postgres"]
+
+
+def test_a_role_named_like_a_new_schema_is_a_finding_naming_it():
+    from provision.concerns import code
+
+    found = code.findings(DESIRED, replace(converged(), shadowed=("memory",)))
+    assert [f.code for f in found] == ["schema-shadows-role"]
+    assert found[0].details == ("memory",) and found[0].manual
+    assert code.findings(DESIRED, converged()) == []

@@ -62,4 +62,17 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "legacy schemas: " + ", ".join(c.name for c in legacy),
             )
         )
+    if catalog.shadowed:
+        found.append(
+            Finding(
+                "schema-shadows-role",
+                Severity.HIGH,
+                f"role(s) {', '.join(catalog.shadowed)} have the name of a new schema",
+                'their sessions resolve unqualified names in that schema first ("$user" in the '
+                "default search_path), so legacy code run by them would reach the new tables",
+                catalog.shadowed,
+                remedy="rename the role(s) (Terraform, google_sql_user), or give them an "
+                "explicit search_path without the new schema",
+            )
+        )
     return found
