@@ -26,6 +26,11 @@ Every operation's latency is recorded. Phases, each about `--seconds` long:
   retried; it converges once the session ends;
 - D, budget runs out: the same with migration 901 and `--lock-budget 2`: `apply` must stop
   and name the blocker (its stderr is shown);
+- F, legacy rows locked (issue 17): migration 903 runs `SELECT ... FROM dna_schema.entities
+  FOR UPDATE` through EXECUTE in a function, then sleeps 5 s: the lock guard cancels it as
+  soon as it sees the ROW SHARE lock, `apply` stops naming it, the writers wait no longer;
+- G, a legacy table locked through a view (issue 17): migration 904 runs `LOCK TABLE` on a
+  view over dna_schema.entities, then sleeps 5 s: the same;
 - E, control: migration 902 with `--lock-timeout 30`, i.e. without the short lock waits:
   the readers of dna.entity queue behind the waiting ALTER for the rest of the 5 s. This
   shows the bench can see a stall; it is not a mode anyone should run.
@@ -33,7 +38,8 @@ Every operation's latency is recorded. Phases, each about `--seconds` long:
 Reports per phase and kind of operation: count, p50, p99 and max latency, and the worst
 added stall (the phase's max minus the baseline's p50); and for each `apply` its exit code,
 duration and what it said about the lock waits. Goal (issue 9): worst added stall under 1 s
-in B, C and D; `apply` converges (B, C) or exits naming the blocker (D). Prints markdown.
+in B, C, D, F and G; `apply` converges (B, C), exits naming the blocker (D) or the lock it
+refused (F, G). Prints markdown.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ FIXTURES = {
     900: "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note text;\n",
     901: "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note2 text;\n",
     902: "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note3 text;\n",
+    # Issue 17: hostile migrations that try to hold locks on the legacy tables, walking around
+    # the guard rail (dynamic SQL in a function), then sit on them.
+    903: "CREATE FUNCTION dna.bench_hold_rows() RETURNS void LANGUAGE plpgsql AS\n"
+    "$$ BEGIN EXECUTE 'SELECT id FROM dna_schema.entities FOR UPDATE'; PERFORM pg_sleep(5); "
+    "END $$;\nSELECT dna.bench_hold_rows();\n",
+    904: "CREATE VIEW dna.bench_every_entity AS SELECT * FROM dna_schema.entities;\n"
+    "LOCK TABLE dna.bench_every_entity IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(5);\n",
 }
 KINDS = (
     "UPDATE dna_schema.entities",
@@ -214,7 +227,8 @@ def migrations(base: Path, name: str, versions: list[int]) -> Path:
     for version in versions:
         (directory / f"{version}_bench_lock_fixture.sql").write_text(
             f"-- {version}: a fixture of bench/stall_bench.py (an ALTER that needs "
-            "ACCESS EXCLUSIVE on dna.entity)\n\n" + FIXTURES[version]
+            "ACCESS EXCLUSIVE on dna.entity, or a hostile lock on a legacy table)\n\n"
+            + FIXTURES[version]
         )
     return directory
 
@@ -368,6 +382,20 @@ def main() -> None:
                     block=entity_lock,
                 )
             )
+            for version, name in (
+                (903, "F: apply 903 locks legacy rows (FOR UPDATE in a function)"),
+                (904, "G: apply 904 locks a legacy table through a view"),
+            ):
+                phases.append(
+                    run_phase(
+                        emu,
+                        name,
+                        args.seconds,
+                        args,
+                        env,
+                        apply=[*lock, *apply, str(migrations(base, f"h{version}", [900, version]))],
+                    )
+                )
             phases.append(
                 run_phase(
                     emu,

@@ -214,6 +214,20 @@ class Access:
 
 
 @dataclass(frozen=True)
+class Code:
+    """A function, procedure or trigger of the new schemas: code that runs later, for whoever
+    calls it (or writes the trigger's table)."""
+
+    kind: str  # "function", "procedure" or "trigger"
+    name: str  # schema.name(args), or schema.table.trigger
+    owner: str
+    security_definer: bool
+    public_execute: bool
+    names_protected: tuple[str, ...]  # protected schemas its body names
+    owner_reaches_protected: bool  # its owner may use a protected schema
+
+
+@dataclass(frozen=True)
 class Catalog:
     database: str
     roles: RoleFacts
@@ -226,6 +240,10 @@ class Catalog:
     privileges: PrivilegeFacts = field(default_factory=PrivilegeFacts)
     # Who can do what, per role and schema: read for `inspect` only (read_access).
     access: tuple[Access, ...] = ()
+    code: tuple[Code, ...] = ()
+    # Roles named like a new schema: `"$user"`, first in the default search_path, makes that
+    # schema the first place their sessions' unqualified names resolve.
+    shadowed: tuple[str, ...] = ()
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -345,6 +363,38 @@ SELECT
        'privilege', a.privilege_type)), '[]')
    FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
    CROSS JOIN LATERAL aclexplode(d.defaclacl) a) AS defaults
+""")
+
+_CODE_SQL = text("""
+WITH managed AS (
+    SELECT oid, nspname FROM pg_namespace WHERE nspname = ANY(CAST(:managed AS text[]))
+),
+fn AS (
+    SELECT p.oid, CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END AS kind,
+           n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid)
+           || ')' AS name
+    FROM pg_proc p JOIN managed n ON n.oid = p.pronamespace
+    WHERE NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = CAST('pg_proc' AS regclass)
+                        AND e.objid = p.oid AND e.deptype = 'e')
+    UNION ALL
+    SELECT t.tgfoid, 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN managed n ON n.oid = c.relnamespace
+    WHERE NOT t.tgisinternal
+)
+SELECT fn.kind, fn.name, pg_get_userbyid(p.proowner) AS owner, p.prosecdef AS definer,
+       fn.kind <> 'trigger' AND (p.proacl IS NULL OR EXISTS (
+           SELECT 1 FROM aclexplode(p.proacl) a
+           WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) AS public_execute,
+       ARRAY(SELECT s FROM unnest(CAST(:protected AS text[])) s
+             WHERE position(s IN coalesce(p.prosrc, '')) > 0 ORDER BY s) AS names_protected,
+       EXISTS (SELECT 1 FROM pg_namespace l WHERE l.nspname = ANY(CAST(:protected AS text[]))
+                 AND has_schema_privilege(p.proowner, l.oid, 'USAGE')) AS owner_reaches
+FROM fn JOIN pg_proc p ON p.oid = fn.oid
+ORDER BY fn.kind, fn.name
+""")
+
+_SHADOWED_SQL = text("""
+SELECT rolname FROM pg_roles WHERE rolname = ANY(CAST(:managed AS text[])) ORDER BY 1
 """)
 
 _EXTENSIONS_SQL = text("""
@@ -478,6 +528,24 @@ def read_catalog(
     }
 
     privileges = read_privileges(conn, desired)
+    code = tuple(
+        Code(
+            r.kind,
+            r.name,
+            r.owner,
+            r.definer,
+            r.public_execute,
+            tuple(r.names_protected),
+            r.owner_reaches,
+        )
+        for r in conn.execute(
+            _CODE_SQL,
+            {
+                "managed": list(desired.schema_names),
+                "protected": list(desired.layout.protected_schemas),
+            },
+        )
+    )
 
     if migrations.exists:
         # Once nucleus owns the table, the admin reads it only if granted; until then the owner
@@ -499,6 +567,10 @@ def read_catalog(
         migrations,
         frozenset(invalid),
         privileges,
+        code=code,
+        shadowed=tuple(
+            conn.execute(_SHADOWED_SQL, {"managed": list(desired.schema_names)}).scalars().all()
+        ),
     )
 
 

@@ -711,6 +711,12 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
                 f"{config_file}: environments.{name} is not a table",
                 hint=f"write it as a [environments.{name}] section with key = value lines",
             )
+        if "name" in table:
+            raise ConfigError(
+                f"{config_file}: environments.{name}.name is not a setting: an environment's "
+                "name is its table's name",
+                hint=f"remove the name key from [environments.{name}]",
+            )
         if "extends" in table and not isinstance(table["extends"], str):
             raise ConfigError(
                 f"{config_file}: environments.{name}.extends must name an environment",
@@ -740,6 +746,13 @@ def load_environments(path: str | os.PathLike[str] | None = None) -> dict[str, E
             if str(config_file) not in exc.message:
                 exc.message = f"{config_file}: {exc.message}"
             raise
+        except (TypeError, AttributeError, KeyError) as exc:
+            # A shape no validator expected (a value where a table belongs, before pydantic
+            # sees it): still the file's fault, named by environment, never "report it".
+            raise ConfigError(
+                f"{config_file}: environment {name!r} has a malformed value ({exc})",
+                hint="compare its tables and keys with the prod environment of environments.toml",
+            ) from None
     return environments
 
 

@@ -8,6 +8,7 @@ Cloud SQL targets reached through the Cloud SQL Python Connector build theirs in
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -110,22 +111,11 @@ def parse_dsn(dsn: str) -> URL:
     if url.host and "@" in url.host:
         # An unencoded @ in the password: part of it would be taken for the host (and printed).
         raise ConfigError("the DSN has an unencoded '@' in its password", hint=usage)
+    url = _query_parameters(url, usage)
     if url.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError(
             f"unsupported DSN scheme {url.drivername!r}",
             hint="use postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-        )
-    sslmode = url.query.get("sslmode", "prefer")
-    if sslmode not in SSL_MODES:
-        raise ConfigError(
-            f"unsupported sslmode {sslmode!r} in the DSN", hint=f"use one of {', '.join(SSL_MODES)}"
-        )
-    unknown = sorted(set(url.query) - {"sslmode", "sslrootcert", "unix_sock"})
-    if unknown:
-        raise ConfigError(
-            f"unsupported DSN parameter(s): {', '.join(unknown)}",
-            hint="a direct DSN takes ?sslmode=MODE, ?sslrootcert=FILE and pg8000's "
-            "?unix_sock=PATH only",
         )
     if not url.username or not url.database or url.password is None:
         raise ConfigError(
@@ -135,8 +125,52 @@ def parse_dsn(dsn: str) -> URL:
     return url.set(drivername="postgresql+pg8000")
 
 
+# The libpq parameters a DSN may carry here (and pg8000's unix_sock); SSL_MODES is above.
+_QUERY_PARAMETERS = ("password", "sslmode", "sslrootcert", "unix_sock")
+
+
+def _query_parameters(url: URL, usage: str) -> URL:
+    """`?password=` (libpq's spelling) becomes the URL's password; `sslmode` and
+    `sslrootcert` are checked here and honoured by `_open_socket` (libpq's semantics);
+    anything else is refused by name (pg8000 would take it for a keyword argument and fail
+    with a TypeError). No value is ever quoted: a password may be among them."""
+    raw = dict(url.query.items())
+    unknown = sorted(set(raw) - set(_QUERY_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            f"the DSN has unsupported parameter(s) {', '.join(unknown)}",
+            hint="supported: password, sslmode (" + ", ".join(SSL_MODES) + "), sslrootcert, "
+            "unix_sock",
+        )
+    if any(not isinstance(value, str) for value in raw.values()):
+        raise ConfigError("the DSN repeats a parameter", hint=usage)
+    query = {key: str(value) for key, value in raw.items()}
+    if "password" in query:
+        if url.password is not None:
+            raise ConfigError(
+                "the DSN has two passwords (before the @ and in ?password=)", hint=usage
+            )
+        url = url.set(password=query["password"])
+    mode = query.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        raise ConfigError(
+            f"the DSN's sslmode {mode!r} is not supported",
+            hint="use one of: " + ", ".join(SSL_MODES),
+        )
+    if "sslrootcert" in query and mode not in ("verify-ca", "verify-full"):
+        raise ConfigError(
+            "the DSN's sslrootcert needs sslmode=verify-ca or verify-full", hint=usage
+        )
+    if "sslrootcert" in query and not os.access(query["sslrootcert"], os.R_OK):
+        raise ConfigError(
+            "the DSN's sslrootcert cannot be read",
+            hint="sslrootcert names a PEM file of the CA that signed the server's certificate",
+        )
+    return url.set(query={k: v for k, v in query.items() if k != "password"})
+
+
 def mask(url: URL | str) -> str:
-    """A URL safe to print: the password replaced by ***."""
+    """A URL safe to print: the password replaced by ***, wherever it was written."""
     if isinstance(url, str):
         try:
             url = make_url(url)
@@ -144,6 +178,8 @@ def mask(url: URL | str) -> str:
             return "<unparseable DSN>"
     if url.drivername == DRIVER:
         url = url.set(drivername="postgresql+pg8000")
+    if "password" in url.query:
+        url = url.set(query={k: v for k, v in url.query.items() if k != "password"})
     return url.render_as_string(hide_password=True)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -37,6 +37,7 @@ from provision.errors import (
     CredentialsMissing,
     LockTimeout,
     ManualActionRequired,
+    MigrationFileError,
     PermissionProblem,
     ScopeViolation,
     SessionMismatch,
@@ -49,9 +50,12 @@ from provision.locks import (
     WRITER_KEY,
     Attempts,
     BlockerWatch,
+    LockGuard,
     LockPolicy,
     holders,
+    outside_locks,
 )
+from provision.migrations import PROBE_TABLE, index_probes
 from provision.planner import Plan, make_plan
 from provision.sql import error_fields, ident, server_message
 
@@ -136,6 +140,20 @@ class _Run:
             Session.OWNER: BlockerWatch(
                 lambda: stack.enter_context(
                     db.connect(target.owner or target.admin, f"{target.description} (watch)")
+                )
+            ),
+        }
+        # The lock guard of a migration, logged in as the session it watches (so that it may
+        # cancel that session's statement): opened when the first migration runs.
+        self.guards = {
+            Session.ADMIN: LockGuard(
+                lambda: stack.enter_context(
+                    db.connect(target.admin, f"{target.description} (lock guard)")
+                )
+            ),
+            Session.OWNER: LockGuard(
+                lambda: stack.enter_context(
+                    db.connect(target.owner or target.admin, f"{target.description} (lock guard)")
                 )
             ),
         }
@@ -402,6 +420,11 @@ def _where(action: Action) -> str:
     return action.migration.filename if action.migration else action.kind.value
 
 
+# The catalog reads of the proof resolve names in pg_catalog first and this session's
+# temporary objects last: a migration's `CREATE TEMP VIEW pg_locks` must not answer them.
+_PROOF_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)"
+
+
 def _transaction(
     conn: Connection,
     action: Action,
@@ -409,30 +432,150 @@ def _transaction(
     policy: LockPolicy,
     managed: tuple[str, ...],
     slots: dict[str, object],
+    guard: LockGuard | None = None,
+    pid: int = 0,
 ) -> None:
-    """One attempt: everything or nothing."""
+    """One attempt (see `_proven`); when a migration's transaction was rolled back for what
+    it did outside (a lock found first, say), a sequence it moved back is still seen from
+    the second session, set forward again and named."""
+    watcher = guard.connection() if guard is not None and action.proven else None
+    values = _sequences(watcher, managed, policy) if watcher is not None else None
+    try:
+        _proven(conn, action, set_role, policy, managed, slots, guard, pid, values)
+    except ScopeViolation as exc:
+        if watcher is None or values is None or "moved back" in exc.message:
+            raise
+        rewound = safety.rewound_sequences(values, _sequences(watcher, managed, policy))
+        if not rewound:
+            raise
+        _restore(watcher, rewound, values)
+        raise ScopeViolation(
+            exc.message + "; " + "; ".join(_moved_back(name, values) for name in rewound),
+            hint=exc.hint,
+        ) from None
+
+
+def _moved_back(name: str, values: dict[str, int | None]) -> str:
+    return (
+        f"sequence {name} moved back (set forward again to {values[name]}, so the services "
+        "never draw an id twice)"
+    )
+
+
+def _proven(
+    conn: Connection,
+    action: Action,
+    set_role: str | None,
+    policy: LockPolicy,
+    managed: tuple[str, ...],
+    slots: dict[str, object],
+    guard: LockGuard | None,
+    pid: int,
+    values: dict[str, int | None] | None,
+) -> None:
+    """One attempt: everything or nothing. A migration is proven before its COMMIT: nothing
+    changed outside the managed schemas (rows, objects, global catalogs, sequences), and no
+    lock stronger than ACCESS SHARE held there; while it runs, `guard` cancels it as soon as
+    it takes such a lock, so that live traffic never queues behind it."""
     started = time.monotonic()
+    scope = list(managed)
     with conn.begin():
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{policy.timeout_ms}ms'")
+        if action.migration is not None:
+            conn.execute(
+                text("SELECT set_config('statement_timeout', :t, true)"),
+                {"t": action.migration.statement_timeout},
+            )
         if set_role:
             conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
-        before = safety.snapshot(conn, managed) if action.proven else None
-        for sql in action.statements:
-            _run_sql(conn, sql, slots)
+        before = None
+        if action.proven:
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            safety.forget_sequences(conn)
+            before = safety.snapshot(conn, managed)
+        watcher = guard.connection() if guard is not None and action.proven else None
+        try:
+            with guard.guarding(pid, scope) if watcher is not None and guard else nullcontext():
+                for sql in action.statements:
+                    _run_sql(conn, sql, slots)
+                    if guard is not None and guard.tripped:
+                        break
+            if guard is not None and guard.tripped:
+                raise _held_outside(action, guard.tripped)
+        except DBAPIError:
+            if guard is not None and guard.tripped:
+                raise _held_outside(action, guard.tripped) from None
+            raise
         if before is not None:
-            found = safety.violations(before, safety.snapshot(conn, managed))
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            # Locks first: the sequence check below takes a lock on each sequence it finds used.
+            found = [f"lock {held}" for held in outside_locks(conn, pid or _pid(conn), scope)]
+            found += safety.violations(before, safety.snapshot(conn, managed))
+            found += [
+                f"sequence {name} advanced or set (sequences are not transactional: its value "
+                "stays moved)"
+                for name in safety.used_sequences(conn, managed)
+            ]
+            if watcher is not None and values is not None and not found:
+                # Only when the migration holds no lock outside: the second session's read
+                # would wait for it, and the migration for the read.
+                rewound = safety.rewound_sequences(values, _sequences(watcher, managed, policy))
+                _restore(watcher, rewound, values)
+                found += [_moved_back(name, values) for name in rewound]
             if found:
-                raise ScopeViolation(
-                    f"{_where(action)} changed what is outside the managed schemas: "
-                    + "; ".join(found[:10])
-                    + (f"; and {len(found) - 10} more" if len(found) > 10 else ""),
-                    hint="its transaction was rolled back, nothing of it remains: legacy schemas, "
-                    "their rows and public.migrations' legacy rows are never changed; put only "
-                    "changes to the new schemas in migrations",
-                )
+                raise _outside(action, found)
         if action.record is not None:
             elapsed = int((time.monotonic() - started) * 1000)
             _run_sql(conn, action.record, {"execution_time_ms": elapsed})
+
+
+def _sequences(
+    watcher: Connection, managed: tuple[str, ...], policy: LockPolicy
+) -> dict[str, int | None]:
+    """The sequences' values, read on the second session under the short lock wait (a lock
+    timeout is retried by the step's Attempts, like any other)."""
+    try:
+        watcher.execute(
+            text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{policy.timeout_ms}ms"}
+        )
+        return safety.sequence_values(watcher, managed)
+    finally:
+        watcher.rollback()
+
+
+def _restore(watcher: Connection, names: list[str], values: dict[str, int | None]) -> None:
+    """Set sequences a migration moved back forward again to their value before it: forward
+    is always safe (a gap in ids, as any rolled-back insert leaves); back is not."""
+    for name in names:
+        watcher.execute(
+            text(
+                "SELECT setval(CAST(:s AS regclass), greatest(:v, (SELECT last_value FROM "
+                "pg_sequences WHERE schemaname || '.' || sequencename = :s)))"
+            ),
+            {"s": ident(*name.split(".", 1)), "v": values[name]},
+        )
+    watcher.commit()
+
+
+def _pid(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _held_outside(action: Action, held: list[str]) -> ScopeViolation:
+    return _outside(action, [f"lock {h}" for h in held])
+
+
+def _outside(action: Action, found: list[str]) -> ScopeViolation:
+    return ScopeViolation(
+        f"{_where(action)} changed or locked what is outside the managed schemas: "
+        + "; ".join(found[:10])
+        + (f"; and {len(found) - 10} more" if len(found) > 10 else ""),
+        hint="its transaction was rolled back, nothing of it remains: legacy schemas, their rows "
+        "and public.migrations' legacy rows are never changed, roles, the database and global "
+        "objects belong to Terraform, and a migration may read legacy objects but never lock "
+        "them (LOCK, SELECT ... FOR UPDATE/SHARE, writes), so that live traffic never waits "
+        "for it; put only changes to the new schemas in migrations",
+    )
 
 
 _INVALID_SQL = text("""
@@ -445,17 +588,95 @@ WHERE i.indisvalid IS DISTINCT FROM true
 """)
 
 
-def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: LockPolicy) -> None:
-    """A no-transaction migration (CREATE INDEX CONCURRENTLY and kin): one statement at a
-    time, then every index it builds must be valid before it is recorded. Its lock waits do
-    not stall live traffic (CONCURRENTLY takes no lock that blocks reads or writes), so they
-    may last the whole lock budget."""
+# What an index's expressions, predicate and operator classes may use when it is built outside
+# a transaction, where nothing could be rolled back: built-in functions, operators and types
+# only (a function falsely declared IMMUTABLE runs on every row of the build), and operator
+# classes that are built in or belong to an extension (pgvector's).
+_PROBE_DEPENDENCIES_SQL = text("""
+SELECT DISTINCT pg_describe_object(d.refclassid, d.refobjid, 0) AS object
+FROM pg_index i
+JOIN pg_depend d ON d.classid = CAST('pg_class' AS regclass) AND d.objid = i.indexrelid
+WHERE i.indrelid = CAST(:probe AS regclass)
+  AND d.refobjid >= 16384
+  AND (d.refclassid IN (CAST('pg_proc' AS regclass), CAST('pg_operator' AS regclass),
+                        CAST('pg_type' AS regclass))
+       OR (d.refclassid IN (CAST('pg_opclass' AS regclass), CAST('pg_collation' AS regclass))
+           AND NOT EXISTS (SELECT 1 FROM pg_depend e
+                           WHERE e.classid = d.refclassid AND e.objid = d.refobjid
+                             AND e.deptype = 'e')))
+ORDER BY 1
+""")
+
+
+def _probe_indexes(
+    conn: Connection, action: Action, set_role: str | None, managed: tuple[str, ...]
+) -> None:
+    """Before a no-transaction file runs: build each of its indexes on an empty temporary
+    copy of its table, in a transaction that is rolled back (and proven like a migration's,
+    since constant arguments of a function are folded while planning), and refuse a file
+    whose index would call anything not built in."""
+    if action.migration is None:
+        return
+    for probe in index_probes(action.migration):
+        with conn.begin() as trans:
+            if set_role:
+                conn.exec_driver_sql(f"SET LOCAL ROLE {ident(set_role)}")
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            before = safety.snapshot(conn, managed)
+            conn.exec_driver_sql("SELECT set_config('search_path', 'public', true)")
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE {ident(PROBE_TABLE)} (LIKE {ident(probe.schema, probe.table)}) "
+                "ON COMMIT DROP"
+            )
+            conn.exec_driver_sql(probe.sql)
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            uses = list(
+                conn.execute(_PROBE_DEPENDENCIES_SQL, {"probe": f"pg_temp.{PROBE_TABLE}"})
+                .scalars()
+                .all()
+            )
+            found = safety.violations(before, safety.snapshot(conn, managed))
+            trans.rollback()
+        if found:
+            raise _outside(action, found)
+        if uses:
+            raise MigrationFileError(
+                f"{action.migration.filename}:{probe.line}: refused: an index built outside a "
+                f"transaction may use only built-in functions and operators, and this one uses "
+                f"{', '.join(uses)}",
+                hint="nothing was applied; build this index in a transactional migration (drop "
+                "the no-transaction marker and CONCURRENTLY), where the proof covers what its "
+                "functions do",
+            )
+
+
+def _autocommit(
+    conn: Connection,
+    action: Action,
+    set_role: str | None,
+    policy: LockPolicy,
+    managed: tuple[str, ...] = (),
+) -> None:
+    """A no-transaction migration (CREATE INDEX CONCURRENTLY and kin): its indexes probed
+    first (`_probe_indexes`), then one statement at a time, then every index it builds must be
+    valid, and the fingerprint of what lies outside the managed schemas unchanged, before it
+    is recorded. Its lock waits do not stall live traffic (CONCURRENTLY takes no lock that
+    blocks reads or writes), so they may last the whole lock budget."""
     started = time.monotonic()
     conn.commit()  # no transaction may be open while the isolation level changes
+    _probe_indexes(conn, action, set_role, managed)
+    with conn.begin():
+        conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+        before = safety.snapshot(conn, managed)
     # In SQLAlchemy 2 this changes the connection in place: restored below for the next action.
     conn.execution_options(isolation_level="AUTOCOMMIT")
     try:
         conn.exec_driver_sql(f"SET lock_timeout = '{int(policy.budget * 1000)}ms'")
+        if action.migration is not None:
+            conn.execute(
+                text("SELECT set_config('statement_timeout', :t, false)"),
+                {"t": action.migration.statement_timeout},
+            )
         if set_role:
             conn.exec_driver_sql(f"SET ROLE {ident(set_role)}")
         for sql in action.statements:
@@ -479,12 +700,27 @@ def _autocommit(conn: Connection, action: Action, set_role: str | None, policy: 
                     hint="the step was not recorded; run apply again: it drops the invalid index "
                     "and builds it anew",
                 )
+        conn.exec_driver_sql(_PROOF_SEARCH_PATH.replace(", true)", ", false)"))
+        after = safety.snapshot(conn, managed)
+        conn.exec_driver_sql("RESET search_path")
+        # Row and catalog counters are per transaction: outside one, only the objects count.
+        found = safety.violations(
+            before, replace(after, rows=before.rows, catalogs=before.catalogs)
+        )
+        if found:
+            raise ApplyFailed(
+                f"{_where(action)} changed what is outside the managed schemas: "
+                + "; ".join(found[:10]),
+                hint="this step is not transactional, so what it did stays: it was not recorded; "
+                "undo it by hand before running again",
+            )
         if action.record is not None:
             elapsed = int((time.monotonic() - started) * 1000)
             _run_sql(conn, action.record, {"execution_time_ms": elapsed})
     finally:
         try:
             conn.exec_driver_sql("RESET lock_timeout")
+            conn.exec_driver_sql("RESET statement_timeout")
             if set_role:
                 conn.exec_driver_sql("RESET ROLE")
         finally:
@@ -504,15 +740,24 @@ def _execute(
     where = _where(action)
     try:
         if action.transactional:
-            run.attempts(Session.OWNER if conn is run._owner else Session.ADMIN).run(
+            session = Session.OWNER if conn is run._owner else Session.ADMIN
+            guard = run.guards[session] if action.proven else None
+            run.attempts(session).run(
                 where,
                 lambda: [pid],
                 lambda: _transaction(
-                    conn, action, set_role, run.policy, run.desired.schema_names, slots
+                    conn,
+                    action,
+                    set_role,
+                    run.policy,
+                    run.desired.schema_names,
+                    slots,
+                    guard,
+                    pid,
                 ),
             )
         else:
-            _autocommit(conn, action, set_role, run.policy)
+            _autocommit(conn, action, set_role, run.policy, run.desired.schema_names)
     except (OperationalError, InterfaceError) as exc:
         raise ApplyFailed(
             f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was "

@@ -212,3 +212,92 @@ class Attempts:
 def holders(conn: Connection, key: int) -> list[Blocker]:
     """Other sessions holding one of our advisory locks."""
     return _blockers(conn, _HOLDERS_SQL, key=key)
+
+
+# -- locks a migration may hold outside its scope -----------------------------------------------
+#
+# A migration may read what lies outside the managed schemas (ACCESS SHARE, which blocks only
+# an ACCESS EXCLUSIVE), never hold more: a LOCK through a view, a SELECT ... FOR UPDATE/SHARE
+# (which leaves ROW SHARE on the table; its row locks show in pg_locks only while someone
+# waits for them), a nextval of a legacy sequence (ROW EXCLUSIVE), a foreign key check
+# against a legacy row. Advisory locks other than ours are counted too: legacy services may
+# use them. Locks of this session's own temporary objects and of system catalogs are not, nor
+# of relations another session cannot see (created by the migration's open transaction: if
+# outside the managed schemas, the proof names them) or this one no longer sees (dropped by
+# it: the proof names that too).
+_OUTSIDE_LOCKS_SQL = text("""
+SELECT n.nspname || '.' || c.relname AS object, l.mode, l.granted
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = :pid AND l.locktype = 'relation' AND l.mode <> 'AccessShareLock'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND n.nspname <> ALL(CAST(:managed AS text[]))
+  AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'advisory key ' || CAST((l.classid::bigint << 32) | l.objid::bigint AS text), l.mode,
+       l.granted
+FROM pg_locks l
+WHERE l.pid = :pid AND l.locktype = 'advisory'
+  AND NOT (l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = ANY(CAST(:ours AS bigint[])))
+ORDER BY 1, 2
+""")
+
+
+def outside_locks(conn: Connection, pid: int, managed: list[str]) -> list[str]:
+    """Locks backend `pid` holds (or waits for) outside the managed schemas that are stronger
+    than ACCESS SHARE, one line each: empty when it only reads there."""
+    rows = conn.execute(
+        _OUTSIDE_LOCKS_SQL, {"pid": pid, "managed": managed, "ours": [RUN_KEY, WRITER_KEY]}
+    ).all()
+    return [f"{r.object}: {r.mode}{'' if r.granted else ' (waiting)'}" for r in rows]
+
+
+class LockGuard:
+    """Watches, on its own connection and thread, the locks a migration's backend takes
+    outside the managed schemas while it runs, and cancels its statement at once when one is
+    stronger than ACCESS SHARE: live traffic then waits one sampling interval, not for the
+    whole migration (the proof before COMMIT would roll it back, but only at its end). The
+    connection logs in as the same user as the watched one: a login may cancel its own
+    backends' statements without any further privilege."""
+
+    def __init__(self, open_connection: Callable[[], Connection]) -> None:
+        self._open = open_connection
+        self._conn: Connection | None = None
+        self.tripped: list[str] = []
+
+    def connection(self) -> Connection:
+        """The guard's own connection: a second session, also for reads around a transaction
+        of the watched one (never while guarding)."""
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    @contextmanager
+    def guarding(self, pid: int, managed: list[str], interval: float = 0.05) -> Iterator[None]:
+        conn = self.connection()
+        self.tripped = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(interval):
+                try:
+                    found = outside_locks(conn, pid, managed)
+                    if found:
+                        self.tripped = found
+                        conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                    conn.rollback()
+                except Exception:  # noqa: BLE001 - a thread's error would print a traceback
+                    # The guard's connection is gone (a proxy cut, say): the migration's own
+                    # connection fails the same way, and the proof before COMMIT still stands.
+                    return
+                # Found or not, keep sampling: a cancel that reached the backend between two
+                # statements cancels nothing, and the next statement must not run long.
+
+        thread = threading.Thread(target=sample, name="lock-guard", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(5)

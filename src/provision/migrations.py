@@ -37,6 +37,14 @@ FILE_PATTERN = re.compile(r"^(?P<version>\d+)_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$
 _NEAR_MISS = re.compile(r"^\d|\.sql\s*$", re.IGNORECASE)
 NO_TRANSACTION_MARK = re.compile(r"^\s*--\s*nucleus-provision:\s*no-transaction\s*$")
 _MARK_ANYWHERE = re.compile(r"nucleus-provision:\s*no-transaction", re.IGNORECASE)
+# Each statement of a migration runs under a statement_timeout: a runaway statement must not
+# hold its locks (on the new schemas: legacy ones it may not lock at all) for hours. A file
+# that needs longer says so in its header: `-- nucleus-provision: statement-timeout 30min`.
+DEFAULT_STATEMENT_TIMEOUT = "5min"
+STATEMENT_TIMEOUT_MARK = re.compile(
+    r"^\s*--\s*nucleus-provision:\s*statement-timeout\s+(?P<value>\S+)\s*$"
+)
+_TIMEOUT_VALUE = re.compile(r"^(?P<n>[1-9]\d{0,8})(?P<unit>ms|s|min|h)$")
 _NAMING_HINT = "name migrations NNN_lower_case_description.sql, e.g. 003_add_index.sql"
 
 
@@ -64,6 +72,7 @@ class Migration:
     checksum: str
     transactional: bool
     text: str = field(repr=False)
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
 
     @property
     def filename(self) -> str:
@@ -161,6 +170,24 @@ def _transactional(path: Path, text: str) -> bool:
     return not marked
 
 
+def _statement_timeout(path: Path, text: str) -> str:
+    """The header's `statement-timeout VALUE` (a number and ms, s, min or h), else the default."""
+    lines = text.splitlines()
+    found = DEFAULT_STATEMENT_TIMEOUT
+    for n, line in enumerate(lines[: _header_end(lines)], 1):
+        match = STATEMENT_TIMEOUT_MARK.match(line)
+        if match is None:
+            continue
+        if not _TIMEOUT_VALUE.match(match["value"]):
+            raise MigrationFileError(
+                f"{path.name}:{n}: statement-timeout {match['value']!r} is not a duration",
+                hint="write e.g. `-- nucleus-provision: statement-timeout 30min` (a whole number "
+                "and ms, s, min or h)",
+            )
+        found = match["value"]
+    return found
+
+
 def read_migration(path: Path) -> Migration:
     """One file, named, decoded and checksummed; its SQL is parsed on first use."""
     match = FILE_PATTERN.match(path.name)
@@ -187,6 +214,7 @@ def read_migration(path: Path) -> Migration:
         checksum=hashlib.sha256(raw).hexdigest(),
         transactional=_transactional(path, text),
         text=text,
+        statement_timeout=_statement_timeout(path, text),
     )
 
 
@@ -254,6 +282,23 @@ def _writes() -> tuple[type, ...]:
 
 
 _SESSION_SETTINGS = {"search_path", "role", "session_authorization"}
+# Settings that bound the migration itself: set by nucleus-provision (the file's header may
+# ask for a longer statement_timeout), never by the file.
+_BOUNDS = {"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"}
+# Calls that write large objects or sequences, which no transaction undoes.
+_LARGE_OBJECT_WRITES = {
+    "lo_create",
+    "lo_creat",
+    "lo_import",
+    "lo_from_bytea",
+    "lo_put",
+    "lo_unlink",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+    "lo_open",
+}
+_SEQUENCE_CALLS = {"nextval", "setval"}
 
 
 @cache
@@ -270,6 +315,19 @@ def _forbidden() -> dict[type, str]:
         ast.AlterRoleSetStmt: "role settings belong to Terraform, not to migrations",
         ast.DropRoleStmt: "roles belong to Terraform (google_sql_user), not to migrations",
         ast.GrantRoleStmt: "role memberships are managed by nucleus-provision and Terraform, not by migrations",
+        ast.AlterDatabaseStmt: "the database belongs to Terraform (google_sql_database), not to migrations",
+        ast.AlterDatabaseSetStmt: "database settings belong to Terraform (database flags), not to migrations",
+        ast.AlterSystemStmt: "server settings belong to Terraform (database flags)",
+        ast.CreatePublicationStmt: "publications reach beyond the new schemas; they are not for migrations",
+        ast.AlterPublicationStmt: "publications reach beyond the new schemas; they are not for migrations",
+        ast.CreateSubscriptionStmt: "subscriptions are not for migrations",
+        ast.CreateCastStmt: "a cast changes what every query of the database means, legacy ones too",
+        ast.CreateEventTrigStmt: "an event trigger runs on every DDL of the database",
+        ast.CreateFdwStmt: "foreign-data wrappers are global objects, not for migrations",
+        ast.CreateForeignServerStmt: "foreign servers are global objects, not for migrations",
+        ast.CreateUserMappingStmt: "user mappings hold credentials; not for migrations",
+        ast.CreateTableSpaceStmt: "tablespaces are not for migrations",
+        ast.LoadStmt: "LOAD runs a shared library's code",
     }
 
 
@@ -302,20 +360,87 @@ def _names(node: object) -> list[str]:
     return []
 
 
-def _problem(stmt: object, protected: set[str], version_table: tuple[str, str]) -> str | None:
+def _outside(schema: str | None, managed: set[str] | None) -> bool:
+    """A relation's schema (None: unqualified, which resolves to public) outside the managed."""
+    return managed is not None and (schema or "public") not in managed
+
+
+def _scope_problem(node: object, managed: set[str] | None) -> str | None:
+    """What the managed scope forbids, seen in the text: new schemas, locks outside."""
+    ast = _ast()
+    if managed is None:
+        return None
+    if isinstance(node, ast.CreateSchemaStmt) and (node.schemaname or "") not in managed:
+        return (
+            f"creates schema {node.schemaname}: only the managed schemas "
+            f"({', '.join(sorted(managed))}) may be created (a schema named after a login "
+            'captures its unqualified names through "$user" in the default search path)'
+        )
+    if isinstance(node, ast.RenameStmt) and getattr(node.renameType, "name", "") == "OBJECT_SCHEMA":
+        return "renames a schema: the managed schemas keep their names, others are not ours"
+    if isinstance(node, ast.LockStmt):
+        outside = [r for r in node.relations or () if _outside(r.schemaname, managed)]
+        if outside:
+            return "LOCK outside the managed schemas would make live traffic wait"
+    if isinstance(node, ast.SelectStmt) and node.lockingClause:
+        for sub, _ in _walk(node.fromClause):
+            if isinstance(sub, ast.RangeVar) and _outside(sub.schemaname, managed):
+                return (
+                    "FOR UPDATE/SHARE locks rows outside the managed schemas, which live "
+                    "traffic would wait for"
+                )
+    if isinstance(node, ast.AlterDefaultPrivilegesStmt):
+        schemas = [
+            getattr(o, "sval", "")
+            for opt in node.options or ()
+            if getattr(opt, "defname", "") == "schemas"
+            for o in (opt.arg or ())
+        ]
+        if not schemas or not set(schemas) <= managed:
+            return "default privileges outside the managed schemas reach objects that are not ours"
+    if isinstance(node, ast.CommentStmt) and getattr(node.objtype, "name", "") in (
+        "OBJECT_DATABASE",
+        "OBJECT_ROLE",
+        "OBJECT_TABLESPACE",
+    ):
+        return "comments on the database or roles belong to Terraform, not to migrations"
+    return None
+
+
+def _problem(
+    stmt: object,
+    protected: set[str],
+    version_table: tuple[str, str],
+    managed: set[str] | None = None,
+) -> str | None:
     ast = _ast()
     for node, reading in _walk(stmt):
-        reason = _forbidden().get(type(node))
+        reason = _forbidden().get(type(node)) or _scope_problem(node, managed)
         if reason:
             return reason
         if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _SESSION_SETTINGS:
             return f"changing {node.name} would let unqualified names reach other schemas"
+        if isinstance(node, ast.VariableSetStmt) and (node.name or "").lower() in _BOUNDS:
+            return (
+                f"{node.name} is set by nucleus-provision; a file that needs longer says so in "
+                "its header: -- nucleus-provision: statement-timeout 30min"
+            )
         if isinstance(node, ast.FuncCall):
             name = [n.sval or "" for n in node.funcname or () if isinstance(n, ast.String)]
             if name and name[-1] == "set_config":
                 return (
                     "set_config() can change search_path or the role behind the guard rail's back"
                 )
+            if name and name[-1] in _LARGE_OBJECT_WRITES:
+                return f"{name[-1]}() writes large objects, which are outside every schema"
+            if name and name[-1] in _SEQUENCE_CALLS and managed is not None:
+                first = (node.args or (None,))[0]
+                value = getattr(getattr(first, "val", None), "sval", None)
+                if not isinstance(value, str) or value.split(".", 1)[0].strip('"') not in managed:
+                    return (
+                        f"{name[-1]}() on a sequence that is not named as one of the managed "
+                        "schemas' (sequences are not transactional: nothing would undo it)"
+                    )
             if len(name) > 1 and name[0] in protected:
                 return f"calls a function of protected schema {name[0]}"
         if reading and not isinstance(node, ast.FuncCall):
@@ -335,12 +460,16 @@ def check_protected(
     migration: Migration,
     protected: Iterable[str],
     version_table: tuple[str, str] = ("public", "migrations"),
+    managed: Iterable[str] | None = None,
 ) -> None:
     """Refuse, before anything runs, a statement that could change a protected schema, its
-    contents or the version table's rows, or that escapes what this check can see."""
+    contents or the version table's rows, or that escapes what this check can see; with
+    `managed`, also one the text shows reaching beyond the managed schemas (a new schema, a
+    lock, default privileges, a sequence or large object outside)."""
     protected = set(protected)
+    scope = set(managed) if managed is not None else None
     for statement in migration.statements:
-        problem = _problem(statement.tree, protected, version_table)
+        problem = _problem(statement.tree, protected, version_table, scope)
         if problem:
             kind = type(statement.tree).__name__.removesuffix("Stmt")
             raise MigrationFileError(
@@ -403,4 +532,49 @@ def index_names(migration: Migration) -> tuple[tuple[str, str], ...]:
         node = statement.tree
         if isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname and node.relation:
             found.append((node.relation.schemaname or "", node.idxname))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class IndexProbe:
+    """A CREATE INDEX CONCURRENTLY of a no-transaction file, rewritten to build the same index
+    on an empty temporary copy of its table, in a transaction: the database then resolves
+    every function, operator, type and operator class its expressions and predicate use
+    (pg_depend), without reading a row, before the real build runs them on every row."""
+
+    line: int
+    schema: str
+    table: str
+    sql: str
+
+
+PROBE_TABLE = "nucleus_provision_probe"
+
+
+def index_probes(migration: Migration) -> tuple[IndexProbe, ...]:
+    import copy
+
+    from pglast.stream import RawStream
+
+    ast = _ast()
+    found = []
+    for statement in migration.statements:
+        node = statement.tree
+        if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.relation):
+            continue
+        probe = copy.deepcopy(node)
+        probe.concurrent = False
+        probe.idxname = None
+        probe.if_not_exists = False
+        probe.relation = ast.RangeVar(
+            schemaname="pg_temp", relname=PROBE_TABLE, inh=True, relpersistence="t"
+        )
+        found.append(
+            IndexProbe(
+                statement.line,
+                node.relation.schemaname or "",
+                node.relation.relname or "",
+                RawStream()(probe),
+            )
+        )
     return tuple(found)

@@ -277,12 +277,87 @@ def test_the_guard_rail_sees_legacy_schemas_in_every_statement_shape(tmp_path):
             "INSERT INTO dna.entity (name) VALUES ('dna_schema')",
             "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities",
             "CREATE VIEW dna.legacy_names AS SELECT name FROM dna_schema.entities",
-            "SET LOCAL statement_timeout = '5s'",
         )
     ):
         path = tmp_path / f"0{20 + n}_ok.sql"
         path.write_text(sql + ";\n")
         check_protected(parse_migration(path), LAYOUT.protected_schemas)
+
+
+MANAGED = ("dna", "tasks", "agents", "results", "memory", "assembly", "execution")
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("CREATE SCHEMA postgres", "only the managed schemas"),
+        ("CREATE SCHEMA IF NOT EXISTS billing", "only the managed schemas"),
+        ("ALTER SCHEMA memory RENAME TO nucleus", "renames a schema"),
+        ("LOCK TABLE public.migrations", "LOCK outside"),
+        ("LOCK TABLE migrations IN SHARE MODE", "LOCK outside"),
+        ("SELECT id FROM public.migrations FOR UPDATE", "FOR UPDATE/SHARE"),
+        (
+            "INSERT INTO dna.entity (name) SELECT name FROM (SELECT name FROM public.migrations "
+            "FOR SHARE) x",
+            "FOR UPDATE/SHARE",
+        ),
+        ("ALTER DATABASE nucleus_v12 CONNECTION LIMIT 1", "Terraform"),
+        ("ALTER DATABASE nucleus_v12 SET statement_timeout = 1", "Terraform"),
+        ("COMMENT ON DATABASE nucleus_v12 IS 'x'", "Terraform"),
+        ("CREATE PUBLICATION p FOR TABLE dna.entity", "publications"),
+        ("CREATE CAST (text AS int) WITH INOUT", "cast"),
+        ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "default privileges"),
+        (
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC",
+            "default privileges",
+        ),
+        ("SELECT lo_create(0)", "large objects"),
+        ("SELECT nextval('public.migrations_id_seq')", "nextval()"),
+        ("SELECT setval('migrations_id_seq', 1)", "setval()"),
+        ("SET statement_timeout = 0", "statement-timeout"),
+        ("SET LOCAL lock_timeout = '1h'", "set by nucleus-provision"),
+    ],
+)
+def test_the_guard_rail_refuses_what_reaches_beyond_the_managed_schemas(tmp_path, sql, why):
+    path = tmp_path / "009_x.sql"
+    path.write_text(sql + ";\n")
+    with pytest.raises(MigrationFileError) as refused:
+        check_protected(parse_migration(path), LAYOUT.protected_schemas, managed=MANAGED)
+    assert why in refused.value.message
+
+
+def test_the_guard_rail_lets_work_on_the_managed_schemas_through(tmp_path):
+    for n, sql in enumerate(
+        (
+            "CREATE SCHEMA IF NOT EXISTS memory",
+            "LOCK TABLE dna.entity IN SHARE MODE",
+            "SELECT id FROM dna.entity FOR UPDATE",
+            "SELECT nextval('dna.goals_id_seq')",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA dna GRANT SELECT ON TABLES TO nucleus_readonly",
+            "COMMENT ON TABLE dna.entity IS 'the new layout'",
+        )
+    ):
+        path = tmp_path / f"0{30 + n}_ok.sql"
+        path.write_text(sql + ";\n")
+        check_protected(parse_migration(path), LAYOUT.protected_schemas, managed=MANAGED)
+
+
+def test_a_header_sets_the_statement_timeout_and_a_bad_one_is_named(tmp_path):
+    from provision.migrations import DEFAULT_STATEMENT_TIMEOUT
+
+    plain = tmp_path / "001_plain.sql"
+    plain.write_text("CREATE TABLE dna.x (id int);\n")
+    assert parse_migration(plain).statement_timeout == DEFAULT_STATEMENT_TIMEOUT
+    longer = tmp_path / "002_longer.sql"
+    longer.write_text(
+        "-- nucleus-provision: statement-timeout 45min\nCREATE TABLE dna.y (id int);\n"
+    )
+    assert parse_migration(longer).statement_timeout == "45min"
+    bad = tmp_path / "003_bad.sql"
+    bad.write_text("-- nucleus-provision: statement-timeout forever\nSELECT 1;\n")
+    with pytest.raises(MigrationFileError) as refused:
+        parse_migration(bad)
+    assert "003_bad.sql:1: statement-timeout 'forever' is not a duration" in refused.value.message
 
 
 def test_an_unreadable_version_table_is_never_taken_for_an_empty_one():
@@ -457,3 +532,12 @@ def test_the_admins_admin_only_creator_membership_does_not_count_as_the_declared
     catalog = _privileges(memberships=creator_only)
     assert [f.code for f in all_findings(DESIRED, catalog)] == ["membership-missing"]
     assert _statements(plan(catalog, owner_session=True)) == ["GRANT nucleus_readwrite TO postgres"]
+
+
+def test_a_role_named_like_a_new_schema_is_a_finding_naming_it():
+    from provision.concerns import code
+
+    found = code.findings(DESIRED, replace(converged(), shadowed=("memory",)))
+    assert [f.code for f in found] == ["schema-shadows-role"]
+    assert found[0].details == ("memory",) and found[0].manual
+    assert code.findings(DESIRED, converged()) == []

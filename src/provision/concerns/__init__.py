@@ -10,7 +10,8 @@ of `inspect` gathers their findings in `FINDING_ORDER`.
 - `version_table`: `public.migrations`, adopted in place;
 - `extension`: `vector`, created by the admin;
 - `ownership`: who owns the new layout, and the route by which objects change hands;
-- `privileges`: groups, the app login, memberships, grants and default privileges.
+- `privileges`: groups, the app login, memberships, grants and default privileges;
+- `code`: functions, procedures and triggers of the new schemas that run later.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provision.catalog import Catalog
-from provision.concerns import extension, migrations, ownership, privileges, version_table
+from provision.concerns import code, extension, migrations, ownership, privileges, version_table
 from provision.desired import DesiredState
 from provision.findings import Finding
 
@@ -29,6 +30,7 @@ FINDING_ORDER: tuple[Callable[[DesiredState, Catalog], list[Finding]], ...] = (
     extension.findings,
     ownership.findings,
     privileges.findings,
+    code.findings,
 )
 
 

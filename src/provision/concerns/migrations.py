@@ -208,7 +208,9 @@ def _run(desired: DesiredState, catalog: Catalog, migration: Migration) -> Actio
     # The file is parsed here, when it is about to run: its parse tree feeds the guard rail
     # (a friendly early refusal; the database proves the rest when it runs).
     vt = desired.version_table
-    check_protected(migration, desired.layout.protected_schemas, (vt.schema, vt.name))
+    check_protected(
+        migration, desired.layout.protected_schemas, (vt.schema, vt.name), desired.schema_names
+    )
     check_no_transaction(migration, desired.schema_names)
     reason = f"{migration.filename} is not recorded"
     if _claiming_row(catalog, migration) is not None:

@@ -132,6 +132,26 @@ def actual_defaults(desired: DesiredState, catalog: Catalog) -> set[tuple[str, .
     return found
 
 
+def public_executes_new_functions(desired: DesiredState, catalog: Catalog) -> bool:
+    """Whether a function the owner creates later is executable by PUBLIC (PostgreSQL's
+    default). It must not be: a function in the new schemas is code others run later, and
+    whoever may execute it should be declared. Only the owner's default for every schema can
+    take PUBLIC's EXECUTE away (a per-schema default only adds to it)."""
+    if not catalog.privileges.role(desired.owner).exists:
+        return False
+    rows = [
+        d
+        for d in catalog.privileges.defaults
+        if d.role == desired.owner and d.schema is None and d.objtype == "f"
+    ]
+    return not rows or any(d.grantee == "PUBLIC" and d.privilege == "EXECUTE" for d in rows)
+
+
+_REVOKE_PUBLIC_EXECUTE = (
+    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"
+)
+
+
 def desired_members(desired: DesiredState) -> set[tuple[str, str]]:
     return {
         (m.group, m.role)
@@ -278,6 +298,20 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"{len(have - want)} privilege(s) in the new schemas are not declared",
                 "someone can do more than the declaration allows",
                 _describe(have - want),
+            )
+        )
+    if public_executes_new_functions(desired, catalog) and any(
+        schema in catalog.schemas for schema in desired.schema_names
+    ):
+        # Reported once a new schema exists (before, the legacy state's report is the seed's
+        # five problems); `default_actions` revokes it before the first migration runs anyway.
+        found.append(
+            Finding(
+                "default-privileges-missing",
+                Severity.HIGH,
+                f"functions {desired.owner} creates are executable by PUBLIC by default",
+                "code in the new schemas could be run by any login, undeclared",
+                ("PUBLIC: EXECUTE on functions revoked by default",),
             )
         )
     want_d, have_d = desired_defaults(desired, catalog), actual_defaults(desired, catalog)
@@ -439,6 +473,8 @@ def default_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
     want, have = desired_defaults(desired, catalog), actual_defaults(desired, catalog)
     statements = _default_sql(desired.owner, "GRANT", want - have)
     statements += _default_sql(desired.owner, "REVOKE", have - want)
+    if public_executes_new_functions(desired, catalog):
+        statements.append(Sql(_REVOKE_PUBLIC_EXECUTE.format(owner=ident(desired.owner))))
     if not statements:
         return []
     return [
@@ -446,7 +482,8 @@ def default_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
             ActionKind.DEFAULT_PRIVILEGES,
             Session.OWNER,
             f"every table and sequence {desired.owner} creates later in the new schemas gets "
-            "exactly the declared grants, with no new GRANT statement",
+            "exactly the declared grants, with no new GRANT statement, and no function it "
+            "creates is executable by PUBLIC",
             tuple(statements),
         )
     ]
