@@ -31,6 +31,7 @@ class ActionKind(StrEnum):
     MEMBERSHIPS = "memberships"
     DEFAULT_PRIVILEGES = "default-privileges"
     GRANTS = "grants"
+    REBUILD_INDEX = "rebuild-index"
 
 
 @dataclass(frozen=True)

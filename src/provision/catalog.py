@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from provision.desired import DesiredState, VersionTable
+from provision.diff.snapshot import Snapshot, read_objects
 from provision.migrations import version_number
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
@@ -226,6 +227,8 @@ class Catalog:
     privileges: PrivilegeFacts = field(default_factory=PrivilegeFacts)
     # Who can do what, per role and schema: read for `inspect` only (read_access).
     access: tuple[Access, ...] = ()
+    # Every object of the schemas the lock covers, in diff's model (None without a lock).
+    objects: Snapshot | None = None
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -490,6 +493,12 @@ def read_catalog(
                 records=read_records(reader, mt, migrations.columns),
                 records_known=True,
             )
+    objects = None
+    if desired.expected is not None:
+        # Last: it pins search_path to pg_catalog for the rest of this read transaction.
+        objects = read_objects(
+            conn, desired.expected.snapshot.schemas_in_scope, (mt.schema, mt.name)
+        )
     return Catalog(
         row["database"],
         roles,
@@ -499,6 +508,7 @@ def read_catalog(
         migrations,
         frozenset(invalid),
         privileges,
+        objects=objects,
     )
 
 

@@ -501,6 +501,56 @@ def verify(
     sys.exit(EXIT_OK if verdict.matches else EXIT_ERROR)
 
 
+@cli.command("lock")
+@migrations_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Do not write: exit 1 when the lock differs from what the migrations make now.",
+)
+@click.pass_obj
+def lock_command(ctx: Context, migrations_dir: Path | None, check: bool) -> None:
+    """Write the expected schema, bootstrap_sql/schema.lock, from the migrations.
+
+    Replays every migration, then applies the privileges declaration, on a scratch
+    PostgreSQL 16 + pgvector set up like Cloud SQL (the local emulation: needs the
+    `emulation` extra, a development-time step), and writes the managed schemas'
+    objects, one per line, sorted, with each migration file's checksum. `verify`,
+    `plan` and `inspect` compare the live database with it; `diff` takes it as a side.
+    Run it after adding a migration, and commit the lock with the migration.
+
+    \b
+    Examples:
+      nucleus-provision lock
+      nucleus-provision lock --check    # in CI: exit 1 when schema.lock is stale
+    """
+    _require_emulation()
+    from provision.local import lock as locking
+    from provision.lockfile import LOCK_NAME, REFRESH
+    from provision.migrations import default_directory
+
+    directory = migrations_dir or default_directory()
+    # The lock is the same for every environment: the owner and the groups are shared.
+    desired = commands.load_desired("local", config=ctx.config, migrations_dir=directory)
+    text = locking.generate(desired)
+    path = directory / LOCK_NAME
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if check:
+        if current != text:
+            raise ConfigError(
+                f"{path} is {'missing' if current is None else 'stale'}: it does not describe "
+                "what the migrations and the privileges declaration make",
+                hint=f"run `{REFRESH}` and commit {LOCK_NAME}",
+            )
+        click.echo(f"{path} is up to date")
+        return
+    if current == text:
+        click.echo(f"{path} is up to date")
+        return
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path} ({len(text.splitlines())} lines)")
+
+
 # -- move (Phase 4: the legacy rows into the new tables) ---------------------------------------
 
 

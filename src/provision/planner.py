@@ -12,7 +12,8 @@ one order that works, and decides how owner work reaches the database:
    gets the declared grants);
 5. adoption of the version table, as the owner;
 6. each pending migration, as the owner, with its record, in its own transaction;
-7. grants and revokes on the existing objects of the new schemas.
+7. invalid indexes the lock expects valid, rebuilt CONCURRENTLY (outside a transaction);
+8. grants and revokes on the existing objects of the new schemas.
 
 Privileges of objects that pending migrations create are known only once they ran: the
 executor plans steps 4 and 7 again after the migrations (Terraform's "known after apply").
@@ -25,7 +26,14 @@ from dataclasses import dataclass
 
 from provision.actions import Action, Session
 from provision.catalog import Catalog
-from provision.concerns import extension, migrations, ownership, privileges, version_table
+from provision.concerns import (
+    extension,
+    migrations,
+    ownership,
+    privileges,
+    structure,
+    version_table,
+)
 from provision.concerns.ownership import Route
 from provision.desired import DesiredState
 
@@ -66,8 +74,9 @@ def make_plan(
     roles = privileges.role_actions(desired, catalog)
     defaults = privileges.default_actions(desired, catalog)
     grants = privileges.grant_actions(desired, catalog)
+    rebuild = structure.actions(desired, catalog)
     return Plan(
-        actions=tuple(create + handoff + roles + defaults + adopt + migrate + grants),
+        actions=tuple(create + handoff + roles + defaults + adopt + migrate + rebuild + grants),
         route=route,
         owner_via_set_role=not owner_session and route is not None and route.via_set_role,
         pending=migrations.pending(desired, catalog),
