@@ -224,7 +224,10 @@ def display_sql(sql: Sql) -> str:
 def plan_dict(plan: Plan, manual: Sequence[Finding] = ()) -> dict[str, Any]:
     return {
         "changes": len(plan.actions),
-        "manual": [{"code": f.code, "message": f.message, "remedy": f.remedy} for f in manual],
+        "manual": [
+            {"code": f.code, "message": f.message, "details": list(f.details), "remedy": f.remedy}
+            for f in manual
+        ],
         "route": {"name": plan.route.name.value, "reason": plan.route.reason}
         if plan.route
         else None,

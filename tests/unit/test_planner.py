@@ -27,14 +27,16 @@ from provision.concerns.ownership import RouteName
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
 from provision.errors import ChecksumMismatch, MigrationFileError, PermissionProblem
+from provision.lockfile import load as load_lock
 from provision.migrations import check_protected, load_migrations, parse_migration
 from provision.planner import Plan, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
 # The local environment's desired state (vector only); prod's adds pgaudit (tests below).
-DESIRED = desired_state(load_environment("local"), MIGRATIONS)
-PROD = desired_state(load_environment("prod"), MIGRATIONS)
+LOCK = load_lock(ROOT / "bootstrap_sql" / "schema.lock")
+DESIRED = desired_state(load_environment("local"), MIGRATIONS, expected=LOCK)
+PROD = desired_state(load_environment("prod"), MIGRATIONS, expected=LOCK)
 LAYOUT = DESIRED.layout
 COLUMNS = DESIRED.version_table.column_names
 

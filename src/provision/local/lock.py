@@ -47,12 +47,16 @@ def build(instance: LocalInstance, desired: DesiredState, database: str = SCRATC
     finally:
         admin.close()
     scenarios.load(instance, "empty", database=database)
-    target_of = lambda: db.Target(  # noqa: E731 - a fresh target per apply (apply disposes it)
-        admin=db.engine_for_dsn(instance.dsn(ADMIN_USER, database)),
-        owner=db.engine_for_dsn(instance.dsn(OWNER_USER, database)),
-        description=f"scratch database {database}",
-        app_password=lambda: secrets.token_urlsafe(24),
-    )
+
+    def target_of() -> db.Target:
+        """A fresh target per apply (apply disposes it)."""
+        return db.Target(
+            admin=db.engine_for_dsn(instance.dsn(ADMIN_USER, database)),
+            owner=db.engine_for_dsn(instance.dsn(OWNER_USER, database)),
+            description=f"scratch database {database}",
+            app_password=lambda: secrets.token_urlsafe(24),
+        )
+
     # No lock and no tables of one (the lock is what this makes), no IAM identities.
     base = replace(
         desired,
