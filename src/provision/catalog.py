@@ -175,6 +175,13 @@ class Membership:
     admin_option: bool = False
     inherit_option: bool = True
     grantor: str | None = None
+    # The member is a Cloud SQL IAM user or group (a member of cloudsqliam*), read for every
+    # member, declared or not: an IAM identity nobody declared is still one.
+    member_iam: bool = False
+    # The run's admin may act for the grantor (it is the grantor, or has its privileges), so
+    # `REVOKE ... GRANTED BY grantor` removes the membership; PostgreSQL ignores, with a
+    # warning, a REVOKE of a grant made by anyone else.
+    admin_acts_for_grantor: bool = True
 
 
 @dataclass(frozen=True)
@@ -339,7 +346,10 @@ SELECT
    FROM wanted w LEFT JOIN pg_roles r ON r.rolname = w.name) AS roles,
   (SELECT coalesce(json_agg(json_build_object(
        'group', g.rolname, 'member', u.rolname, 'admin', m.admin_option,
-       'inherit', m.inherit_option, 'grantor', pg_get_userbyid(m.grantor))), '[]')
+       'inherit', m.inherit_option, 'grantor', pg_get_userbyid(m.grantor),
+       'iam', EXISTS (SELECT 1 FROM pg_auth_members i JOIN pg_roles c ON c.oid = i.roleid
+                      WHERE i.member = u.oid AND c.rolname LIKE 'cloudsqliam%'),
+       'acts_for_grantor', pg_has_role(:admin, m.grantor, 'USAGE'))), '[]')
    FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
    WHERE g.rolname = ANY(CAST(:groups AS text[]))) AS memberships,
   (SELECT coalesce(json_agg(json_build_object(
@@ -581,7 +591,15 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
             for d in facts["defaults"]
         ),
         memberships=tuple(
-            Membership(m["group"], m["member"], m["admin"], m["inherit"], m["grantor"])
+            Membership(
+                m["group"],
+                m["member"],
+                m["admin"],
+                m["inherit"],
+                m["grantor"],
+                m["iam"],
+                m["acts_for_grantor"],
+            )
             for m in facts["memberships"]
         ),
         roles={

@@ -101,8 +101,8 @@ def converged_privileges(tables) -> PrivilegeFacts:
             # ... and users.admin.member_of declares a real one (the Phase 4 move's).
             Membership(RW, "postgres"),
             Membership(RW, APP),
-            Membership(RW, API_SA),
-            Membership(RO, ANALYSTS),
+            Membership(RW, API_SA, member_iam=True),
+            Membership(RO, ANALYSTS, member_iam=True),
         ),
         roles={
             "postgres": RoleState("postgres", True, login=True, in_superuser_group=True),
@@ -428,10 +428,39 @@ def test_with_dsn_alone_iam_memberships_are_left_alone():
     catalog = converged()
     no_iam = replace(DESIRED, privileges=replace(DESIRED.privileges, manage_iam=False))
     assert plan(catalog, no_iam, owner_session=True).empty
-    stray = _privileges(memberships=catalog.privileges.memberships + (Membership(RO, API_SA),))
+    stray = _privileges(
+        memberships=catalog.privileges.memberships + (Membership(RO, API_SA, member_iam=True),)
+    )
     assert plan(stray, no_iam, owner_session=True).empty
     assert _statements(plan(stray, owner_session=True)) == [
         'REVOKE nucleus_readonly FROM "nucleus-api@local-project.iam"'
+    ]
+
+
+def test_with_dsn_alone_an_undeclared_iam_identity_is_left_alone_too():
+    """Whether a member is an IAM identity is read for every member, declared or not."""
+    no_iam = replace(DESIRED, privileges=replace(DESIRED.privileges, manage_iam=False))
+    analyst = Membership(RO, "analysts@example.com", grantor="postgres", member_iam=True)
+    stray = _privileges(memberships=converged().privileges.memberships + (analyst,))
+    assert plan(stray, no_iam, owner_session=True).empty
+    assert not [f for f in all_findings(no_iam, stray) if f.code.startswith("membership")]
+
+
+def test_a_membership_granted_through_the_admin_api_is_reported_never_revoked():
+    """cloudsqladmin's grant: a REVOKE by postgres would do nothing (PostgreSQL only warns)."""
+    by_api = Membership(RW, "intruder", grantor="cloudsqladmin", admin_acts_for_grantor=False)
+    catalog = _privileges(memberships=converged().privileges.memberships + (by_api,))
+    assert _statements(plan(catalog, owner_session=True)) == []
+    (found,) = [f for f in all_findings(DESIRED, catalog) if f.manual]
+    assert found.code == "membership-granted-by-another-role"
+    assert "cloudsqladmin" in found.message and "Cloud SQL Admin API" in found.remedy
+
+
+def test_a_membership_granted_by_a_role_the_admin_acts_for_is_revoked_granted_by_it():
+    other = Membership(RW, "intruder", grantor="nucleus_ops", admin_acts_for_grantor=True)
+    catalog = _privileges(memberships=converged().privileges.memberships + (other,))
+    assert _statements(plan(catalog, owner_session=True)) == [
+        "REVOKE nucleus_readwrite FROM intruder GRANTED BY nucleus_ops"
     ]
 
 

@@ -31,12 +31,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from provision.actions import Action, ActionKind, Session, Sql
-from provision.catalog import SUPERUSER_GROUP, Catalog
+from provision.catalog import SUPERUSER_GROUP, Catalog, Membership
 from provision.desired import DesiredState, MemberKind
 from provision.findings import Finding, Severity
 from provision.sql import ident
 
 PUBLIC = "PUBLIC"
+# Cloud SQL's own superuser: what the Admin API does inside the database, it does as this role.
+CLOUD_SQL_ADMIN = "cloudsqladmin"
 # The placeholder the executor fills with the app login's SCRAM verifier; never printed.
 APP_VERIFIER_SLOT = "app_password_verifier"
 _OBJTYPE = {"table": "r", "sequence": "S"}
@@ -138,20 +140,51 @@ def desired_members(desired: DesiredState) -> set[tuple[str, str]]:
     }
 
 
-def actual_members(desired: DesiredState, catalog: Catalog) -> set[tuple[str, str]]:
-    """Memberships of the managed groups, less Cloud SQL's roles', IAM users' when IAM
-    identities are out of scope, and the admin's ADMIN-only membership (PostgreSQL 16 gives a
-    role's creator one, which inherits nothing): the admin counts as a member only through a
-    membership that inherits the group's privileges."""
-    facts = catalog.privileges
-    iam_out = not desired.privileges.manage_iam
-    return {
-        (m.group, m.member)
-        for m in facts.memberships
-        if not _system(m.member)
-        and not (iam_out and facts.role(m.member).iam)
+def _in_scope(desired: DesiredState, m: Membership) -> bool:
+    """A membership the declaration rules: not Cloud SQL's roles', not an IAM identity's when
+    IAM identities are out of scope (read from the catalog for every member, declared or not),
+    and not the admin's ADMIN-only membership (PostgreSQL 16 gives a role's creator one, which
+    inherits nothing): the admin counts as a member only through one that inherits."""
+    return (
+        not _system(m.member)
+        and not (not desired.privileges.manage_iam and m.member_iam)
         and (m.member != desired.admin or m.inherit_option)
-    }
+    )
+
+
+def actual_members(desired: DesiredState, catalog: Catalog) -> set[tuple[str, str]]:
+    """Memberships of the managed groups in scope (`_in_scope`)."""
+    return {(m.group, m.member) for m in catalog.privileges.memberships if _in_scope(desired, m)}
+
+
+def _stuck_grantors(desired: DesiredState, catalog: Catalog) -> dict[tuple[str, str], list[str]]:
+    """Undeclared memberships the admin cannot revoke, with who granted them: a REVOKE by the
+    admin removes only its own grants (or, with GRANTED BY, those of a role whose privileges it
+    has); PostgreSQL ignores anyone else's with a warning, so such a REVOKE is never planned."""
+    want = desired_members(desired)
+    stuck: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for m in catalog.privileges.memberships:
+        pair = (m.group, m.member)
+        if pair not in want and _in_scope(desired, m) and not m.admin_acts_for_grantor:
+            stuck[pair].append(m.grantor or "an unknown role")
+    return stuck
+
+
+def _grantor_route(desired: DesiredState, group: str, member: str, grantors: list[str]) -> str:
+    routes = []
+    for grantor in sorted(set(grantors)):
+        if grantor == CLOUD_SQL_ADMIN:
+            routes.append(
+                f"{member} in {group} was granted by {CLOUD_SQL_ADMIN}, i.e. through the Cloud SQL "
+                f"Admin API (a user's database roles, as `gcloud sql users assign-roles` sets "
+                f"them): remove {group} from {member}'s database roles the same way"
+            )
+        else:
+            routes.append(
+                f"{member} in {group} was granted by {grantor}, whose grants {desired.admin} "
+                f"cannot revoke: as {grantor}, run REVOKE {ident(group)} FROM {ident(member)}"
+            )
+    return "; ".join(routes) + ", or declare the membership (users.*.member_of, iam_members)"
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -231,12 +264,13 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     no_admin = _groups_without_admin(desired, catalog)
     want_m, have_m = desired_members(desired), actual_members(desired, catalog)
     granted = {(g, r) for g, r in want_m if facts.role(r).exists or r == p.app_login}
+    stuck = _stuck_grantors(desired, catalog)
     for code, pairs, verb in (
         ("membership-missing", granted - have_m, "is not a member of"),
-        ("membership-unexpected", have_m - want_m, "is an undeclared member of"),
+        ("membership-unexpected", have_m - want_m - set(stuck), "is an undeclared member of"),
     ):
         if pairs:
-            stuck = sorted({g for g, _ in pairs} & no_admin)
+            blocked = sorted({g for g, _ in pairs} & no_admin)
             found.append(
                 Finding(
                     code,
@@ -244,9 +278,21 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     f"{len(pairs)} membership(s) differ from the declaration",
                     "logins have other privileges than declared",
                     tuple(f"{r} {verb} {g}" for g, r in sorted(pairs)),
-                    remedy=_admin_remedy(desired, stuck) if stuck else None,
+                    remedy=_admin_remedy(desired, blocked) if blocked else None,
                 )
             )
+    for (group, member), grantors in sorted(stuck.items()):
+        found.append(
+            Finding(
+                "membership-granted-by-another-role",
+                Severity.HIGH,
+                f"{member} is an undeclared member of {group}, granted by "
+                f"{', '.join(sorted(set(grantors)))}",
+                "a login has privileges the declaration does not give it",
+                (f"{member} in {group} (grantor {', '.join(sorted(set(grantors)))})",),
+                remedy=_grantor_route(desired, group, member, grantors),
+            )
+        )
     want, have = desired_grants(desired, catalog), actual_grants(desired, catalog)
     if want - have:
         found.append(
@@ -299,10 +345,15 @@ def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
 
 
 def _admin_remedy(desired: DesiredState, groups: list[str]) -> str:
+    # INHERIT FALSE, SET FALSE: the admin gets the right to manage the group's members and
+    # none of its privileges; a membership that inherits would itself be undeclared.
     return (
         f"{desired.admin} holds no ADMIN OPTION on {', '.join(groups)} (created by another "
         f"role), so it cannot change who is a member: have its creator run "
-        + "; ".join(f"GRANT {ident(g)} TO {ident(desired.admin)} WITH ADMIN OPTION" for g in groups)
+        + "; ".join(
+            f"GRANT {ident(g)} TO {ident(desired.admin)} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE"
+            for g in groups
+        )
     )
 
 
@@ -386,9 +437,24 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
         for g, r in want - have
         if g not in no_admin and (facts.role(r).exists or r == p.app_login)
     )
-    revokes = sorted((g, r) for g, r in have - want if g not in no_admin)
+    stuck = _stuck_grantors(desired, catalog)
+    revokes = sorted((g, r) for g, r in have - want if g not in no_admin and (g, r) not in stuck)
     statements = [Sql(f"GRANT {ident(g)} TO {ident(r)}") for g, r in grants]
-    statements += [Sql(f"REVOKE {ident(g)} FROM {ident(r)}") for g, r in revokes]
+    # One REVOKE per grant, GRANTED BY its grantor (PostgreSQL 16 keeps one row per grantor):
+    # a plain REVOKE by the admin would leave another grantor's row in place.
+    revoked = {(g, r) for g, r in revokes}
+    statements += [
+        Sql(
+            f"REVOKE {ident(m.group)} FROM {ident(m.member)}"
+            + (
+                f" GRANTED BY {ident(m.grantor)}"
+                if m.grantor and m.grantor != desired.admin
+                else ""
+            )
+        )
+        for m in sorted(facts.memberships, key=lambda m: (m.group, m.member, m.grantor or ""))
+        if (m.group, m.member) in revoked and _in_scope(desired, m)
+    ]
     if statements:
         reason = []
         if grants:
