@@ -194,6 +194,8 @@ class RoleState:
     in_superuser_group: bool = False  # a member of cloudsqlsuperuser (the database's owner)
     iam: bool = False  # a Cloud SQL IAM user or group (member of cloudsqliam*)
     admin_holds_admin: bool = False  # the run's admin may grant membership in it
+    # CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS, SUPERUSER where set
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,15 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
     CAST(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END AS "char"), c.relowner))) a
 WHERE n.nspname = ANY(CAST(:managed AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+UNION ALL
+SELECT 'column', n.nspname, c.relname || '.' || at.attname, pg_get_userbyid(c.relowner),
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+       a.privilege_type, a.is_grantable
+FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL aclexplode(at.attacl) a
+WHERE n.nspname = ANY(CAST(:managed AS text[])) AND at.attacl IS NOT NULL AND at.attnum > 0
+  AND NOT at.attisdropped
 """)
 
 # Roles, memberships of the managed groups and default privileges, in one query.
@@ -335,6 +346,10 @@ WITH wanted(name) AS (SELECT unnest(CAST(:names AS text[])))
 SELECT
   (SELECT coalesce(json_agg(json_build_object(
        'name', w.name, 'exists', r.oid IS NOT NULL, 'login', coalesce(r.rolcanlogin, false),
+       'attributes', ARRAY(SELECT a FROM (VALUES
+           ('CREATEDB', r.rolcreatedb), ('CREATEROLE', r.rolcreaterole),
+           ('REPLICATION', r.rolreplication), ('BYPASSRLS', r.rolbypassrls),
+           ('SUPERUSER', r.rolsuper)) AS x(a, f) WHERE f),
        'superuser_group', r.oid IS NOT NULL AND EXISTS (
            SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
            WHERE m.member = r.oid AND g.rolname = 'cloudsqlsuperuser'),
@@ -351,7 +366,10 @@ SELECT
                       WHERE i.member = u.oid AND c.rolname LIKE 'cloudsqliam%'),
        'acts_for_grantor', pg_has_role(:admin, m.grantor, 'USAGE'))), '[]')
    FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
-   WHERE g.rolname = ANY(CAST(:groups AS text[]))) AS memberships,
+   -- the groups' members, and every membership of the runtime roles (the app login, the
+   -- declared IAM identities and the groups themselves), whatever role it is in
+   WHERE g.rolname = ANY(CAST(:groups AS text[])) OR u.rolname = ANY(CAST(:runtime AS text[])))
+   AS memberships,
   (SELECT coalesce(json_agg(json_build_object(
        'role', pg_get_userbyid(d.defaclrole), 'schema', n.nspname, 'objtype', d.defaclobjtype,
        'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
@@ -564,6 +582,15 @@ def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> 
     )
 
 
+def runtime_roles(desired: DesiredState) -> list[str]:
+    """The roles whose every membership is read: the declared groups and the logins services
+    and people use (the app login, the declared IAM identities); not the admin and the owner,
+    Cloud SQL built-in users by design."""
+    p = desired.privileges
+    logins = {m.role for m in p.members} | ({p.app_login} if p.app_login else set())
+    return sorted((set(p.group_names) | logins) - {desired.admin, desired.owner})
+
+
 def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
     """Grants in the new schemas, the declared roles, the managed groups' memberships and
     default privileges: two queries."""
@@ -579,7 +606,12 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
     facts = (
         conn.execute(
             _ROLE_FACTS_SQL,
-            {"names": names, "groups": list(p.group_names), "admin": desired.admin},
+            {
+                "names": names,
+                "groups": list(p.group_names),
+                "runtime": runtime_roles(desired),
+                "admin": desired.admin,
+            },
         )
         .mappings()
         .one()
@@ -610,6 +642,7 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
                 r["superuser_group"],
                 r["iam"],
                 r["admin_holds_admin"],
+                tuple(r["attributes"] or ()),
             )
             for r in facts["roles"]
         },

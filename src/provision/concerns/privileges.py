@@ -86,8 +86,15 @@ def desired_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
     return wanted
 
 
+GRANT_OPTION = "GRANT OPTION FOR "
+
+
 def actual_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
-    """Grants in scope, less each owner's own and those of Cloud SQL's roles."""
+    """Grants in scope, less each owner's own. Within the new schemas every grantee counts,
+    Cloud SQL's roles included: a grant to cloudsqliamuser, cloudsqliamserviceaccount or
+    cloudsqliamgroup reaches every IAM identity of that kind. Column grants (kind `column`,
+    name `table.column`) and grant options (privilege `GRANT OPTION FOR X`) are privileges of
+    their own, which the declaration never gives."""
     facts = catalog.privileges
     found: set[Key] = set()
     for g in facts.grants:
@@ -97,9 +104,11 @@ def actual_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
                 found.add((g.kind, g.schema, g.name, g.grantee, g.privilege))
             continue
         owner = facts.owners.get((g.schema, g.name))
-        if g.grantee == owner or _system(g.grantee):
+        if g.grantee == owner:
             continue
         found.add((g.kind, g.schema, g.name, g.grantee, g.privilege))
+        if g.grantable:
+            found.add((g.kind, g.schema, g.name, g.grantee, GRANT_OPTION + g.privilege))
     return found
 
 
@@ -147,9 +156,18 @@ def _in_scope(desired: DesiredState, m: Membership) -> bool:
     inherits nothing): the admin counts as a member only through one that inherits."""
     return (
         not _system(m.member)
+        and not _platform_membership(m.group)
         and not (not desired.privileges.manage_iam and m.member_iam)
         and (m.member != desired.admin or m.inherit_option)
     )
+
+
+def _platform_membership(group: str) -> bool:
+    """Memberships Cloud SQL makes itself and that are not ours to judge here: every IAM
+    identity is a member of its cloudsqliam* role; cloudsqlsuperuser has its own finding
+    (`login-is-superuser-group`). Any other role a runtime login or group is a member of
+    (the owner, pg_write_all_data, ...) must be declared."""
+    return group.startswith("cloudsqliam") or group == SUPERUSER_GROUP
 
 
 def actual_members(desired: DesiredState, catalog: Catalog) -> set[tuple[str, str]]:
@@ -261,6 +279,27 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "login in SQL from its secret",
             )
         )
+    for group, fixable in _groups_not_nologin(desired, catalog):
+        state = facts.role(group)
+        extra = (["LOGIN"] if state.login else []) + list(state.attributes)
+        found.append(
+            Finding(
+                "group-is-not-a-plain-group",
+                Severity.HIGH,
+                f"declared group {group} exists with {', '.join(extra)}",
+                "a group is NOLOGIN with no attributes: with LOGIN (and perhaps a password) "
+                "someone can log in with every privilege of its members' work",
+                (f"{group}: {', '.join(extra)}",),
+                remedy=None
+                if fixable
+                else f"{desired.admin} cannot change {group} (it holds no ADMIN OPTION on it, or "
+                "only a superuser may remove REPLICATION, BYPASSRLS or SUPERUSER): if it is a "
+                "user created through the Cloud SQL API, delete it there (`gcloud sql users "
+                f"delete {group} --instance=INSTANCE`) and run apply, which creates the group; "
+                f"otherwise have its creator run ALTER ROLE {ident(group)} NOLOGIN "
+                "NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL",
+            )
+        )
     no_admin = _groups_without_admin(desired, catalog)
     want_m, have_m = desired_members(desired), actual_members(desired, catalog)
     granted = {(g, r) for g, r in want_m if facts.role(r).exists or r == p.app_login}
@@ -335,6 +374,21 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     return found
 
 
+# What the admin (CREATEROLE, ADMIN OPTION on the groups it created) may take away itself.
+_ADMIN_REMOVABLE = frozenset({"CREATEDB", "CREATEROLE"})
+
+
+def _groups_not_nologin(desired: DesiredState, catalog: Catalog) -> list[tuple[str, bool]]:
+    """Declared groups that exist with LOGIN or role attributes, and whether apply can fix it."""
+    out = []
+    for group in desired.privileges.group_names:
+        state = catalog.privileges.role(group)
+        if state.exists and (state.login or state.attributes):
+            fixable = state.admin_holds_admin and set(state.attributes) <= _ADMIN_REMOVABLE
+            out.append((group, fixable))
+    return out
+
+
 def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
     facts = catalog.privileges
     return {
@@ -361,13 +415,21 @@ def _admin_remedy(desired: DesiredState, groups: list[str]) -> str:
 
 
 def _by_statement(keys: set[Key]) -> dict[tuple[str, str, str], list[tuple[str, str | None]]]:
-    """Batch grants: one statement per (kind, grantee, privileges) over all its objects."""
-    per_object: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
+    """Batch grants: one statement per (kind, grantee, privileges) over all its objects; grant
+    options and column privileges in statements of their own."""
+    per_object: dict[tuple[str, str, str | None, str, bool], set[str]] = defaultdict(set)
     for kind, schema, name, grantee, privilege in keys:
-        per_object[(kind, schema, name, grantee)].add(privilege)
+        option = privilege.startswith(GRANT_OPTION)
+        privilege = privilege.removeprefix(GRANT_OPTION)
+        if kind == "column" and name is not None:
+            # Per column: `SELECT (email)` on its table.
+            table, _, column = name.partition(".")
+            kind, name, privilege = "table", table, f"{privilege} ({ident(column)})"
+        per_object[(kind, schema, name, grantee, option)].add(privilege)
     batches: dict[tuple[str, str, str], list[tuple[str, str | None]]] = defaultdict(list)
-    for (kind, schema, name, grantee), privileges in sorted(per_object.items(), key=str):
-        batches[(kind, grantee, ", ".join(sorted(privileges)))].append((schema, name))
+    for (kind, schema, name, grantee, option), privileges in sorted(per_object.items(), key=str):
+        shown = ", ".join(sorted(privileges))
+        batches[(kind, grantee, (GRANT_OPTION if option else "") + shown)].append((schema, name))
     return batches
 
 
@@ -377,7 +439,12 @@ def _object_sql(verb: str, keys: set[Key]) -> list[Sql]:
         on = "SCHEMA" if kind == "schema" else "SEQUENCE" if kind == "sequence" else "TABLE"
         names = ", ".join(ident(s) if n is None else ident(s, n) for s, n in objects)
         to = "TO" if verb == "GRANT" else "FROM"
-        statements.append(Sql(f"{verb} {privileges} ON {on} {names} {to} {_grantee(grantee)}"))
+        # CASCADE: a grant option taken back takes back what was granted with it (the
+        # declaration is authoritative in the new schemas); without it PostgreSQL refuses.
+        cascade = " CASCADE" if verb == "REVOKE" and privileges.startswith(GRANT_OPTION) else ""
+        statements.append(
+            Sql(f"{verb} {privileges} ON {on} {names} {to} {_grantee(grantee)}{cascade}")
+        )
     return statements
 
 
@@ -427,6 +494,20 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
                         f"CREATE ROLE {ident(p.app_login)} LOGIN PASSWORD {{{APP_VERIFIER_SLOT}}}",
                         secret=True,
                     ),
+                ),
+            )
+        )
+    plain = [g for g, fixable in _groups_not_nologin(desired, catalog) if fixable]
+    if plain:
+        planned.append(
+            Action(
+                ActionKind.CREATE_ROLES,
+                Session.ADMIN,
+                f"declared group(s) {', '.join(plain)} exist with LOGIN or role attributes; a "
+                "group is NOLOGIN, with no password and no attributes",
+                tuple(
+                    Sql(f"ALTER ROLE {ident(g)} NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL")
+                    for g in plain
                 ),
             )
         )
