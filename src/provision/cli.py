@@ -731,6 +731,12 @@ def move_verify(
 @click.option("--from-dsn", metavar="URL", help="The left side (source), by admin DSN.")
 @click.option("--to-dsn", metavar="URL", help="The right side (target), by admin DSN.")
 @click.option(
+    "--from-lock", metavar="PATH", help="The left side: a schema lock (what the migrations make)."
+)
+@click.option(
+    "--to-lock", metavar="PATH", help="The right side: a schema lock (bootstrap_sql/schema.lock)."
+)
+@click.option(
     "--schema",
     "schemas",
     multiple=True,
@@ -768,6 +774,8 @@ def diff_command(
     to_env: str | None,
     from_dsn: str | None,
     to_dsn: str | None,
+    from_lock: str | None,
+    to_lock: str | None,
     schemas: tuple[str, ...],
     excluded: tuple[str, ...],
     ignored: tuple[str, ...],
@@ -787,6 +795,7 @@ def diff_command(
       nucleus-provision diff --from-dsn "$PROD_DSN" --to-dsn "$STAGING_DSN" --format markdown
       nucleus-provision diff --env prod --env staging --map-role nucleus=nucleus_staging
       nucleus-provision diff --env prod --env staging --schema dna,public --ignore legacy-migrations
+      nucleus-provision diff --env prod --to-lock bootstrap_sql/schema.lock   # prod vs the migrations
     \b
     In CI (fails the job when staging no longer reproduces prod):
       nucleus-provision diff --env prod --env staging --format json > schema-diff.json
@@ -794,16 +803,25 @@ def diff_command(
     from provision import diff
     from provision.diff import options, render
 
-    left_spec, right_spec = options.sides(envs, dsns, from_env, to_env, from_dsn, to_dsn)
+    left_spec, right_spec = options.sides(
+        envs, dsns, from_env, to_env, from_dsn, to_dsn, from_lock, to_lock
+    )
     settings = diff.Options(
         ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
     )
     scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
-    left = resolve_target(ctx, left_spec.dsn, None, left_spec.env)
+
+    def side(spec: options.SideSpec) -> db.Target | diff.LockSide:
+        if spec.lock:
+            return diff.LockSide(Path(spec.lock))
+        return resolve_target(ctx, spec.dsn, None, spec.env)
+
+    left = side(left_spec)
     try:
-        right = resolve_target(ctx, right_spec.dsn, None, right_spec.env)
+        right = side(right_spec)
     except BaseException:
-        left.dispose()
+        if isinstance(left, db.Target):
+            left.dispose()
         raise
     result = diff.run_targets(left, right, settings, scope)
     click.echo(render.render(result, fmt))

@@ -139,3 +139,18 @@ def test_following_the_remedy_of_a_dropped_index_clears_it(converged, instance, 
     assert cli("apply", *converged.targets, "--migrations", str(migrations)).code == 0
     run = cli("verify", *converged.targets, "--migrations", str(migrations))
     assert run.code == 0, run.out
+
+
+def test_diff_takes_the_lock_as_a_side(converged):
+    lock = str(ROOT / "bootstrap_sql" / LOCK_NAME)
+    same = cli("diff", "--from-dsn", converged.admin_dsn, "--to-lock", lock)
+    assert same.code == 0, same.out + same.err
+    converged.query("ALTER TABLE dna.entity DROP COLUMN email", user=OWNER_USER)
+    run = cli("diff", "--from-lock", lock, "--to-dsn", converged.admin_dsn, "--format", "json")
+    assert run.code == 2
+    assert {
+        "kind": "column",
+        "object": "column dna.entity.email",
+        "left": "text",
+        "right": None,
+    } in (run.json["differences"])
