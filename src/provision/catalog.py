@@ -205,6 +205,9 @@ class PrivilegeFacts:
     memberships: tuple[Membership, ...] = ()
     roles: dict[str, RoleState] = field(default_factory=dict)
     owners: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    # What the runtime roles can do, by any path, where the declaration gives them nothing:
+    # (role, object, privilege), by the database's own has_*_privilege.
+    beyond: tuple[tuple[str, str, str], ...] = ()
 
     def role(self, name: str) -> RoleState:
         return self.roles.get(name) or RoleState(name, exists=False)
@@ -582,6 +585,29 @@ def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> 
     )
 
 
+# Effective access the declaration never gives a runtime role, asked of the database itself
+# (has_*_privilege: memberships, PUBLIC, grants to cloudsqliam*, column grants all count):
+# writing a legacy table or the version table, CREATE in any schema or in the database.
+_BEYOND_SQL = text("""
+WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname FROM pg_roles)
+SELECT r.name AS role, 'table ' || n.nspname || '.' || c.relname AS object, p.privilege
+FROM r CROSS JOIN pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
+WHERE c.relkind IN ('r', 'p')
+  AND (n.nspname = ANY(CAST(:legacy AS text[])) OR (n.nspname = :mschema AND c.relname = :mtable))
+  AND has_table_privilege(r.name, c.oid, p.privilege)
+UNION ALL
+SELECT r.name, 'schema ' || n.nspname, 'CREATE'
+FROM r CROSS JOIN pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND has_schema_privilege(r.name, n.oid, 'CREATE')
+UNION ALL
+SELECT r.name, 'database ' || current_database(), 'CREATE'
+FROM r WHERE has_database_privilege(r.name, current_database(), 'CREATE')
+ORDER BY 1, 2, 3
+""")
+
+
 def runtime_roles(desired: DesiredState) -> list[str]:
     """The roles whose every membership is read: the declared groups and the logins services
     and people use (the app login, the declared IAM identities); not the admin and the owner,
@@ -616,7 +642,26 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
         .mappings()
         .one()
     )
+    mt = desired.version_table
+    watched = [
+        r
+        for r in runtime_roles(desired)
+        if p.manage_iam or r not in {m.role for m in p.members if m.kind.value == "iam"}
+    ]
+    beyond = tuple(
+        (row.role, row.object, row.privilege)
+        for row in conn.execute(
+            _BEYOND_SQL,
+            {
+                "roles": watched,
+                "legacy": list(desired.layout.protected_schemas),
+                "mschema": mt.schema,
+                "mtable": mt.name,
+            },
+        )
+    )
     return PrivilegeFacts(
+        beyond=beyond,
         grants=tuple(grants),
         defaults=tuple(
             DefaultGrant(d["role"], d["schema"], d["objtype"], d["grantee"], d["privilege"])

@@ -332,6 +332,27 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 remedy=_grantor_route(desired, group, member, grantors),
             )
         )
+    by_role: dict[str, list[str]] = defaultdict(list)
+    for role, obj, privilege in facts.beyond:
+        by_role[role].append(f"{privilege} on {obj}")
+    for role, grants in sorted(by_role.items()):
+        found.append(
+            Finding(
+                "access-unexpected",
+                Severity.HIGH,
+                f"{role} can do what the declaration never gives it: "
+                + ", ".join(grants[:5])
+                + (f" and {len(grants) - 5} more" if len(grants) > 5 else ""),
+                "a runtime login (or a group) could change legacy rows, the migration history "
+                "or the structure",
+                tuple(grants),
+                remedy=f"find the path with the findings above (a membership, a grant to PUBLIC "
+                f"or to a cloudsqliam* role) and remove it; a grant on a legacy table or schema "
+                f"is removed by its owner (this tool never changes legacy schemas), e.g. "
+                f"REVOKE ... ON <object> FROM {ident(role)}; check with "
+                f"has_table_privilege({role!r}, '<table>', '<privilege>')",
+            )
+        )
     want, have = desired_grants(desired, catalog), actual_grants(desired, catalog)
     if want - have:
         found.append(

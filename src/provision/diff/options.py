@@ -40,9 +40,15 @@ def sides(
     `--env` (or `--dsn`) fills what is left, in the order given."""
     envs, dsns = list(envs), list(dsns)
     if sum(map(bool, (from_env, from_dsn, from_lock))) > 1:
-        raise ConfigError("--from-env, --from-dsn, --from-lock: give one", hint=_SIDES_HINT)
+        raise ConfigError(
+            "--from-env, --from-dsn and --from-lock both name the left side: give one",
+            hint=_SIDES_HINT,
+        )
     if sum(map(bool, (to_env, to_dsn, to_lock))) > 1:
-        raise ConfigError("--to-env, --to-dsn, --to-lock: give one", hint=_SIDES_HINT)
+        raise ConfigError(
+            "--to-env, --to-dsn and --to-lock both name the right side: give one",
+            hint=_SIDES_HINT,
+        )
     left = (
         SideSpec(env=from_env, dsn=from_dsn, lock=from_lock)
         if (from_env or from_dsn or from_lock)

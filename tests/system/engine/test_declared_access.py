@@ -136,3 +136,17 @@ def test_with_dsn_alone_iam_identities_are_never_revoked(converged):
     assert not [s for s in revokes if stranger in s or API_SA in s or ANALYSTS in s], revokes
     # With the environment named, the undeclared one is revoked.
     assert f'REVOKE nucleus_readonly FROM "{stranger}"' in planned_sql(converged)
+
+
+def test_effective_write_on_a_legacy_table_is_reported_and_the_remedy_clears_it(converged):
+    """Legacy schemas are never changed by apply: their owner removes what it granted."""
+    converged.query("GRANT DELETE ON dna_schema.entities TO nucleus_app", user="postgres")
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "access-unexpected" in verify.out
+    assert "DELETE on table dna_schema.entities" in verify.out
+    plan = cli("plan", *converged.targets, "--format", "json")
+    assert plan.code == 1 and not plan.json["actions"]
+    (manual,) = [m for m in plan.json["manual"] if m["code"] == "access-unexpected"]
+    assert "REVOKE ... ON <object> FROM nucleus_app" in manual["remedy"]
+    converged.query("REVOKE DELETE ON dna_schema.entities FROM nucleus_app", user="postgres")
+    assert cli("verify", *converged.targets).code == 0
