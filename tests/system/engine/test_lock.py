@@ -153,4 +153,4 @@ def test_diff_takes_the_lock_as_a_side(converged):
         "object": "column dna.entity.email",
         "left": "text",
         "right": None,
-    } in (run.json["differences"])
+    } in run.json
