@@ -84,7 +84,9 @@ def main() -> None:
         commands.apply(target, commands.load_desired("local"))
         rows = [("converged, nothing extra", *measure(instance, args.runs))]
         fill(instance, "other_app", args.tables)
-        rows.append((f"+ {args.tables} tables outside the managed schemas", *measure(instance, args.runs)))
+        rows.append(
+            (f"+ {args.tables} tables outside the managed schemas", *measure(instance, args.runs))
+        )
         fill(instance, "dna", args.tables)
         rows.append((f"+ {args.tables} tables in dna (findings)", *measure(instance, args.runs)))
     finally:
