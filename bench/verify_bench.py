@@ -25,14 +25,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from provision import commands, db  # noqa: E402
-from provision.local.instance import ADMIN_USER, OWNER_USER, superuser_connection  # noqa: E402
+from provision.local.instance import (  # noqa: E402
+    ADMIN_USER,
+    OWNER_USER,
+    connect_as,
+    superuser_connection,
+)
 from provision.local.server import Server  # noqa: E402
 
 
 def fill(instance, schema: str, tables: int) -> None:
-    conn = superuser_connection(instance, instance.database)
-    try:
+    # In a managed schema as its owner (what a hand-made table there would be), else as the
+    # superuser (another service's schema).
+    if schema == "dna":
+        conn = connect_as(instance, OWNER_USER)
+    else:
+        conn = superuser_connection(instance, instance.database)
         conn.run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    try:
         for start in range(1, tables + 1, 500):
             stop = min(start + 499, tables)
             conn.run(
@@ -41,7 +51,7 @@ def fill(instance, schema: str, tables: int) -> None:
                 "IDENTITY PRIMARY KEY, name text NOT NULL, note text, created_at timestamptz NOT "
                 "NULL DEFAULT now())', i); "
                 f"EXECUTE format('CREATE INDEX extra_%s_name_idx ON {schema}.extra_%s (name)', i, i); "
-                f"EXECUTE format('GRANT SELECT ON {schema}.extra_%s TO postgres', i); "
+                f"EXECUTE format('GRANT SELECT ON {schema}.extra_%s TO nucleus_readonly', i); "
                 "END LOOP; END $$"
             )
     finally:
