@@ -67,6 +67,7 @@ bench: setup $(STAMPS)/bench
 	$(PY) bench/connect_bench.py
 	$(PY) bench/synth_bench.py
 	$(PY) bench/noop_bench.py
+	$(PY) bench/verify_bench.py
 	$(PY) bench/parse_bench.py
 	$(PY) bench/stall_bench.py
 

@@ -26,10 +26,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from provision import db, safety, scram
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Session, Sql
 from provision.catalog import Catalog, read_access, read_catalog
-from provision.concerns import all_findings, privileges
-from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.desired import DesiredState
 from provision.errors import (
     ApplyFailed,
@@ -52,7 +50,7 @@ from provision.locks import (
     LockPolicy,
     holders,
 )
-from provision.planner import Plan, make_plan
+from provision.planner import Plan, findings, make_plan
 from provision.sql import error_fields, ident, server_message
 
 # Bounds every statement of a read, so that `plan` and `verify` never hang.
@@ -260,7 +258,7 @@ def _read(run: _Run, *, owner_session: bool, accept_changed: tuple[str, ...]) ->
     plan = make_plan(
         run.desired, catalog, owner_session=owner_session, accept_changed=accept_changed
     )
-    return Reading(catalog, plan, tuple(all_findings(run.desired, catalog)))
+    return Reading(catalog, plan, tuple(findings(run.desired, catalog)))
 
 
 def snapshot(
@@ -592,9 +590,7 @@ def apply(
                 after = _read(run, owner_session=run.has_owner_session, accept_changed=())
             if any(a.kind == ActionKind.MIGRATE for a in plan.actions):
                 # Privileges of what the migrations created were not known before they ran.
-                known_now = tuple(
-                    a for a in after.plan.actions if privileges.planned_after_migrations(a.kind)
-                )
+                known_now = tuple(a for a in after.plan.actions if a.known_after_migrations)
                 if known_now:
                     listener(Event(EventKind.PLAN, plan=replace(after.plan, actions=known_now)))
                     execute(known_now, after.plan.owner_via_set_role)

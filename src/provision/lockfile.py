@@ -21,24 +21,15 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from provision.diff.snapshot import (
-    Column,
-    Constraint,
-    DefaultPrivilege,
-    Function,
-    Index,
-    MigrationRecord,
-    Owned,
-    Policy,
-    Relation,
-    Snapshot,
-    Trigger,
-    TypeDef,
-)
 from provision.errors import ConfigError
-from provision.migrations import Migration
+
+if TYPE_CHECKING:
+    # Imported where used: the desired state holds a Lock, and loading it must not pull
+    # SQLAlchemy into commands that never read a lock (`--help`).
+    from provision.diff.snapshot import Owned, Snapshot
+    from provision.migrations import Migration
 
 LOCK_NAME = "schema.lock"
 FORMAT = 1
@@ -170,6 +161,21 @@ def _bad(path: str, number: int, what: str) -> ConfigError:
 
 def parse(text: str, path: str = LOCK_NAME) -> Lock:
     """The lock from its text (the inverse of `render`)."""
+    from provision.diff.snapshot import (
+        Column,
+        Constraint,
+        DefaultPrivilege,
+        Function,
+        Index,
+        MigrationRecord,
+        Owned,
+        Policy,
+        Relation,
+        Snapshot,
+        Trigger,
+        TypeDef,
+    )
+
     fields: dict[str, Any] = {
         "schemas": {},
         "relations": {},

@@ -14,8 +14,7 @@ from typing import Any
 import click
 from pg8000.native import literal
 
-from provision.actions import Session, Sql
-from provision.concerns.privileges import APP_VERIFIER_SLOT
+from provision.actions import APP_VERIFIER_SLOT, Session, Sql
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan

@@ -16,9 +16,7 @@ plan, unless accepted with `--accept-changed` (Flyway's `repair`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog, MigrationRecord
 from provision.desired import DesiredState, Table
 from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError, VersionClash
@@ -281,9 +279,8 @@ def _slug(name: str | None) -> str | None:
     return name.split("_", 1)[1]
 
 
-def actions(
-    desired: DesiredState, catalog: Catalog, *, accept_changed: Iterable[str] = ()
-) -> list[Action]:
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    accept_changed = context.accept_changed
     accepted = {version_number(v) for v in accept_changed}
     unknown = accepted - {m.number for m in desired.migrations}
     if unknown:

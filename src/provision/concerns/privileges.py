@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog, Membership
 from provision.desired import DesiredState, MemberKind
 from provision.findings import Finding, Severity
@@ -39,8 +39,6 @@ from provision.sql import ident
 PUBLIC = "PUBLIC"
 # Cloud SQL's own superuser: what the Admin API does inside the database, it does as this role.
 CLOUD_SQL_ADMIN = "cloudsqladmin"
-# The placeholder the executor fills with the app login's SCRAM verifier; never printed.
-APP_VERIFIER_SLOT = "app_password_verifier"
 _OBJTYPE = {"table": "r", "sequence": "S"}
 _ON = {"r": "TABLES", "S": "SEQUENCES"}
 
@@ -622,6 +620,10 @@ def grant_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
     return planned
 
 
-def planned_after_migrations(kind: ActionKind) -> bool:
-    """Privilege actions the executor plans again once the migrations ran (their objects)."""
-    return kind in (ActionKind.GRANTS, ActionKind.DEFAULT_PRIVILEGES)
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    """Roles and memberships, default privileges, grants: three phases (see each)."""
+    return (
+        role_actions(desired, catalog)
+        + default_actions(desired, catalog)
+        + grant_actions(desired, catalog)
+    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
@@ -193,7 +193,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     return out
 
 
-def actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
     """An invalid index (a failed CREATE INDEX CONCURRENTLY or REINDEX) that the lock expects
     valid is rebuilt CONCURRENTLY, as the owner, outside a transaction: live reads and writes
     never wait on it. Everything else needs a migration (see `findings`)."""
