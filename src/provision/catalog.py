@@ -312,6 +312,8 @@ WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
        -- indexes only where the layout names one (the version table's); the rest follow their tables
        OR (c.relkind IN ('i', 'I') AND n.nspname = :mschema))
   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  -- plan and verify read the schemas the layout knows; inspect (no list) reads every one
+  AND (CAST(:only AS text[]) IS NULL OR n.nspname = ANY(CAST(:only AS text[])))
 """)
 
 # Every privilege in the new schemas (and on schema public, where PUBLIC must not CREATE), one
@@ -415,7 +417,11 @@ def read_records(
 
 
 def read_catalog(
-    conn: Connection, desired: DesiredState, records_conn: Callable[[], Connection] | None = None
+    conn: Connection,
+    desired: DesiredState,
+    records_conn: Callable[[], Connection] | None = None,
+    *,
+    every_schema: bool = False,
 ) -> Catalog:
     """Snapshot everything the desired state cares about, in at most four queries.
 
@@ -474,7 +480,21 @@ def read_catalog(
     migrations = MigrationsTableInfo(exists=False)
     invalid: set[tuple[str, str]] = set()
     relation_rows = conn.execute(
-        _RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name, "owner": owner}
+        _RELATIONS_SQL,
+        {
+            "mschema": mt.schema,
+            "mtable": mt.name,
+            "owner": owner,
+            # The relations the concerns look at: the new schemas, the legacy ones, the version
+            # table's; a database's other schemas (thousands of tables of other services) cost
+            # `plan` and `verify` nothing. `inspect` lists every schema's tables.
+            "only": None
+            if every_schema
+            else sorted(
+                {*desired.schema_names, *desired.layout.protected_schemas, mt.schema}
+                | {s.legacy for s in desired.layout.schemas if s.legacy}
+            ),
+        },
     ).mappings()
     for r in relation_rows:
         # `flag`: for a schema, whether the owner may CREATE in it; for a relation, whether it
@@ -589,13 +609,18 @@ def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> 
 # (has_*_privilege: memberships, PUBLIC, grants to cloudsqliam*, column grants all count):
 # writing a legacy table or the version table, CREATE in any schema or in the database.
 _BEYOND_SQL = text("""
-WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname FROM pg_roles)
-SELECT r.name AS role, 'table ' || n.nspname || '.' || c.relname AS object, p.privilege
-FROM r CROSS JOIN pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname FROM pg_roles),
+     watched AS MATERIALIZED (
+         -- the legacy tables and the version table only, before any privilege is asked
+         SELECT c.oid, n.nspname || '.' || c.relname AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND (n.nspname = ANY(CAST(:legacy AS text[]))
+                OR (n.nspname = :mschema AND c.relname = :mtable)))
+SELECT r.name AS role, 'table ' || w.name AS object, p.privilege
+FROM r CROSS JOIN watched w
 CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
-WHERE c.relkind IN ('r', 'p')
-  AND (n.nspname = ANY(CAST(:legacy AS text[])) OR (n.nspname = :mschema AND c.relname = :mtable))
-  AND has_table_privilege(r.name, c.oid, p.privilege)
+WHERE has_table_privilege(r.name, w.oid, p.privilege)
 UNION ALL
 SELECT r.name, 'schema ' || n.nspname, 'CREATE'
 FROM r CROSS JOIN pg_namespace n

@@ -234,13 +234,18 @@ class _Run:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _catalog(run: _Run) -> Catalog:
+def _catalog(run: _Run, *, every_schema: bool = False) -> Catalog:
     """Read the catalog, bounded: a lock held on the version table makes the read time out,
     retry, and finally name the holder."""
 
     def read() -> Catalog:
         try:
-            return read_catalog(run.bounded(run.admin), run.desired, run.records_reader())
+            return read_catalog(
+                run.bounded(run.admin),
+                run.desired,
+                run.records_reader(),
+                every_schema=every_schema,
+            )
         except BaseException:
             run.admin.rollback()
             if run._owner is not None:
@@ -271,7 +276,7 @@ def snapshot(
     """`inspect`: the catalog and who can do what, read-only, bounded like every read."""
     with ExitStack() as stack:
         run = _Run(stack, target, desired, policy, listener, writes=False)
-        catalog = _catalog(run)
+        catalog = _catalog(run, every_schema=True)
         schemas = [
             s
             for s in (*desired.schema_names, *desired.layout.protected_schemas)
