@@ -54,3 +54,25 @@ def test_a_hand_edited_lock_is_refused_with_the_command_that_makes_it():
             'format {"version": 1}\nscope {"schemas": [], "version_table": "public.m"}\nrow oops\n'
         )
     assert REFRESH in (error.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("kind", "left", "right", "code"),
+    [
+        ("column", None, "text", "column-missing"),
+        ("column", "text", None, "column-unexpected"),
+        ("column-type", "text", "varchar(200)", "column-type-changed"),
+        ("column-position", "2", "3", "column-order-changed"),
+        ("index", None, "CREATE INDEX ...", "index-missing"),
+        ("index-validity", "INVALID", "valid", "index-invalid"),
+        ("constraint", None, "check: ...", "constraint-missing"),
+        ("constraint-definition", "a", "b", "constraint-changed"),
+        ("materialized view", None, "owner x", "view-missing"),
+        ("type-definition", "enum 'a'", "enum 'a', 'b'", "type-changed"),
+    ],
+)
+def test_each_kind_of_difference_has_its_own_finding_code(kind, left, right, code):
+    from provision.concerns.structure import code as finding_code
+    from provision.diff.compare import Difference
+
+    assert finding_code(Difference(kind, "x", left, right)) == code
