@@ -624,11 +624,7 @@ class Environment(_Model):
                 )
         if self.users.owner.member_of:
             raise ValueError("users.owner owns the new layout: it needs no group (member_of)")
-        if self.users.admin.name == self.users.owner.name:
-            raise ValueError(
-                f"users.admin and users.owner are both {self.users.admin.name!r}: the owner must "
-                "be its own role, so that what the migrations create belongs to it"
-            )
+        # users.admin == users.owner is refused by the stacks' checks (stacks/checks.py).
         app = self.users.app
         if app is not None and app.name in (self.users.admin.name, self.users.owner.name):
             role = "admin" if app.name == self.users.admin.name else "owner"
