@@ -620,7 +620,10 @@ WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname 
 SELECT r.name AS role, 'table ' || w.name AS object, p.privilege
 FROM r CROSS JOIN watched w
 CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
-WHERE has_table_privilege(r.name, w.oid, p.privilege)
+-- INSERT and UPDATE granted on one column are a way in too (has_any_column_privilege)
+WHERE CASE WHEN p.privilege IN ('INSERT', 'UPDATE')
+           THEN has_any_column_privilege(r.name, w.oid, p.privilege)
+           ELSE has_table_privilege(r.name, w.oid, p.privilege) END
 UNION ALL
 SELECT r.name, 'schema ' || n.nspname, 'CREATE'
 FROM r CROSS JOIN pg_namespace n

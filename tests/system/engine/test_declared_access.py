@@ -150,3 +150,11 @@ def test_effective_write_on_a_legacy_table_is_reported_and_the_remedy_clears_it(
     assert "REVOKE ... ON <object> FROM nucleus_app" in manual["remedy"]
     converged.query("REVOKE DELETE ON dna_schema.entities FROM nucleus_app", user="postgres")
     assert cli("verify", *converged.targets).code == 0
+
+
+def test_a_column_grant_on_a_legacy_table_is_effective_access_too(converged):
+    converged.query("GRANT UPDATE (name) ON dna_schema.entities TO nucleus_app", user="postgres")
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "UPDATE on table dna_schema.entities" in verify.out
+    converged.query("REVOKE UPDATE (name) ON dna_schema.entities FROM nucleus_app", user="postgres")
+    assert cli("verify", *converged.targets).code == 0
