@@ -71,6 +71,7 @@ bench: setup $(STAMPS)/bench
 	$(PY) bench/noop_bench.py
 	$(PY) bench/statements_bench.py
 	$(PY) bench/help_bench.py
+	$(PY) bench/verify_bench.py
 	$(PY) bench/parse_bench.py
 	$(PY) bench/stall_bench.py
 	$(PY) bench/diff_bench.py

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from provision.migrations import Migration
 
@@ -31,6 +31,54 @@ class ActionKind(StrEnum):
     MEMBERSHIPS = "memberships"
     DEFAULT_PRIVILEGES = "default-privileges"
     GRANTS = "grants"
+    REBUILD_INDEX = "rebuild-index"
+
+
+class Phase(IntEnum):
+    """The one order that works: a plan runs its actions phase by phase (the concerns' own
+    order within a phase)."""
+
+    EXTENSIONS = 1  # as the admin: only cloudsqlsuperuser members may create them
+    OWNERSHIP = 2  # CREATE for an owner made with SQL, then the hand-off
+    ROLES = 3  # groups, the app login, memberships, as the admin
+    DEFAULT_PRIVILEGES = 4  # of the owner, before the migrations create anything
+    VERSION_TABLE = 5  # adopted in place, as the owner
+    MIGRATIONS = 6  # each pending file, as the owner, with its record
+    REPAIRS = 7  # what the lock expects and apply may restore (an invalid index)
+    GRANTS = 8  # on the existing objects of the new schemas
+
+
+PHASE_OF: dict[ActionKind, Phase] = {
+    ActionKind.CREATE_EXTENSION: Phase.EXTENSIONS,
+    ActionKind.GRANT_PRIVILEGES: Phase.OWNERSHIP,
+    ActionKind.GRANT_MEMBERSHIP: Phase.OWNERSHIP,
+    ActionKind.HANDOFF: Phase.OWNERSHIP,
+    ActionKind.HANDOFF_TO_GROUP: Phase.OWNERSHIP,
+    ActionKind.HANDOFF_TO_OWNER: Phase.OWNERSHIP,
+    ActionKind.CREATE_ROLES: Phase.ROLES,
+    ActionKind.CREATE_LOGIN: Phase.ROLES,
+    ActionKind.MEMBERSHIPS: Phase.ROLES,
+    ActionKind.DEFAULT_PRIVILEGES: Phase.DEFAULT_PRIVILEGES,
+    ActionKind.ADOPT_VERSION_TABLE: Phase.VERSION_TABLE,
+    ActionKind.MIGRATE: Phase.MIGRATIONS,
+    ActionKind.ACCEPT_CHANGED: Phase.MIGRATIONS,
+    ActionKind.REBUILD_INDEX: Phase.REPAIRS,
+    ActionKind.GRANTS: Phase.GRANTS,
+}
+
+# The placeholder the executor fills with the app login's SCRAM verifier; never printed.
+APP_VERIFIER_SLOT = "app_password_verifier"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run adds to (desired state, catalog) for the concerns' `actions`."""
+
+    owner_session: bool = True  # the run has a session logged in as the owner
+    accept_changed: tuple[str, ...] = ()  # --accept-changed versions
+    # Some action must run as the owner (the version table, a migration): the ownership
+    # concern then needs a route even when nothing changes hands. Set by the planner.
+    owner_work: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +102,15 @@ class Action:
     record: Sql | None = None
     # Indexes a no-transaction step builds: each must be valid before the step is recorded.
     indexes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def phase(self) -> Phase:
+        return PHASE_OF[self.kind]
+
+    @property
+    def known_after_migrations(self) -> bool:
+        """Planned again once the migrations ran: privileges of what they created."""
+        return self.phase in (Phase.DEFAULT_PRIVILEGES, Phase.GRANTS)
 
     @property
     def proven(self) -> bool:

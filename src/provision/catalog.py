@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from provision.desired import DesiredState, VersionTable
+from provision.diff.snapshot import Snapshot, read_objects
 from provision.migrations import version_number
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
@@ -174,6 +175,13 @@ class Membership:
     admin_option: bool = False
     inherit_option: bool = True
     grantor: str | None = None
+    # The member is a Cloud SQL IAM user or group (a member of cloudsqliam*), read for every
+    # member, declared or not: an IAM identity nobody declared is still one.
+    member_iam: bool = False
+    # The run's admin may act for the grantor (it is the grantor, or has its privileges), so
+    # `REVOKE ... GRANTED BY grantor` removes the membership; PostgreSQL ignores, with a
+    # warning, a REVOKE of a grant made by anyone else.
+    admin_acts_for_grantor: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,8 @@ class RoleState:
     in_superuser_group: bool = False  # a member of cloudsqlsuperuser (the database's owner)
     iam: bool = False  # a Cloud SQL IAM user or group (member of cloudsqliam*)
     admin_holds_admin: bool = False  # the run's admin may grant membership in it
+    # CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS, SUPERUSER where set
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,9 @@ class PrivilegeFacts:
     memberships: tuple[Membership, ...] = ()
     roles: dict[str, RoleState] = field(default_factory=dict)
     owners: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    # What the runtime roles can do, by any path, where the declaration gives them nothing:
+    # (role, object, privilege), by the database's own has_*_privilege.
+    beyond: tuple[tuple[str, str, str], ...] = ()
 
     def role(self, name: str) -> RoleState:
         return self.roles.get(name) or RoleState(name, exists=False)
@@ -244,6 +257,8 @@ class Catalog:
     # Roles named like a new schema: `"$user"`, first in the default search_path, makes that
     # schema the first place their sessions' unqualified names resolve.
     shadowed: tuple[str, ...] = ()
+    # Every object of the schemas the lock covers, in diff's model (None without a lock).
+    objects: Snapshot | None = None
 
     def relations_in(self, schema: str) -> list[Relation]:
         return sorted(
@@ -315,6 +330,8 @@ WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
        -- indexes only where the layout names one (the version table's); the rest follow their tables
        OR (c.relkind IN ('i', 'I') AND n.nspname = :mschema))
   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  -- plan and verify read the schemas the layout knows; inspect (no list) reads every one
+  AND (CAST(:only AS text[]) IS NULL OR n.nspname = ANY(CAST(:only AS text[])))
 """)
 
 # Every privilege in the new schemas (and on schema public, where PUBLIC must not CREATE), one
@@ -335,6 +352,15 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
     CAST(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END AS "char"), c.relowner))) a
 WHERE n.nspname = ANY(CAST(:managed AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+UNION ALL
+SELECT 'column', n.nspname, c.relname || '.' || at.attname, pg_get_userbyid(c.relowner),
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+       a.privilege_type, a.is_grantable
+FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL aclexplode(at.attacl) a
+WHERE n.nspname = ANY(CAST(:managed AS text[])) AND at.attacl IS NOT NULL AND at.attnum > 0
+  AND NOT at.attisdropped
 """)
 
 # Roles, memberships of the managed groups and default privileges, in one query.
@@ -343,6 +369,10 @@ WITH wanted(name) AS (SELECT unnest(CAST(:names AS text[])))
 SELECT
   (SELECT coalesce(json_agg(json_build_object(
        'name', w.name, 'exists', r.oid IS NOT NULL, 'login', coalesce(r.rolcanlogin, false),
+       'attributes', ARRAY(SELECT a FROM (VALUES
+           ('CREATEDB', r.rolcreatedb), ('CREATEROLE', r.rolcreaterole),
+           ('REPLICATION', r.rolreplication), ('BYPASSRLS', r.rolbypassrls),
+           ('SUPERUSER', r.rolsuper)) AS x(a, f) WHERE f),
        'superuser_group', r.oid IS NOT NULL AND EXISTS (
            SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
            WHERE m.member = r.oid AND g.rolname = 'cloudsqlsuperuser'),
@@ -354,9 +384,15 @@ SELECT
    FROM wanted w LEFT JOIN pg_roles r ON r.rolname = w.name) AS roles,
   (SELECT coalesce(json_agg(json_build_object(
        'group', g.rolname, 'member', u.rolname, 'admin', m.admin_option,
-       'inherit', m.inherit_option, 'grantor', pg_get_userbyid(m.grantor))), '[]')
+       'inherit', m.inherit_option, 'grantor', pg_get_userbyid(m.grantor),
+       'iam', EXISTS (SELECT 1 FROM pg_auth_members i JOIN pg_roles c ON c.oid = i.roleid
+                      WHERE i.member = u.oid AND c.rolname LIKE 'cloudsqliam%'),
+       'acts_for_grantor', pg_has_role(:admin, m.grantor, 'USAGE'))), '[]')
    FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
-   WHERE g.rolname = ANY(CAST(:groups AS text[]))) AS memberships,
+   -- the groups' members, and every membership of the runtime roles (the app login, the
+   -- declared IAM identities and the groups themselves), whatever role it is in
+   WHERE g.rolname = ANY(CAST(:groups AS text[])) OR u.rolname = ANY(CAST(:runtime AS text[])))
+   AS memberships,
   (SELECT coalesce(json_agg(json_build_object(
        'role', pg_get_userbyid(d.defaclrole), 'schema', n.nspname, 'objtype', d.defaclobjtype,
        'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
@@ -431,7 +467,11 @@ def read_records(
 
 
 def read_catalog(
-    conn: Connection, desired: DesiredState, records_conn: Callable[[], Connection] | None = None
+    conn: Connection,
+    desired: DesiredState,
+    records_conn: Callable[[], Connection] | None = None,
+    *,
+    every_schema: bool = False,
 ) -> Catalog:
     """Snapshot everything the desired state cares about, in at most four queries.
 
@@ -490,7 +530,21 @@ def read_catalog(
     migrations = MigrationsTableInfo(exists=False)
     invalid: set[tuple[str, str]] = set()
     relation_rows = conn.execute(
-        _RELATIONS_SQL, {"mschema": mt.schema, "mtable": mt.name, "owner": owner}
+        _RELATIONS_SQL,
+        {
+            "mschema": mt.schema,
+            "mtable": mt.name,
+            "owner": owner,
+            # The relations the concerns look at: the new schemas, the legacy ones, the version
+            # table's; a database's other schemas (thousands of tables of other services) cost
+            # `plan` and `verify` nothing. `inspect` lists every schema's tables.
+            "only": None
+            if every_schema
+            else sorted(
+                {*desired.schema_names, *desired.layout.protected_schemas, mt.schema}
+                | {s.legacy for s in desired.layout.schemas if s.legacy}
+            ),
+        },
     ).mappings()
     for r in relation_rows:
         # `flag`: for a schema, whether the owner may CREATE in it; for a relation, whether it
@@ -558,6 +612,12 @@ def read_catalog(
                 records=read_records(reader, mt, migrations.columns),
                 records_known=True,
             )
+    objects = None
+    if desired.expected is not None:
+        # Last: it pins search_path to pg_catalog for the rest of this read transaction.
+        objects = read_objects(
+            conn, desired.expected.snapshot.schemas_in_scope, (mt.schema, mt.name)
+        )
     return Catalog(
         row["database"],
         roles,
@@ -571,6 +631,7 @@ def read_catalog(
         shadowed=tuple(
             conn.execute(_SHADOWED_SQL, {"managed": list(desired.schema_names)}).scalars().all()
         ),
+        objects=objects,
     )
 
 
@@ -616,6 +677,46 @@ def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> 
     )
 
 
+# Effective access the declaration never gives a runtime role, asked of the database itself
+# (has_*_privilege: memberships, PUBLIC, grants to cloudsqliam*, column grants all count):
+# writing a legacy table or the version table, CREATE in any schema or in the database.
+_BEYOND_SQL = text("""
+WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname FROM pg_roles),
+     watched AS MATERIALIZED (
+         -- the legacy tables and the version table only, before any privilege is asked
+         SELECT c.oid, n.nspname || '.' || c.relname AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND (n.nspname = ANY(CAST(:legacy AS text[]))
+                OR (n.nspname = :mschema AND c.relname = :mtable)))
+SELECT r.name AS role, 'table ' || w.name AS object, p.privilege
+FROM r CROSS JOIN watched w
+CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
+-- INSERT and UPDATE granted on one column are a way in too (has_any_column_privilege)
+WHERE CASE WHEN p.privilege IN ('INSERT', 'UPDATE')
+           THEN has_any_column_privilege(r.name, w.oid, p.privilege)
+           ELSE has_table_privilege(r.name, w.oid, p.privilege) END
+UNION ALL
+SELECT r.name, 'schema ' || n.nspname, 'CREATE'
+FROM r CROSS JOIN pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND has_schema_privilege(r.name, n.oid, 'CREATE')
+UNION ALL
+SELECT r.name, 'database ' || current_database(), 'CREATE'
+FROM r WHERE has_database_privilege(r.name, current_database(), 'CREATE')
+ORDER BY 1, 2, 3
+""")
+
+
+def runtime_roles(desired: DesiredState) -> list[str]:
+    """The roles whose every membership is read: the declared groups and the logins services
+    and people use (the app login, the declared IAM identities); not the admin and the owner,
+    Cloud SQL built-in users by design."""
+    p = desired.privileges
+    logins = {m.role for m in p.members} | ({p.app_login} if p.app_login else set())
+    return sorted((set(p.group_names) | logins) - {desired.admin, desired.owner})
+
+
 def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
     """Grants in the new schemas, the declared roles, the managed groups' memberships and
     default privileges: two queries."""
@@ -631,19 +732,51 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
     facts = (
         conn.execute(
             _ROLE_FACTS_SQL,
-            {"names": names, "groups": list(p.group_names), "admin": desired.admin},
+            {
+                "names": names,
+                "groups": list(p.group_names),
+                "runtime": runtime_roles(desired),
+                "admin": desired.admin,
+            },
         )
         .mappings()
         .one()
     )
+    mt = desired.version_table
+    watched = [
+        r
+        for r in runtime_roles(desired)
+        if p.manage_iam or r not in {m.role for m in p.members if m.kind.value == "iam"}
+    ]
+    beyond = tuple(
+        (row.role, row.object, row.privilege)
+        for row in conn.execute(
+            _BEYOND_SQL,
+            {
+                "roles": watched,
+                "legacy": list(desired.layout.protected_schemas),
+                "mschema": mt.schema,
+                "mtable": mt.name,
+            },
+        )
+    )
     return PrivilegeFacts(
+        beyond=beyond,
         grants=tuple(grants),
         defaults=tuple(
             DefaultGrant(d["role"], d["schema"], d["objtype"], d["grantee"], d["privilege"])
             for d in facts["defaults"]
         ),
         memberships=tuple(
-            Membership(m["group"], m["member"], m["admin"], m["inherit"], m["grantor"])
+            Membership(
+                m["group"],
+                m["member"],
+                m["admin"],
+                m["inherit"],
+                m["grantor"],
+                m["iam"],
+                m["acts_for_grantor"],
+            )
             for m in facts["memberships"]
         ),
         roles={
@@ -654,6 +787,7 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
                 r["superuser_group"],
                 r["iam"],
                 r["admin_holds_admin"],
+                tuple(r["attributes"] or ()),
             )
             for r in facts["roles"]
         },

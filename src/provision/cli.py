@@ -584,6 +584,57 @@ def rotate(ctx: Context, env_name: str, role: str, fmt: str) -> None:
         click.echo(render.rotation_text(result))
 
 
+@cli.command("lock")
+@migrations_option
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Do not write: exit 1 when the lock differs from what the migrations make now.",
+)
+@click.pass_obj
+def lock_command(ctx: Context, migrations_dir: Path | None, check: bool) -> None:
+    """Write the expected schema, bootstrap_sql/schema.lock, from the migrations.
+
+    Replays every migration, then applies the privileges declaration, on a scratch
+    PostgreSQL 16 + pgvector set up like Cloud SQL (the local emulation: needs the
+    `emulation` extra, a development-time step), and writes the managed schemas'
+    objects, one per line, sorted, with each migration file's checksum. `verify`,
+    `plan` and `inspect` compare the live database with it; `diff` takes it as a side.
+    Run it after adding a migration, and commit the lock with the migration.
+
+    \b
+    Examples:
+      nucleus-provision lock
+      nucleus-provision lock --check    # in CI: exit 1 when schema.lock is stale
+    """
+    _require_emulation()
+    from provision import commands
+    from provision.local import lock as locking
+    from provision.lockfile import LOCK_NAME, REFRESH
+    from provision.migrations import default_directory
+
+    directory = migrations_dir or default_directory()
+    # The lock is the same for every environment: the owner and the groups are shared.
+    desired = commands.load_desired("local", config=ctx.config, migrations_dir=directory)
+    text = locking.generate(desired)
+    path = directory / LOCK_NAME
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if check:
+        if current != text:
+            raise ConfigError(
+                f"{path} is {'missing' if current is None else 'stale'}: it does not describe "
+                "what the migrations and the privileges declaration make",
+                hint=f"run `{REFRESH}` and commit {LOCK_NAME}",
+            )
+        click.echo(f"{path} is up to date")
+        return
+    if current == text:
+        click.echo(f"{path} is up to date")
+        return
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path} ({len(text.splitlines())} lines)")
+
+
 # -- move (Phase 4: the legacy rows into the new tables) ---------------------------------------
 
 
@@ -815,6 +866,12 @@ def move_verify(
 @click.option("--from-dsn", metavar="URL", help="The left side (source), by admin DSN.")
 @click.option("--to-dsn", metavar="URL", help="The right side (target), by admin DSN.")
 @click.option(
+    "--from-lock", metavar="PATH", help="The left side: a schema lock (what the migrations make)."
+)
+@click.option(
+    "--to-lock", metavar="PATH", help="The right side: a schema lock (bootstrap_sql/schema.lock)."
+)
+@click.option(
     "--schema",
     "schemas",
     multiple=True,
@@ -852,6 +909,8 @@ def diff_command(
     to_env: str | None,
     from_dsn: str | None,
     to_dsn: str | None,
+    from_lock: str | None,
+    to_lock: str | None,
     schemas: tuple[str, ...],
     excluded: tuple[str, ...],
     ignored: tuple[str, ...],
@@ -871,6 +930,7 @@ def diff_command(
       nucleus-provision diff --from-dsn "$PROD_DSN" --to-dsn "$STAGING_DSN" --format markdown
       nucleus-provision diff --env prod --env staging --map-role nucleus=nucleus_staging
       nucleus-provision diff --env prod --env staging --schema dna,public --ignore legacy-migrations
+      nucleus-provision diff --env prod --to-lock bootstrap_sql/schema.lock   # prod vs the migrations
     \b
     In CI (fails the job when staging no longer reproduces prod):
       nucleus-provision diff --env prod --env staging --format json > schema-diff.json
@@ -878,16 +938,25 @@ def diff_command(
     from provision import diff
     from provision.diff import options, render
 
-    left_spec, right_spec = options.sides(envs, dsns, from_env, to_env, from_dsn, to_dsn)
+    left_spec, right_spec = options.sides(
+        envs, dsns, from_env, to_env, from_dsn, to_dsn, from_lock, to_lock
+    )
     settings = diff.Options(
         ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
     )
     scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
-    left = resolve_target(ctx, left_spec.dsn, None, left_spec.env)
+
+    def side(spec: options.SideSpec) -> db.Target | diff.LockSide:
+        if spec.lock:
+            return diff.LockSide(Path(spec.lock))
+        return resolve_target(ctx, spec.dsn, None, spec.env)
+
+    left = side(left_spec)
     try:
-        right = resolve_target(ctx, right_spec.dsn, None, right_spec.env)
+        right = side(right_spec)
     except BaseException:
-        left.dispose()
+        if isinstance(left, db.Target):
+            left.dispose()
         raise
     result = diff.run_targets(left, right, settings, scope)
     click.echo(render.render(result, fmt))

@@ -17,8 +17,10 @@ from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
 from provision.errors import PermissionProblem
 from provision.findings import Verdict
+from provision.lockfile import LOCK_NAME
+from provision.lockfile import load as load_lock
 from provision.locks import DEFAULT_POLICY, LockPolicy
-from provision.migrations import load_migrations
+from provision.migrations import default_directory, load_migrations
 from provision.report import Report, build_report
 
 # The environment whose desired state a run checks when it names none (`--dsn` alone): every
@@ -37,8 +39,14 @@ def load_desired(
     """The desired state of an environment of environments.toml, with the migration files."""
     named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
     environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
+    directory = migrations_dir or default_directory()
     # IAM identities belong to an environment: with `--dsn` alone they are left alone.
-    return desired_state(environment, load_migrations(migrations_dir), manage_iam=named is not None)
+    return desired_state(
+        environment,
+        load_migrations(directory),
+        manage_iam=named is not None,
+        expected=load_lock(directory / LOCK_NAME),
+    )
 
 
 def app_password(

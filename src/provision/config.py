@@ -63,10 +63,49 @@ def _check_members(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+# PostgreSQL keeps identifiers to NAMEDATALEN - 1 = 63 bytes and silently truncates longer
+# ones, so a longer declared name never matches what the catalog holds (apply would run for
+# ever). `public`, `none` and the current_* keywords cannot name a role; `pg_` is reserved by
+# PostgreSQL and `cloudsql` by Cloud SQL (its own roles, which nothing here may change).
+_MAX_NAME_BYTES = 63
+_RESERVED_NAMES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+
+
+def role_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a role this project declares, or None."""
+    if not name.strip():
+        return "is empty"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        return (
+            f"is {len(name.encode())} bytes long; PostgreSQL truncates names to "
+            f"{_MAX_NAME_BYTES} bytes, so the role would never match it"
+        )
+    if name.lower() in _RESERVED_NAMES:
+        return "is a reserved word PostgreSQL does not accept as a role name"
+    if name.lower().startswith("pg_"):
+        return "starts with pg_, which PostgreSQL reserves for its own roles"
+    if name.lower().startswith("cloudsql"):
+        return "starts with cloudsql, which Cloud SQL reserves for its own roles"
+    return None
+
+
+def _role_name(value: str, what: str = "name") -> str:
+    problem = role_name_problem(value)
+    if problem:
+        raise ValueError(f"{what} {value!r} {problem}; choose another name")
+    return value
+
+
 class UserConfig(_Model):
     """A built-in database user and where its password lives."""
 
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _role_name(value)
+
     member_of: tuple[str, ...] = Field(
         default=(), description="declared groups (privileges.toml) the user is a member of"
     )
@@ -169,6 +208,13 @@ class PrivilegesConfig(_Model):
     """The declaration of privileges.toml: the same in every environment."""
 
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, GroupConfig]) -> dict[str, GroupConfig]:
+        for name in value:
+            _role_name(name, "group")
+        return value
 
 
 # IAM identities as IAM policy members write them: the kind decides the Cloud SQL user type.
@@ -603,6 +649,14 @@ class Environment(_Model):
                 )
         if self.users.owner.member_of:
             raise ValueError("users.owner owns the new layout: it needs no group (member_of)")
+        # users.admin == users.owner is refused by the stacks' checks (stacks/checks.py).
+        app = self.users.app
+        if app is not None and app.name in (self.users.admin.name, self.users.owner.name):
+            role = "admin" if app.name == self.users.admin.name else "owner"
+            raise ValueError(
+                f"users.app.name {app.name!r} is users.{role}: the app login must be a role of "
+                "its own with only its groups' privileges (e.g. nucleus_app)"
+            )
         clash = groups & users
         if clash:
             raise ValueError(f"{', '.join(sorted(clash))} is both a user and a group")
@@ -611,11 +665,18 @@ class Environment(_Model):
                 "iam_members needs iam_auth = true (the cloudsql.iam_authentication flag)"
             )
         for member, group in self.iam_members.items():
-            if not _IAM_MEMBER.fullmatch(member):
+            match = _IAM_MEMBER.fullmatch(member)
+            if not match:
                 raise ValueError(
                     f"iam_members: {member!r} is not an IAM identity; write "
                     "'serviceAccount:NAME@PROJECT.iam.gserviceaccount.com', 'group:EMAIL' or "
                     "'user:EMAIL'"
+                )
+            role = IamIdentity(match.group(1), match.group(2), group).role
+            problem = role_name_problem(role)
+            if problem:
+                raise ValueError(
+                    f"iam_members: the database role of {member!r}, {role!r}, {problem}"
                 )
             if group not in groups:
                 raise ValueError(

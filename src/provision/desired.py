@@ -7,8 +7,11 @@ owner), the layout of schemas and tables is the code's (below), the migrations a
 of `bootstrap_sql/`. Nothing here talks to a database; `fingerprint()` is what the stacks'
 hook hashes to know when to run again.
 
-Adding a migration touches `bootstrap_sql/` and, when it creates a table the code relies on,
-`LAYOUT` below: nothing else.
+Adding a migration touches `bootstrap_sql/` and its lock (`nucleus-provision lock` rewrites
+`bootstrap_sql/schema.lock`): nothing else. The tables of the new layout, and every column,
+index and constraint, are the lock's, derived from the migrations; what stays written here is
+what no migration can say: the managed schemas and the legacy names they replace, the
+protected legacy schemas, the version table's adoption, the extensions.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 from provision.config import Environment
+from provision.lockfile import Lock, declaration_digest
 from provision.migrations import Migration
 from provision.sql import ident
 
@@ -96,6 +100,13 @@ class VersionTable:
         return f"{self.name}_version_key"
 
 
+# Legacy tables the seed names as the old counterparts of tables of the new layout (a fact
+# about production's history, not about the expected schema): (schema, table) -> old one.
+LEGACY_TABLES: dict[tuple[str, str], tuple[str, str]] = {
+    ("dna", "entity"): ("dna_schema", "entities")
+}
+
+
 @dataclass(frozen=True)
 class Layout:
     """The objects the code expects, independent of any environment."""
@@ -117,20 +128,8 @@ LAYOUT = Layout(
         Schema("assembly", "001"),
         Schema("execution", "001"),
     ),
-    tables=(
-        Table("dna", "entity", "001", legacy=("dna_schema", "entities")),
-        Table("dna", "interests", "001"),
-        Table("dna", "goals", "001"),
-        Table("dna", "values", "001"),
-        Table("dna", "raw_data", "001"),
-        Table("dna", "entity_integrations", "002"),
-        Table("tasks", "task", "001"),
-        Table("agents", "agent", "001"),
-        Table("results", "result", "001"),
-        Table("memory", "memory", "001"),
-        Table("assembly", "blueprint", "001"),
-        Table("execution", "run", "001"),
-    ),
+    # The tables are the lock's (bootstrap_sql/schema.lock): `with_lock` fills them in.
+    tables=(),
     extensions=("vector",),  # per environment: Environment.required_extensions
     protected_schemas=("dna_schema", "tasks_schema", "agents_schema", "results_schema"),
     version_table=VersionTable(
@@ -212,6 +211,16 @@ class DesiredState:
     layout: Layout = LAYOUT
     migrations: tuple[Migration, ...] = field(default=())
     privileges: Privileges = field(default_factory=Privileges)
+    # The expected schema (bootstrap_sql/schema.lock), None where the directory has none.
+    expected: Lock | None = field(default=None, compare=False)
+
+    @property
+    def declaration(self) -> str:
+        """The digest of what the lock is derived from besides the files: the owner and the
+        groups' privileges (memberships are per environment and not in the lock)."""
+        return declaration_digest(
+            {"owner": self.owner, "groups": [asdict(g) for g in self.privileges.groups]}
+        )
 
     @property
     def schema_names(self) -> tuple[str, ...]:
@@ -236,6 +245,29 @@ class DesiredState:
             "migrations": [(m.filename, m.checksum) for m in self.migrations],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def tables_of(lock: Lock | None) -> tuple[Table, ...]:
+    """The tables of the new layout: the lock's, each with the migration that first made it."""
+    if lock is None:
+        return ()
+    return tuple(
+        Table(
+            schema,
+            name,
+            lock.created_by.get(f"{schema}.{name}", ""),
+            LEGACY_TABLES.get((schema, name)),
+        )
+        for schema, name in lock.tables
+    )
+
+
+def default_layout() -> Layout:
+    """The layout with the tables of the default migrations directory's lock."""
+    from provision.lockfile import LOCK_NAME, load
+    from provision.migrations import default_directory
+
+    return replace(LAYOUT, tables=tables_of(load(default_directory() / LOCK_NAME)))
 
 
 def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> Privileges:
@@ -266,7 +298,11 @@ def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> 
 
 
 def desired_state(
-    environment: Environment, migrations: Sequence[Migration] = (), *, manage_iam: bool = True
+    environment: Environment,
+    migrations: Sequence[Migration] = (),
+    *,
+    manage_iam: bool = True,
+    expected: Lock | None = None,
 ) -> DesiredState:
     """The desired state of one environment: its users, the code's layout, these migrations.
 
@@ -277,7 +313,10 @@ def desired_state(
         admin=environment.users.admin.name,
         # pgvector everywhere; pgaudit where the environment's instance loads it (the
         # cloudsql.enable_pgaudit flag), which the local emulation cannot.
-        layout=replace(LAYOUT, extensions=environment.required_extensions),
+        layout=replace(
+            LAYOUT, extensions=environment.required_extensions, tables=tables_of(expected)
+        ),
         migrations=tuple(migrations),
         privileges=desired_privileges(environment, manage_iam=manage_iam),
+        expected=expected,
     )

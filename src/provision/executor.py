@@ -26,10 +26,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from provision import db, safety, scram
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Session, Sql
 from provision.catalog import Catalog, read_access, read_catalog
-from provision.concerns import all_findings, privileges
-from provision.concerns.privileges import APP_VERIFIER_SLOT
 from provision.desired import DesiredState
 from provision.errors import (
     ApplyFailed,
@@ -56,7 +54,7 @@ from provision.locks import (
     outside_locks,
 )
 from provision.migrations import PROBE_TABLE, index_probes
-from provision.planner import Plan, make_plan
+from provision.planner import Plan, findings, make_plan
 from provision.sql import error_fields, ident, server_message
 
 # Bounds every statement of a read, so that `plan` and `verify` never hang.
@@ -265,13 +263,18 @@ class _Run:
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _catalog(run: _Run) -> Catalog:
+def _catalog(run: _Run, *, every_schema: bool = False) -> Catalog:
     """Read the catalog, bounded: a lock held on the version table makes the read time out,
     retry, and finally name the holder."""
 
     def read() -> Catalog:
         try:
-            return read_catalog(run.bounded(run.admin), run.desired, run.records_reader())
+            return read_catalog(
+                run.bounded(run.admin),
+                run.desired,
+                run.records_reader(),
+                every_schema=every_schema,
+            )
         except BaseException:
             run.admin.rollback()
             if run._owner is not None:
@@ -289,7 +292,7 @@ def _read(run: _Run, *, owner_session: bool, accept_changed: tuple[str, ...]) ->
     plan = make_plan(
         run.desired, catalog, owner_session=owner_session, accept_changed=accept_changed
     )
-    return Reading(catalog, plan, tuple(all_findings(run.desired, catalog)))
+    return Reading(catalog, plan, tuple(findings(run.desired, catalog)))
 
 
 def snapshot(
@@ -302,7 +305,7 @@ def snapshot(
     """`inspect`: the catalog and who can do what, read-only, bounded like every read."""
     with ExitStack() as stack:
         run = _Run(stack, target, desired, policy, listener, writes=False)
-        catalog = _catalog(run)
+        catalog = _catalog(run, every_schema=True)
         schemas = [
             s
             for s in (*desired.schema_names, *desired.layout.protected_schemas)
@@ -849,9 +852,7 @@ def apply(
                 after = _read(run, owner_session=run.has_owner_session, accept_changed=())
             if any(a.kind == ActionKind.MIGRATE for a in plan.actions):
                 # Privileges of what the migrations created were not known before they ran.
-                known_now = tuple(
-                    a for a in after.plan.actions if privileges.planned_after_migrations(a.kind)
-                )
+                known_now = tuple(a for a in after.plan.actions if a.known_after_migrations)
                 if known_now:
                     listener(Event(EventKind.PLAN, plan=replace(after.plan, actions=known_now)))
                     execute(known_now, after.plan.owner_via_set_role)

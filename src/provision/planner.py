@@ -12,22 +12,26 @@ one order that works, and decides how owner work reaches the database:
    gets the declared grants);
 5. adoption of the version table, as the owner;
 6. each pending migration, as the owner, with its record, in its own transaction;
-7. grants and revokes on the existing objects of the new schemas.
+7. invalid indexes the lock expects valid, rebuilt CONCURRENTLY (outside a transaction);
+8. grants and revokes on the existing objects of the new schemas.
 
-Privileges of objects that pending migrations create are known only once they ran: the
-executor plans steps 4 and 7 again after the migrations (Terraform's "known after apply").
+These are the phases of `provision.actions.Phase`: each action carries its own, the planner
+sorts by it. Privileges of objects that pending migrations create are known only once they
+ran: the executor plans the default-privilege and grant phases again after the migrations
+(`Action.known_after_migrations`, Terraform's "known after apply").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from provision.actions import Action, Session
+from provision.actions import Action, ActionKind, Context, Phase, Session
 from provision.catalog import Catalog
-from provision.concerns import extension, migrations, ownership, privileges, version_table
+from provision.concerns import REGISTRY, all_findings, ownership
 from provision.concerns.ownership import Route
 from provision.desired import DesiredState
+from provision.findings import Finding
 
 
 @dataclass(frozen=True)
@@ -57,18 +61,31 @@ def make_plan(
     `owner_session`: the run has a session logged in as the owner (else owner work needs a
     route that lets the admin SET ROLE to it)."""
     ownership.require_owner_role(desired, catalog)
-    migrate = migrations.actions(desired, catalog, accept_changed=accept_changed)
-    create = extension.actions(desired, catalog)
-    adopt = version_table.actions(desired, catalog)
-    route, handoff = ownership.actions(
-        desired, catalog, owner_session=owner_session, owner_work=bool(adopt or migrate)
-    )
-    roles = privileges.role_actions(desired, catalog)
-    defaults = privileges.default_actions(desired, catalog)
-    grants = privileges.grant_actions(desired, catalog)
+    context = Context(owner_session=owner_session, accept_changed=tuple(accept_changed))
+    planned = _actions(desired, catalog, context)
+    # Owner work (the version table, a migration) needs a route to the owner even when nothing
+    # changes hands: plan again knowing it (only then: a no-op run plans once).
+    owner_work = any(a.phase in (Phase.VERSION_TABLE, Phase.MIGRATIONS) for a in planned)
+    if owner_work:
+        context = replace(context, owner_work=True)
+        planned = _actions(desired, catalog, context)
+    route = ownership.route_for(desired, catalog, context)
     return Plan(
-        actions=tuple(create + handoff + roles + defaults + adopt + migrate + grants),
+        actions=tuple(planned),
         route=route,
         owner_via_set_role=not owner_session and route is not None and route.via_set_role,
-        pending=migrations.pending(desired, catalog),
+        pending=tuple(
+            a.migration.version for a in planned if a.kind == ActionKind.MIGRATE and a.migration
+        ),
     )
+
+
+def _actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    """Every concern's actions, by phase (stable: a concern's own order within a phase)."""
+    found = [a for concern in REGISTRY for a in concern.actions(desired, catalog, context)]
+    return sorted(found, key=lambda a: a.phase)
+
+
+def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
+    """Every concern's findings, in the registry's order (what the executor reports)."""
+    return all_findings(desired, catalog)

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from pg8000.native import literal
 
-from provision.actions import Session, Sql
-from provision.concerns.privileges import APP_VERIFIER_SLOT
+from provision.actions import APP_VERIFIER_SLOT, Session, Sql
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planner import Plan
@@ -227,7 +226,10 @@ def display_sql(sql: Sql) -> str:
 def plan_dict(plan: Plan, manual: Sequence[Finding] = ()) -> dict[str, Any]:
     return {
         "changes": len(plan.actions),
-        "manual": [{"code": f.code, "message": f.message, "remedy": f.remedy} for f in manual],
+        "manual": [
+            {"code": f.code, "message": f.message, "details": list(f.details), "remedy": f.remedy}
+            for f in manual
+        ],
         "route": {"name": plan.route.name.value, "reason": plan.route.reason}
         if plan.route
         else None,

@@ -115,3 +115,23 @@ def test_the_cli_lock_defaults_are_the_lock_policy_defaults() -> None:
         DEFAULT_POLICY.timeout,
         DEFAULT_POLICY.budget,
     )
+
+
+def test_every_concern_has_one_shape_and_only_the_planner_and_report_reach_them():
+    """One registry of concerns of one signature: a new concern is its module, a registry line
+    and its tests; the executor and the renderer import none of them."""
+    import inspect as introspect
+
+    from provision.concerns import REGISTRY
+
+    for concern in REGISTRY:
+        assert list(introspect.signature(concern.findings).parameters) == ["desired", "catalog"]
+        assert list(introspect.signature(concern.actions).parameters) == [
+            "desired",
+            "catalog",
+            "context",
+        ], concern.__name__
+    graph = import_graph()
+    for name in ("provision.executor", "provision.render", "provision.commands"):
+        reached = {m for m in graph[name] if m.startswith("provision.concerns")}
+        assert not reached, (name, reached)

@@ -27,14 +27,16 @@ from provision.concerns.ownership import RouteName
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
 from provision.errors import ChecksumMismatch, MigrationFileError, PermissionProblem
+from provision.lockfile import load as load_lock
 from provision.migrations import check_protected, load_migrations, parse_migration
 from provision.planner import Plan, make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = load_migrations(ROOT / "bootstrap_sql")
 # The local environment's desired state (vector only); prod's adds pgaudit (tests below).
-DESIRED = desired_state(load_environment("local"), MIGRATIONS)
-PROD = desired_state(load_environment("prod"), MIGRATIONS)
+LOCK = load_lock(ROOT / "bootstrap_sql" / "schema.lock")
+DESIRED = desired_state(load_environment("local"), MIGRATIONS, expected=LOCK)
+PROD = desired_state(load_environment("prod"), MIGRATIONS, expected=LOCK)
 LAYOUT = DESIRED.layout
 COLUMNS = DESIRED.version_table.column_names
 
@@ -101,8 +103,8 @@ def converged_privileges(tables) -> PrivilegeFacts:
             Membership(RW, "postgres"),
             Membership(RW, APP),
             Membership(RW, APP_B),
-            Membership(RW, API_SA),
-            Membership(RO, ANALYSTS),
+            Membership(RW, API_SA, member_iam=True),
+            Membership(RO, ANALYSTS, member_iam=True),
         ),
         roles={
             "postgres": RoleState("postgres", True, login=True, in_superuser_group=True),
@@ -508,10 +510,39 @@ def test_with_dsn_alone_iam_memberships_are_left_alone():
     catalog = converged()
     no_iam = replace(DESIRED, privileges=replace(DESIRED.privileges, manage_iam=False))
     assert plan(catalog, no_iam, owner_session=True).empty
-    stray = _privileges(memberships=catalog.privileges.memberships + (Membership(RO, API_SA),))
+    stray = _privileges(
+        memberships=catalog.privileges.memberships + (Membership(RO, API_SA, member_iam=True),)
+    )
     assert plan(stray, no_iam, owner_session=True).empty
     assert _statements(plan(stray, owner_session=True)) == [
         'REVOKE nucleus_readonly FROM "nucleus-api@local-project.iam"'
+    ]
+
+
+def test_with_dsn_alone_an_undeclared_iam_identity_is_left_alone_too():
+    """Whether a member is an IAM identity is read for every member, declared or not."""
+    no_iam = replace(DESIRED, privileges=replace(DESIRED.privileges, manage_iam=False))
+    analyst = Membership(RO, "analysts@example.com", grantor="postgres", member_iam=True)
+    stray = _privileges(memberships=converged().privileges.memberships + (analyst,))
+    assert plan(stray, no_iam, owner_session=True).empty
+    assert not [f for f in all_findings(no_iam, stray) if f.code.startswith("membership")]
+
+
+def test_a_membership_granted_through_the_admin_api_is_reported_never_revoked():
+    """cloudsqladmin's grant: a REVOKE by postgres would do nothing (PostgreSQL only warns)."""
+    by_api = Membership(RW, "intruder", grantor="cloudsqladmin", admin_acts_for_grantor=False)
+    catalog = _privileges(memberships=converged().privileges.memberships + (by_api,))
+    assert _statements(plan(catalog, owner_session=True)) == []
+    (found,) = [f for f in all_findings(DESIRED, catalog) if f.manual]
+    assert found.code == "membership-granted-by-another-role"
+    assert "cloudsqladmin" in found.message and "Cloud SQL Admin API" in found.remedy
+
+
+def test_a_membership_granted_by_a_role_the_admin_acts_for_is_revoked_granted_by_it():
+    other = Membership(RW, "intruder", grantor="nucleus_ops", admin_acts_for_grantor=True)
+    catalog = _privileges(memberships=converged().privileges.memberships + (other,))
+    assert _statements(plan(catalog, owner_session=True)) == [
+        "REVOKE nucleus_readwrite FROM intruder GRANTED BY nucleus_ops"
     ]
 
 

@@ -13,6 +13,7 @@ the statement a reviewed migration should run.
 
 from __future__ import annotations
 
+from provision.actions import Action, Context
 from provision.catalog import Catalog
 from provision.desired import DesiredState
 from provision.findings import Finding, Severity
@@ -76,3 +77,10 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
             )
         )
     return found
+
+
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    """Nothing to run: what code may do later is a person's decision (a new migration that
+    drops SECURITY DEFINER, revokes EXECUTE or rewrites the trigger); `findings` says which.
+    The default that keeps PUBLIC from new functions is the privileges concern's."""
+    return []

@@ -10,7 +10,7 @@ whatever the server offers (`pg_available_extensions.default_version`), never as
 
 from __future__ import annotations
 
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
 from provision.desired import DesiredState
 from provision.findings import Finding, Severity
@@ -57,7 +57,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     return found
 
 
-def actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
     planned = []
     for name in desired.layout.extensions:
         ext = catalog.extensions.get(name)

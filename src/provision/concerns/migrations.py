@@ -16,9 +16,7 @@ plan, unless accepted with `--accept-changed` (Flyway's `repair`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog, MigrationRecord
 from provision.desired import DesiredState, Table
 from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError, VersionClash
@@ -156,8 +154,39 @@ def _unrecorded_findings(desired: DesiredState, catalog: Catalog) -> list[Findin
     ]
 
 
+def _file_missing_findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
+    """Versions recorded as applied whose file is gone from the directory: the history the
+    lock and every other environment are built from has lost a step."""
+    files = {m.number for m in desired.migrations}
+    lost = sorted(
+        (number, record)
+        for number, record in catalog.migrations.recorded().items()
+        if number not in files
+    )
+    if not lost:
+        return []
+    names = [r.migration_name or r.version or str(n) for n, r in lost]
+    return [
+        Finding(
+            "migration-file-missing",
+            Severity.HIGH,
+            f"applied migration(s) with no file in the migrations directory: {', '.join(names)}",
+            "a fresh environment would not get what they made; the lock no longer describes "
+            "this database",
+            tuple(f"version {r.version} ({r.migration_name}) is recorded" for _, r in lost),
+            remedy="restore the file(s) from version control (`git log --diff-filter=D --name-only "
+            "-- bootstrap_sql/` finds the commit that deleted them): an applied migration stays "
+            "in the directory for good; to undo what it did, add a new migration",
+        )
+    ]
+
+
 def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
-    return _name_findings(desired, catalog) + _unrecorded_findings(desired, catalog)
+    return (
+        _name_findings(desired, catalog)
+        + _unrecorded_findings(desired, catalog)
+        + _file_missing_findings(desired, catalog)
+    )
 
 
 def pending(desired: DesiredState, catalog: Catalog) -> tuple[str, ...]:
@@ -252,9 +281,8 @@ def _slug(name: str | None) -> str | None:
     return name.split("_", 1)[1]
 
 
-def actions(
-    desired: DesiredState, catalog: Catalog, *, accept_changed: Iterable[str] = ()
-) -> list[Action]:
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    accept_changed = context.accept_changed
     accepted = {version_number(v) for v in accept_changed}
     unknown = accepted - {m.number for m in desired.migrations}
     if unknown:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
 from provision.desired import DesiredState
 from provision.errors import PermissionProblem, ProvisionError
@@ -277,13 +277,18 @@ def handoff_actions(
     return planned
 
 
-def actions(
-    desired: DesiredState, catalog: Catalog, *, owner_session: bool, owner_work: bool
-) -> tuple[Route | None, list[Action]]:
-    """The route (when anything changes hands, or owner work must run without an owner
-    session) and the actions: CREATE for an owner made with SQL, then the hand-off."""
+def route_for(desired: DesiredState, catalog: Catalog, context: Context) -> Route | None:
+    """The route, when anything changes hands, or owner work must run without an owner
+    session; None otherwise."""
     require_owner_role(desired, catalog)
+    needs = bool(objects_to_hand_over(desired, catalog)) or (
+        context.owner_work and not context.owner_session
+    )
+    return choose_route(desired, catalog, context.owner_session) if needs else None
+
+
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    """CREATE for an owner made with SQL, then the hand-off by the route."""
+    chosen = route_for(desired, catalog, context)
     objects = objects_to_hand_over(desired, catalog)
-    needs_route = bool(objects) or (owner_work and not owner_session)
-    route = choose_route(desired, catalog, owner_session) if needs_route else None
-    return route, create_privileges(desired, catalog) + handoff_actions(desired, route, objects)
+    return create_privileges(desired, catalog) + handoff_actions(desired, chosen, objects)

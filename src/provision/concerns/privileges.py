@@ -32,15 +32,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from provision.actions import Action, ActionKind, Session, Sql
-from provision.catalog import SUPERUSER_GROUP, Catalog
+from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Context, Session, Sql
+from provision.catalog import SUPERUSER_GROUP, Catalog, Membership
 from provision.desired import DesiredState, MemberKind, Privileges
 from provision.findings import Finding, Severity
 from provision.sql import ident
 
 PUBLIC = "PUBLIC"
-# The placeholder the executor fills with the app login's SCRAM verifier; never printed.
-APP_VERIFIER_SLOT = "app_password_verifier"
+# Cloud SQL's own superuser: what the Admin API does inside the database, it does as this role.
+CLOUD_SQL_ADMIN = "cloudsqladmin"
 _OBJTYPE = {"table": "r", "sequence": "S"}
 _ON = {"r": "TABLES", "S": "SEQUENCES"}
 
@@ -86,8 +86,15 @@ def desired_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
     return wanted
 
 
+GRANT_OPTION = "GRANT OPTION FOR "
+
+
 def actual_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
-    """Grants in scope, less each owner's own and those of Cloud SQL's roles."""
+    """Grants in scope, less each owner's own. Within the new schemas every grantee counts,
+    Cloud SQL's roles included: a grant to cloudsqliamuser, cloudsqliamserviceaccount or
+    cloudsqliamgroup reaches every IAM identity of that kind. Column grants (kind `column`,
+    name `table.column`) and grant options (privilege `GRANT OPTION FOR X`) are privileges of
+    their own, which the declaration never gives."""
     facts = catalog.privileges
     found: set[Key] = set()
     for g in facts.grants:
@@ -97,9 +104,11 @@ def actual_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
                 found.add((g.kind, g.schema, g.name, g.grantee, g.privilege))
             continue
         owner = facts.owners.get((g.schema, g.name))
-        if g.grantee == owner or _system(g.grantee):
+        if g.grantee == owner:
             continue
         found.add((g.kind, g.schema, g.name, g.grantee, g.privilege))
+        if g.grantable:
+            found.add((g.kind, g.schema, g.name, g.grantee, GRANT_OPTION + g.privilege))
     return found
 
 
@@ -160,20 +169,60 @@ def desired_members(desired: DesiredState) -> set[tuple[str, str]]:
     }
 
 
-def actual_members(desired: DesiredState, catalog: Catalog) -> set[tuple[str, str]]:
-    """Memberships of the managed groups, less Cloud SQL's roles', IAM users' when IAM
-    identities are out of scope, and the admin's ADMIN-only membership (PostgreSQL 16 gives a
-    role's creator one, which inherits nothing): the admin counts as a member only through a
-    membership that inherits the group's privileges."""
-    facts = catalog.privileges
-    iam_out = not desired.privileges.manage_iam
-    return {
-        (m.group, m.member)
-        for m in facts.memberships
-        if not _system(m.member)
-        and not (iam_out and facts.role(m.member).iam)
+def _in_scope(desired: DesiredState, m: Membership) -> bool:
+    """A membership the declaration rules: not Cloud SQL's roles', not an IAM identity's when
+    IAM identities are out of scope (read from the catalog for every member, declared or not),
+    and not the admin's ADMIN-only membership (PostgreSQL 16 gives a role's creator one, which
+    inherits nothing): the admin counts as a member only through one that inherits."""
+    return (
+        not _system(m.member)
+        and not _platform_membership(m.group)
+        and not (not desired.privileges.manage_iam and m.member_iam)
         and (m.member != desired.admin or m.inherit_option)
-    }
+    )
+
+
+def _platform_membership(group: str) -> bool:
+    """Memberships Cloud SQL makes itself and that are not ours to judge here: every IAM
+    identity is a member of its cloudsqliam* role; cloudsqlsuperuser has its own finding
+    (`login-is-superuser-group`). Any other role a runtime login or group is a member of
+    (the owner, pg_write_all_data, ...) must be declared."""
+    return group.startswith("cloudsqliam") or group == SUPERUSER_GROUP
+
+
+def actual_members(desired: DesiredState, catalog: Catalog) -> set[tuple[str, str]]:
+    """Memberships of the managed groups in scope (`_in_scope`)."""
+    return {(m.group, m.member) for m in catalog.privileges.memberships if _in_scope(desired, m)}
+
+
+def _stuck_grantors(desired: DesiredState, catalog: Catalog) -> dict[tuple[str, str], list[str]]:
+    """Undeclared memberships the admin cannot revoke, with who granted them: a REVOKE by the
+    admin removes only its own grants (or, with GRANTED BY, those of a role whose privileges it
+    has); PostgreSQL ignores anyone else's with a warning, so such a REVOKE is never planned."""
+    want = desired_members(desired)
+    stuck: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for m in catalog.privileges.memberships:
+        pair = (m.group, m.member)
+        if pair not in want and _in_scope(desired, m) and not m.admin_acts_for_grantor:
+            stuck[pair].append(m.grantor or "an unknown role")
+    return stuck
+
+
+def _grantor_route(desired: DesiredState, group: str, member: str, grantors: list[str]) -> str:
+    routes = []
+    for grantor in sorted(set(grantors)):
+        if grantor == CLOUD_SQL_ADMIN:
+            routes.append(
+                f"{member} in {group} was granted by {CLOUD_SQL_ADMIN}, i.e. through the Cloud SQL "
+                f"Admin API (a user's database roles, as `gcloud sql users assign-roles` sets "
+                f"them): remove {group} from {member}'s database roles the same way"
+            )
+        else:
+            routes.append(
+                f"{member} in {group} was granted by {grantor}, whose grants {desired.admin} "
+                f"cannot revoke: as {grantor}, run REVOKE {ident(group)} FROM {ident(member)}"
+            )
+    return "; ".join(routes) + ", or declare the membership (users.*.member_of, iam_members)"
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -260,15 +309,37 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "login in SQL from its secret",
             )
         )
+    for group, fixable in _groups_not_nologin(desired, catalog):
+        state = facts.role(group)
+        extra = (["LOGIN"] if state.login else []) + list(state.attributes)
+        found.append(
+            Finding(
+                "group-is-not-a-plain-group",
+                Severity.HIGH,
+                f"declared group {group} exists with {', '.join(extra)}",
+                "a group is NOLOGIN with no attributes: with LOGIN (and perhaps a password) "
+                "someone can log in with every privilege of its members' work",
+                (f"{group}: {', '.join(extra)}",),
+                remedy=None
+                if fixable
+                else f"{desired.admin} cannot change {group} (it holds no ADMIN OPTION on it, or "
+                "only a superuser may remove REPLICATION, BYPASSRLS or SUPERUSER): if it is a "
+                "user created through the Cloud SQL API, delete it there (`gcloud sql users "
+                f"delete {group} --instance=INSTANCE`) and run apply, which creates the group; "
+                f"otherwise have its creator run ALTER ROLE {ident(group)} NOLOGIN "
+                "NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL",
+            )
+        )
     no_admin = _groups_without_admin(desired, catalog)
     want_m, have_m = desired_members(desired), actual_members(desired, catalog)
     granted = {(g, r) for g, r in want_m if facts.role(r).exists or r in _app_logins(p)}
+    stuck = _stuck_grantors(desired, catalog)
     for code, pairs, verb in (
         ("membership-missing", granted - have_m, "is not a member of"),
-        ("membership-unexpected", have_m - want_m, "is an undeclared member of"),
+        ("membership-unexpected", have_m - want_m - set(stuck), "is an undeclared member of"),
     ):
         if pairs:
-            stuck = sorted({g for g, _ in pairs} & no_admin)
+            blocked = sorted({g for g, _ in pairs} & no_admin)
             found.append(
                 Finding(
                     code,
@@ -276,9 +347,42 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     f"{len(pairs)} membership(s) differ from the declaration",
                     "logins have other privileges than declared",
                     tuple(f"{r} {verb} {g}" for g, r in sorted(pairs)),
-                    remedy=_admin_remedy(desired, stuck) if stuck else None,
+                    remedy=_admin_remedy(desired, blocked) if blocked else None,
                 )
             )
+    for (group, member), grantors in sorted(stuck.items()):
+        found.append(
+            Finding(
+                "membership-granted-by-another-role",
+                Severity.HIGH,
+                f"{member} is an undeclared member of {group}, granted by "
+                f"{', '.join(sorted(set(grantors)))}",
+                "a login has privileges the declaration does not give it",
+                (f"{member} in {group} (grantor {', '.join(sorted(set(grantors)))})",),
+                remedy=_grantor_route(desired, group, member, grantors),
+            )
+        )
+    by_role: dict[str, list[str]] = defaultdict(list)
+    for role, obj, privilege in facts.beyond:
+        by_role[role].append(f"{privilege} on {obj}")
+    for role, grants in sorted(by_role.items()):
+        found.append(
+            Finding(
+                "access-unexpected",
+                Severity.HIGH,
+                f"{role} can do what the declaration never gives it: "
+                + ", ".join(grants[:5])
+                + (f" and {len(grants) - 5} more" if len(grants) > 5 else ""),
+                "a runtime login (or a group) could change legacy rows, the migration history "
+                "or the structure",
+                tuple(grants),
+                remedy=f"find the path with the findings above (a membership, a grant to PUBLIC "
+                f"or to a cloudsqliam* role) and remove it; a grant on a legacy table or schema "
+                f"is removed by its owner (this tool never changes legacy schemas), e.g. "
+                f"REVOKE ... ON <object> FROM {ident(role)}; check with "
+                f"has_table_privilege({role!r}, '<table>', '<privilege>')",
+            )
+        )
     want, have = desired_grants(desired, catalog), actual_grants(desired, catalog)
     if want - have:
         found.append(
@@ -340,6 +444,21 @@ def _app_logins(p: Privileges) -> tuple[str, ...]:
     return tuple(login for login in (p.app_login, p.app_alternate) if login)
 
 
+# What the admin (CREATEROLE, ADMIN OPTION on the groups it created) may take away itself.
+_ADMIN_REMOVABLE = frozenset({"CREATEDB", "CREATEROLE"})
+
+
+def _groups_not_nologin(desired: DesiredState, catalog: Catalog) -> list[tuple[str, bool]]:
+    """Declared groups that exist with LOGIN or role attributes, and whether apply can fix it."""
+    out = []
+    for group in desired.privileges.group_names:
+        state = catalog.privileges.role(group)
+        if state.exists and (state.login or state.attributes):
+            fixable = state.admin_holds_admin and set(state.attributes) <= _ADMIN_REMOVABLE
+            out.append((group, fixable))
+    return out
+
+
 def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
     facts = catalog.privileges
     return {
@@ -350,10 +469,15 @@ def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
 
 
 def _admin_remedy(desired: DesiredState, groups: list[str]) -> str:
+    # INHERIT FALSE, SET FALSE: the admin gets the right to manage the group's members and
+    # none of its privileges; a membership that inherits would itself be undeclared.
     return (
         f"{desired.admin} holds no ADMIN OPTION on {', '.join(groups)} (created by another "
         f"role), so it cannot change who is a member: have its creator run "
-        + "; ".join(f"GRANT {ident(g)} TO {ident(desired.admin)} WITH ADMIN OPTION" for g in groups)
+        + "; ".join(
+            f"GRANT {ident(g)} TO {ident(desired.admin)} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE"
+            for g in groups
+        )
     )
 
 
@@ -361,13 +485,21 @@ def _admin_remedy(desired: DesiredState, groups: list[str]) -> str:
 
 
 def _by_statement(keys: set[Key]) -> dict[tuple[str, str, str], list[tuple[str, str | None]]]:
-    """Batch grants: one statement per (kind, grantee, privileges) over all its objects."""
-    per_object: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
+    """Batch grants: one statement per (kind, grantee, privileges) over all its objects; grant
+    options and column privileges in statements of their own."""
+    per_object: dict[tuple[str, str, str | None, str, bool], set[str]] = defaultdict(set)
     for kind, schema, name, grantee, privilege in keys:
-        per_object[(kind, schema, name, grantee)].add(privilege)
+        option = privilege.startswith(GRANT_OPTION)
+        privilege = privilege.removeprefix(GRANT_OPTION)
+        if kind == "column" and name is not None:
+            # Per column: `SELECT (email)` on its table.
+            table, _, column = name.partition(".")
+            kind, name, privilege = "table", table, f"{privilege} ({ident(column)})"
+        per_object[(kind, schema, name, grantee, option)].add(privilege)
     batches: dict[tuple[str, str, str], list[tuple[str, str | None]]] = defaultdict(list)
-    for (kind, schema, name, grantee), privileges in sorted(per_object.items(), key=str):
-        batches[(kind, grantee, ", ".join(sorted(privileges)))].append((schema, name))
+    for (kind, schema, name, grantee, option), privileges in sorted(per_object.items(), key=str):
+        shown = ", ".join(sorted(privileges))
+        batches[(kind, grantee, (GRANT_OPTION if option else "") + shown)].append((schema, name))
     return batches
 
 
@@ -377,7 +509,12 @@ def _object_sql(verb: str, keys: set[Key]) -> list[Sql]:
         on = "SCHEMA" if kind == "schema" else "SEQUENCE" if kind == "sequence" else "TABLE"
         names = ", ".join(ident(s) if n is None else ident(s, n) for s, n in objects)
         to = "TO" if verb == "GRANT" else "FROM"
-        statements.append(Sql(f"{verb} {privileges} ON {on} {names} {to} {_grantee(grantee)}"))
+        # CASCADE: a grant option taken back takes back what was granted with it (the
+        # declaration is authoritative in the new schemas); without it PostgreSQL refuses.
+        cascade = " CASCADE" if verb == "REVOKE" and privileges.startswith(GRANT_OPTION) else ""
+        statements.append(
+            Sql(f"{verb} {privileges} ON {on} {names} {to} {_grantee(grantee)}{cascade}")
+        )
     return statements
 
 
@@ -441,6 +578,20 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
                 (Sql(f"CREATE ROLE {ident(p.app_alternate)} LOGIN"),),
             )
         )
+    plain = [g for g, fixable in _groups_not_nologin(desired, catalog) if fixable]
+    if plain:
+        planned.append(
+            Action(
+                ActionKind.CREATE_ROLES,
+                Session.ADMIN,
+                f"declared group(s) {', '.join(plain)} exist with LOGIN or role attributes; a "
+                "group is NOLOGIN, with no password and no attributes",
+                tuple(
+                    Sql(f"ALTER ROLE {ident(g)} NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL")
+                    for g in plain
+                ),
+            )
+        )
     no_admin = _groups_without_admin(desired, catalog)
     want, have = desired_members(desired), actual_members(desired, catalog)
     grants = sorted(
@@ -448,9 +599,24 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
         for g, r in want - have
         if g not in no_admin and (facts.role(r).exists or r in _app_logins(p))
     )
-    revokes = sorted((g, r) for g, r in have - want if g not in no_admin)
+    stuck = _stuck_grantors(desired, catalog)
+    revokes = sorted((g, r) for g, r in have - want if g not in no_admin and (g, r) not in stuck)
     statements = [Sql(f"GRANT {ident(g)} TO {ident(r)}") for g, r in grants]
-    statements += [Sql(f"REVOKE {ident(g)} FROM {ident(r)}") for g, r in revokes]
+    # One REVOKE per grant, GRANTED BY its grantor (PostgreSQL 16 keeps one row per grantor):
+    # a plain REVOKE by the admin would leave another grantor's row in place.
+    revoked = {(g, r) for g, r in revokes}
+    statements += [
+        Sql(
+            f"REVOKE {ident(m.group)} FROM {ident(m.member)}"
+            + (
+                f" GRANTED BY {ident(m.grantor)}"
+                if m.grantor and m.grantor != desired.admin
+                else ""
+            )
+        )
+        for m in sorted(facts.memberships, key=lambda m: (m.group, m.member, m.grantor or ""))
+        if (m.group, m.member) in revoked and _in_scope(desired, m)
+    ]
     if statements:
         reason = []
         if grants:
@@ -519,6 +685,10 @@ def grant_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
     return planned
 
 
-def planned_after_migrations(kind: ActionKind) -> bool:
-    """Privilege actions the executor plans again once the migrations ran (their objects)."""
-    return kind in (ActionKind.GRANTS, ActionKind.DEFAULT_PRIVILEGES)
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
+    """Roles and memberships, default privileges, grants: three phases (see each)."""
+    return (
+        role_actions(desired, catalog)
+        + default_actions(desired, catalog)
+        + grant_actions(desired, catalog)
+    )

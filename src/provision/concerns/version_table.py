@@ -13,7 +13,7 @@ production's layout.
 
 from __future__ import annotations
 
-from provision.actions import Action, ActionKind, Session, Sql
+from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog
 from provision.desired import DesiredState
 from provision.findings import Finding, Severity
@@ -67,7 +67,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     return found
 
 
-def actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
+def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:
     vt, info = desired.version_table, catalog.migrations
     table = vt.ident
     statements: list[Sql] = []

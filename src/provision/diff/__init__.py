@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import gc
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provision.diff.compare import CATEGORIES, Difference, Options, compare, parse_role_map
@@ -39,6 +40,7 @@ __all__ = [
     "parse_role_map",
     "read_snapshot",
     "run",
+    "LockSide",
     "run_targets",
     "schema_scope",
 ]
@@ -79,6 +81,34 @@ class Side:
 
 
 @dataclass(frozen=True)
+class LockSide:
+    """A schema lock as one side (`--from-lock` / `--to-lock`): what the migrations make."""
+
+    path: Path
+
+    @property
+    def description(self) -> str:
+        return f"lock {self.path}"
+
+    def snapshot(self) -> Snapshot:
+        from provision.errors import ConfigError
+        from provision.lockfile import load
+
+        lock = load(self.path)
+        if lock is None:
+            raise ConfigError(
+                f"{self.path} is not a file",
+                hint="name a schema lock, e.g. bootstrap_sql/schema.lock",
+            )
+        return lock.snapshot
+
+
+# What a lock does not hold (per environment, or not made by the migrations): never compared
+# with a lock side.
+NOT_IN_LOCK = frozenset({"extensions", "memberships", "legacy-migrations"})
+
+
+@dataclass(frozen=True)
 class Result:
     left: str
     right: str
@@ -99,19 +129,28 @@ def schema_scope(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -
 
 
 def run(
-    left: Side,
-    right: Side,
+    left: Side | LockSide,
+    right: Side | LockSide,
     options: Options | None = None,
     schemas: tuple[str, ...] | None = None,
 ) -> Result:
-    """Snapshot both sides (concurrently: each waits mostly on its own server) and compare."""
+    """Snapshot both sides (concurrently: each waits mostly on its own server) and compare.
+
+    A lock side holds the managed schemas only: the comparison is narrowed to them, leaves out
+    what a lock does not hold (`NOT_IN_LOCK`), and the database's own owner and grants."""
     from provision import db
 
     settings = defaults()
     scope = schemas if schemas is not None else settings.schemas
     options = options or Options()
+    locks = [side.snapshot() for side in (left, right) if isinstance(side, LockSide)]
+    if locks:
+        scope = tuple(s for s in scope if s in locks[0].schemas_in_scope)
+        options = replace(options, ignore=options.ignore | NOT_IN_LOCK)
 
-    def read(side: Side) -> Snapshot:
+    def read(side: Side | LockSide) -> Snapshot:
+        if isinstance(side, LockSide):
+            return _narrowed(side.snapshot(), scope)
         with db.connect(side.engine, side.description) as conn:
             return read_snapshot(conn, scope, settings.migrations_table)
 
@@ -123,6 +162,10 @@ def run(
         with ThreadPoolExecutor(max_workers=2) as pool:
             left_future, right_future = pool.submit(read, left), pool.submit(read, right)
             left_snapshot, right_snapshot = left_future.result(), right_future.result()
+        if isinstance(left, LockSide):
+            left_snapshot = replace(left_snapshot, database_owned=right_snapshot.database_owned)
+        if isinstance(right, LockSide):
+            right_snapshot = replace(right_snapshot, database_owned=left_snapshot.database_owned)
         differences = compare(left_snapshot, right_snapshot, options)
     finally:
         if collecting:
@@ -137,20 +180,42 @@ def run(
     )
 
 
+def _narrowed(snapshot: Snapshot, scope: tuple[str, ...]) -> Snapshot:
+    """A lock's snapshot within the schemas compared."""
+    keep = set(scope)
+    return replace(
+        snapshot,
+        schemas_in_scope=tuple(s for s in snapshot.schemas_in_scope if s in keep),
+        schemas={k: v for k, v in snapshot.schemas.items() if k in keep},
+        relations={k: v for k, v in snapshot.relations.items() if k[0] in keep},
+        columns={k: v for k, v in snapshot.columns.items() if k[0] in keep},
+        constraints={k: v for k, v in snapshot.constraints.items() if k[0] in keep},
+        indexes={k: v for k, v in snapshot.indexes.items() if k[0] in keep},
+        functions={k: v for k, v in snapshot.functions.items() if k[0] in keep},
+        triggers={k: v for k, v in snapshot.triggers.items() if k[0] in keep},
+        policies={k: v for k, v in snapshot.policies.items() if k[0] in keep},
+        types={k: v for k, v in snapshot.types.items() if k[0] in keep},
+        default_privileges={
+            k: v for k, v in snapshot.default_privileges.items() if k[1] in keep or not k[1]
+        },
+    )
+
+
 def run_targets(
-    left: Target,
-    right: Target,
+    left: Target | LockSide,
+    right: Target | LockSide,
     options: Options | None = None,
     schemas: tuple[str, ...] | None = None,
 ) -> Result:
-    """`run` over two `db.Target`s (their admin sessions), disposing both afterwards."""
+    """`run` over two `db.Target`s (their admin sessions) or locks, disposing the targets
+    afterwards."""
+
+    def side(t: Target | LockSide) -> Side | LockSide:
+        return t if isinstance(t, LockSide) else Side(t.admin, t.description)
+
     try:
-        return run(
-            Side(left.admin, left.description),
-            Side(right.admin, right.description),
-            options,
-            schemas,
-        )
+        return run(side(left), side(right), options, schemas)
     finally:
-        left.dispose()
-        right.dispose()
+        for t in (left, right):
+            if not isinstance(t, LockSide):
+                t.dispose()

@@ -55,10 +55,12 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "column-identity",
         "column-generated",
         "column-collation",
+        "column-position",
     ),
     "constraints": ("constraint", "constraint-definition"),
     "indexes": ("index", "index-definition", "index-validity"),
     "sequences": ("sequence", "sequence-definition"),
+    "types": ("type", "type-definition"),
     "views": ("view", "materialized view", "view-definition"),
     "functions": ("function", "function-definition"),
     "triggers": ("trigger", "trigger-definition"),
@@ -232,6 +234,7 @@ class _Comparer:
     def __init__(self, left: Snapshot, right: Snapshot, options: Options) -> None:
         self.left, self.right, self.options = left, right, options
         self.out: list[Difference] = []
+        self._names: list[dict[tuple[str, str], set[str]]] | None = None
         # With no roles to map, objects equal as read are equal as compared: skip them whole
         # (at 10,000 tables, most of the comparison's time).
         self.fast = not options.role_map
@@ -349,8 +352,40 @@ class _Comparer:
             self.add("column-identity", obj, lc.identity, rc.identity, group)
             self.add("column-generated", obj, lc.generated, rc.generated, group)
             self.add("column-collation", obj, lc.collation, rc.collation, group)
+            # The order `SELECT *` and COPY show; only a changed column is listed, not each one
+            # a dropped column moved up (a column missing on one side is its own difference).
+            if self._positions_comparable(s, t):
+                self.add("column-position", obj, str(lc.position), str(rc.position), group)
             # Column privileges have no owner of their own: every grantee is compared as is.
             self.grants(obj, Owned("", lc.acl), Owned("", rc.acl))
+
+    def _positions_comparable(self, schema: str, table: str) -> bool:
+        """Positions say something only when both sides have the same columns (otherwise the
+        missing column is the difference, and every later position shifts with it)."""
+        if self._names is None:
+            self._names = []
+            for side in (self.left, self.right):
+                names: dict[tuple[str, str], set[str]] = {}
+                for s, t, c in side.columns:
+                    names.setdefault((s, t), set()).add(c)
+                self._names.append(names)
+        key = (schema, table)
+        return self._names[0].get(key) == self._names[1].get(key)
+
+    def types(self) -> None:
+        only_left, only_right, both = _split(self.left.types, self.right.types)
+        only_left = [(k, t) for k, t in only_left if t.schema in self.right.schemas]
+        only_right = [(k, t) for k, t in only_right if t.schema in self.left.schemas]
+        for (s, n), ty in only_left:
+            self.add("type", f"{ty.kind} {_q(s, n)}", ty.definition, None)
+        for (s, n), ty in only_right:
+            self.add("type", f"{ty.kind} {_q(s, n)}", None, ty.definition)
+        for (s, n), lt, rt in both:
+            obj = f"{rt.kind} {_q(s, n)}"
+            self.add(
+                "type-definition", obj, f"{lt.kind} {lt.definition}", f"{rt.kind} {rt.definition}"
+            )
+            self.add("owner", obj, self.role(lt.owner), rt.owner)
 
     def constraints(self) -> None:
         # Constraints name no role: equal as read is equal as compared, role map or not.
@@ -586,6 +621,7 @@ def compare(left: Snapshot, right: Snapshot, options: Options | None = None) -> 
     c.schemas()
     c.relations()
     c.columns()
+    c.types()
     c.constraints()
     c.indexes()
     c.functions()

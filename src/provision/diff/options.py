@@ -13,7 +13,7 @@ from provision.errors import ConfigError
 
 _SIDES_HINT = (
     "give two sides: --env prod --env staging, --from-env prod --to-dsn URL, "
-    "or --from-dsn URL --to-dsn URL"
+    "--from-dsn URL --to-dsn URL, or --env prod --to-lock bootstrap_sql/schema.lock"
 )
 
 
@@ -23,6 +23,7 @@ class SideSpec:
 
     env: str | None = None
     dsn: str | None = None
+    lock: str | None = None  # a schema lock file (bootstrap_sql/schema.lock)
 
 
 def sides(
@@ -32,16 +33,30 @@ def sides(
     to_env: str | None = None,
     from_dsn: str | None = None,
     to_dsn: str | None = None,
+    from_lock: str | None = None,
+    to_lock: str | None = None,
 ) -> tuple[SideSpec, SideSpec]:
     """(left, right). `--from-*` names the left side and `--to-*` the right; a repeated
     `--env` (or `--dsn`) fills what is left, in the order given."""
     envs, dsns = list(envs), list(dsns)
-    if from_env and from_dsn:
-        raise ConfigError("--from-env and --from-dsn both name the left side", hint=_SIDES_HINT)
-    if to_env and to_dsn:
-        raise ConfigError("--to-env and --to-dsn both name the right side", hint=_SIDES_HINT)
-    left = SideSpec(env=from_env) if from_env else SideSpec(dsn=from_dsn) if from_dsn else None
-    right = SideSpec(env=to_env) if to_env else SideSpec(dsn=to_dsn) if to_dsn else None
+    if sum(map(bool, (from_env, from_dsn, from_lock))) > 1:
+        raise ConfigError(
+            "--from-env, --from-dsn and --from-lock both name the left side: give one",
+            hint=_SIDES_HINT,
+        )
+    if sum(map(bool, (to_env, to_dsn, to_lock))) > 1:
+        raise ConfigError(
+            "--to-env, --to-dsn and --to-lock both name the right side: give one",
+            hint=_SIDES_HINT,
+        )
+    left = (
+        SideSpec(env=from_env, dsn=from_dsn, lock=from_lock)
+        if (from_env or from_dsn or from_lock)
+        else None
+    )
+    right = (
+        SideSpec(env=to_env, dsn=to_dsn, lock=to_lock) if (to_env or to_dsn or to_lock) else None
+    )
     if envs and dsns:
         # click does not keep the order between two different options, so which is left
         # would be a guess.

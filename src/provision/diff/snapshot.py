@@ -4,7 +4,8 @@
 `statement_timeout` and `lock_timeout` (a read never hangs behind someone's ALTER), one query
 per kind of object (the database, schemas, relations, columns, constraints, indexes,
 functions, triggers, policies, default privileges, extensions, memberships) plus one for the
-rows of the version table: 13 queries whatever the number of objects. Each query
+rows of the version table and one for enum and domain types: 14 queries whatever the number
+of objects. Each query
 returns its rows as one JSON document, parsed in C by `json`, rather than rows decoded one by
 one in Python by the driver (at 10,000 tables, a second per side). It returns frozen, typed
 data; comparing two snapshots is `compare.compare`, a pure function.
@@ -132,6 +133,7 @@ class Column(NamedTuple):
     generated: str | None  # the expression of a stored generated column
     collation: str | None
     acl: Acl = ()  # column-level privileges only
+    position: int = 0  # 1, 2, ... among the live columns: the order `SELECT *` shows them in
 
     @property
     def grants(self) -> frozenset[Grant]:
@@ -193,6 +195,16 @@ class DefaultPrivilege(NamedTuple):
         return parse_acl(self.acl)
 
 
+class TypeDef(NamedTuple):
+    """An enum (its labels, in order) or a domain (base type, NOT NULL, default, checks)."""
+
+    schema: str
+    name: str
+    kind: str  # enum, domain
+    definition: str
+    owner: str
+
+
 class Extension(NamedTuple):
     name: str
     version: str
@@ -235,6 +247,7 @@ class Snapshot:
     migrations_table: str  # schema.name of the version table
     # None: the table exists but this session may not read it; () when it does not exist.
     migration_records: tuple[MigrationRecord, ...] | None
+    types: Mapping[tuple[str, str], TypeDef] = field(default_factory=dict)
     queries: int = field(default=0, compare=False)
 
 
@@ -306,7 +319,9 @@ SELECT coalesce(json_agg(json_build_array(
     CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
     CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation
          THEN (SELECT co.collname FROM pg_collation co WHERE co.oid = a.attcollation) END,
-    CAST(a.attacl AS text[]))), '[]')
+    CAST(a.attacl AS text[]),
+    (SELECT count(*) FROM pg_attribute b WHERE b.attrelid = a.attrelid AND b.attnum > 0
+       AND b.attnum <= a.attnum AND NOT b.attisdropped))), '[]')
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
      JOIN pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_type t ON t.oid = a.atttypid
@@ -390,6 +405,25 @@ FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
 WHERE d.defaclnamespace = 0 OR n.nspname = ANY(CAST(:schemas AS text[]))
 """
 
+# Enums and domains (a table's row type, arrays and an extension's types are left out).
+_TYPES_SQL = """
+SELECT coalesce(json_agg(json_build_array(
+    n.nspname, t.typname, CASE t.typtype WHEN 'e' THEN 'enum' ELSE 'domain' END,
+    CASE WHEN t.typtype = 'e' THEN (
+        SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
+        FROM pg_enum e WHERE e.enumtypid = t.oid)
+    ELSE format_type(t.typbasetype, t.typtypmod)
+         || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END
+         || coalesce(' DEFAULT ' || t.typdefault, '')
+         || coalesce((SELECT ' ' || string_agg(pg_get_constraintdef(k.oid, true), ' ' ORDER BY k.conname)
+                      FROM pg_constraint k WHERE k.contypid = t.oid), '') END,
+    pg_get_userbyid(t.typowner))), '[]')
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = ANY(CAST(:schemas AS text[])) AND t.typtype IN ('e', 'd')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+"""
+
 _EXTENSIONS_SQL = """
 SELECT coalesce(json_agg(json_build_array(
     e.extname, e.extversion, n.nspname, pg_get_userbyid(e.extowner))), '[]')
@@ -433,6 +467,28 @@ def read_snapshot(
     The transaction is rolled back at the end: nothing is ever written."""
     from sqlalchemy import text  # here, not at the top: `diff --help` must not load SQLAlchemy
 
+    # The first statement of the transaction: pg8000 has sent BEGIN already.
+    conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    conn.execute(
+        text(
+            "SELECT set_config('statement_timeout', :st, true), set_config('lock_timeout', :lt, true)"
+        ),
+        {"st": str(statement_timeout_ms), "lt": str(lock_timeout_ms)},
+    )
+    try:
+        return read_objects(conn, schemas, migrations_table)
+    finally:
+        conn.rollback()
+
+
+def read_objects(
+    conn: Connection, schemas: Iterable[str], migrations_table: tuple[str, str]
+) -> Snapshot:
+    """The queries of `read_snapshot` inside the caller's transaction, whose bounds (timeouts,
+    isolation) are the caller's: the engine's catalog read calls it under its own lock policy.
+    `search_path` is pinned to pg_catalog for the rest of the transaction."""
+    from sqlalchemy import text  # here, not at the top: `diff --help` must not load SQLAlchemy
+
     scope = sorted(set(schemas))
     mschema, mtable = migrations_table
     queries = 0
@@ -443,41 +499,31 @@ def read_snapshot(
         value = conn.execute(text(sql), params).scalar_one()
         return json.loads(value) if isinstance(value, str) else value
 
-    # The first statement of the transaction: pg8000 has sent BEGIN already.
-    conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-    conn.execute(
-        text(
-            "SELECT set_config('statement_timeout', :st, true), set_config('lock_timeout', :lt, true),"
-            " set_config('search_path', 'pg_catalog', true)"
-        ),
-        {"st": str(statement_timeout_ms), "lt": str(lock_timeout_ms)},
+    conn.execute(text("SELECT set_config('search_path', 'pg_catalog', true)"))
+    database, user, version, db_owner, db_acl, readable = run(
+        _META_SQL, mschema=mschema, mtable=mtable
     )
-    try:
-        database, user, version, db_owner, db_acl, readable = run(
-            _META_SQL, mschema=mschema, mtable=mtable
-        )
-        schema_rows = run(_SCHEMAS_SQL, schemas=scope)
-        relation_rows = run(_RELATIONS_SQL, schemas=scope)
-        column_rows = run(_COLUMNS_SQL, schemas=scope)
-        constraint_rows = run(_CONSTRAINTS_SQL, schemas=scope)
-        index_rows = run(_INDEXES_SQL, schemas=scope)
-        function_rows = run(_FUNCTIONS_SQL, schemas=scope)
-        trigger_rows = run(_TRIGGERS_SQL, schemas=scope)
-        policy_rows = run(_POLICIES_SQL, schemas=scope)
-        default_rows = run(_DEFAULT_PRIVILEGES_SQL, schemas=scope)
-        extension_rows = run(_EXTENSIONS_SQL)
-        membership_rows = run(_MEMBERSHIPS_SQL)
-        # None: the table exists but may not be read; (): there is no such table.
-        records: tuple[MigrationRecord, ...] | None = None if readable is False else ()
-        if readable:
-            records = tuple(
-                sorted(
-                    (MigrationRecord(*r) for r in run(_records_sql(mschema, mtable))),
-                    key=lambda m: (m.version or "", m.migration_name or "", m.checksum or ""),
-                )
+    schema_rows = run(_SCHEMAS_SQL, schemas=scope)
+    relation_rows = run(_RELATIONS_SQL, schemas=scope)
+    column_rows = run(_COLUMNS_SQL, schemas=scope)
+    constraint_rows = run(_CONSTRAINTS_SQL, schemas=scope)
+    index_rows = run(_INDEXES_SQL, schemas=scope)
+    function_rows = run(_FUNCTIONS_SQL, schemas=scope)
+    trigger_rows = run(_TRIGGERS_SQL, schemas=scope)
+    policy_rows = run(_POLICIES_SQL, schemas=scope)
+    default_rows = run(_DEFAULT_PRIVILEGES_SQL, schemas=scope)
+    type_rows = run(_TYPES_SQL, schemas=scope)
+    extension_rows = run(_EXTENSIONS_SQL)
+    membership_rows = run(_MEMBERSHIPS_SQL)
+    # None: the table exists but may not be read; (): there is no such table.
+    records: tuple[MigrationRecord, ...] | None = None if readable is False else ()
+    if readable:
+        records = tuple(
+            sorted(
+                (MigrationRecord(*r) for r in run(_records_sql(mschema, mtable))),
+                key=lambda m: (m.version or "", m.migration_name or "", m.checksum or ""),
             )
-    finally:
-        conn.rollback()
+        )
 
     return Snapshot(
         database=database,
@@ -505,7 +551,7 @@ def read_snapshot(
         },
         columns={
             (r[0], r[1], r[2]): Column(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _acl(r[9])
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _acl(r[9]), r[10]
             )
             for r in column_rows
         },
@@ -527,5 +573,6 @@ def read_snapshot(
         memberships=tuple(sorted(Membership(*r) for r in membership_rows)),
         migrations_table=f"{mschema}.{mtable}",
         migration_records=records,
+        types={(r[0], r[1]): TypeDef(*r) for r in type_rows},
         queries=queries,
     )

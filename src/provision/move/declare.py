@@ -28,7 +28,7 @@ from pglast import ast
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
-from provision.desired import LAYOUT, Layout
+from provision.desired import Layout, default_layout
 from provision.errors import ConfigError, MoveFileError
 
 MOVES_ENV_VAR = "NUCLEUS_MOVES"
@@ -137,8 +137,9 @@ def default_directory() -> Path:
     return Path(__file__).resolve().parents[3] / "moves"
 
 
-def load(directory: Path | None = None, layout: Layout = LAYOUT) -> Declaration:
+def load(directory: Path | None = None, layout: Layout | None = None) -> Declaration:
     """Read and validate every move file of `directory` (raises MoveFileError)."""
+    layout = layout or default_layout()
     directory = directory or default_directory()
     if not directory.is_dir():
         raise ConfigError(
@@ -262,8 +263,9 @@ def _parse_select(filename: str, field: str, sql: str) -> _Reads:
     return reads
 
 
-def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -> Move:
+def parse_move(filename: str, data: bytes, name: str, layout: Layout | None = None) -> Move:
     """One move file (its name without the number is the move's name)."""
+    layout = layout or default_layout()
     doc = _toml(filename, data)
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
@@ -279,7 +281,7 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
     if target not in {(t.schema, t.name) for t in layout.tables}:
         raise MoveFileError(
             f"{filename}: target {doc['target']} is not a table of the new layout",
-            hint="move into a table the migrations create (desired.LAYOUT)",
+            hint="move into a table the migrations create (bootstrap_sql/schema.lock lists them)",
         )
     key = doc["key"]
     if not isinstance(key, str) or not _NAME.match(key):
@@ -398,7 +400,10 @@ def parse_move(filename: str, data: bytes, name: str, layout: Layout = LAYOUT) -
     )
 
 
-def parse_not_moved(filename: str, data: bytes, layout: Layout = LAYOUT) -> tuple[NotMoved, ...]:
+def parse_not_moved(
+    filename: str, data: bytes, layout: Layout | None = None
+) -> tuple[NotMoved, ...]:
+    layout = layout or default_layout()
     doc = _toml(filename, data)
     if set(doc) - {"table"} or not isinstance(doc.get("table", []), list):
         raise MoveFileError(

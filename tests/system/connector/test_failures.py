@@ -161,7 +161,9 @@ def test_a_proxy_lost_in_the_middle_of_a_run_is_one_line_and_nothing_half_applie
     from connector_support import ROOT
 
     migrations = tmp_path / "bootstrap_sql"
-    shutil.copytree(ROOT / "bootstrap_sql", migrations)
+    shutil.copytree(
+        ROOT / "bootstrap_sql", migrations, ignore=shutil.ignore_patterns("schema.lock")
+    )
     (migrations / "900_slow.sql").write_text(
         "CREATE TABLE dna.during_the_cut (id int);\nSELECT pg_sleep(5);\n"
     )

@@ -1,0 +1,160 @@
+"""Issue 18: escalations the declaration does not give, made by hand one at a time on a
+converged database, each seen by `verify`, shown by `plan`, and either repaired by `apply` or
+reported with a remedy that works when followed (never a REVOKE that does nothing)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import cli
+from provision.local.cloudsql_api import create_iam_role
+from provision.local.instance import BOOTSTRAP_SUPERUSER, OWNER_USER
+
+ANALYSTS = "nucleus-analysts@local-project.example"  # local's declared IAM group
+API_SA = "nucleus-api@local-project.iam"  # local's declared service account
+
+
+@pytest.fixture
+def converged(legacy_db):
+    create_iam_role(legacy_db.instance, ANALYSTS, group=True)
+    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("verify", *legacy_db.targets).code == 0
+    return legacy_db
+
+
+def planned_sql(db) -> list[str]:
+    plan = cli("plan", *db.targets, "--format", "json")
+    return [s for a in plan.json["actions"] for s in a["sql"]]
+
+
+# (SQL run as the owner, what verify names, the statement apply runs)
+REPAIRED = {
+    "column grant": (
+        "GRANT UPDATE (email) ON dna.entity TO nucleus_readonly",
+        "column dna.entity.email",
+        "REVOKE UPDATE (email) ON TABLE dna.entity FROM nucleus_readonly",
+    ),
+    "with grant option": (
+        "GRANT SELECT ON dna.goals TO nucleus_readonly WITH GRANT OPTION",
+        "GRANT OPTION FOR SELECT on table dna.goals",
+        "REVOKE GRANT OPTION FOR SELECT ON TABLE dna.goals FROM nucleus_readonly CASCADE",
+    ),
+    "grant to every IAM group": (
+        "GRANT DELETE ON dna.entity TO cloudsqliamgroup",
+        "cloudsqliamgroup: DELETE on table dna.entity",
+        "REVOKE DELETE ON TABLE dna.entity FROM cloudsqliamgroup",
+    ),
+    "grant to every IAM service account": (
+        "GRANT INSERT ON tasks.task TO cloudsqliamserviceaccount",
+        "cloudsqliamserviceaccount: INSERT on table tasks.task",
+        "REVOKE INSERT ON TABLE tasks.task FROM cloudsqliamserviceaccount",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REPAIRED), ids=list(REPAIRED))
+def test_an_escalation_in_the_new_schemas_is_verified_planned_and_revoked(converged, case):
+    sql, named, statement = REPAIRED[case]
+    converged.query(sql, user=OWNER_USER)
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "privilege-unexpected" in verify.out
+    detail = cli("inspect", *converged.targets, "--format", "json").json
+    details = [d for f in detail["findings"] for d in f.get("details", [])]
+    assert any(named in d for d in details), details
+    assert statement in planned_sql(converged)
+    assert cli("apply", *converged.targets).code == 0
+    assert cli("verify", *converged.targets).code == 0
+
+
+# Memberships only Cloud SQL's superuser could grant (as the Admin API does): (SQL, member, group)
+BY_CLOUD_SQL = {
+    "owner to the app login": ("GRANT nucleus TO nucleus_app", "nucleus_app", "nucleus"),
+    "write everything to the analysts": (
+        f'GRANT pg_write_all_data TO "{ANALYSTS}"',
+        ANALYSTS,
+        "pg_write_all_data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BY_CLOUD_SQL), ids=list(BY_CLOUD_SQL))
+def test_a_membership_granted_by_cloudsqladmin_is_reported_with_its_route_never_revoked(
+    converged, case
+):
+    sql, member, group = BY_CLOUD_SQL[case]
+    converged.query(sql, user=BOOTSTRAP_SUPERUSER)
+
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "membership-granted-by-another-role" in verify.out
+    assert member in verify.out and group in verify.out
+
+    plan = cli("plan", *converged.targets, "--format", "json")
+    assert plan.code == 1  # a person must act; nothing apply could send would help
+    assert not [s for a in plan.json["actions"] for s in a["sql"] if "REVOKE" in s]
+    (manual,) = [
+        m for m in plan.json["manual"] if m["code"] == "membership-granted-by-another-role"
+    ]
+    assert "cloudsqladmin" in manual["remedy"] and "Cloud SQL Admin API" in manual["remedy"]
+
+    applied = cli("apply", *converged.targets)
+    assert applied.code == 1
+    assert "cloudsqladmin" in applied.err and "bug" not in applied.err
+
+    # The route, as the Admin API takes it: cloudsqladmin revokes its own grant.
+    converged.query(f'REVOKE "{group}" FROM "{member}"', user=BOOTSTRAP_SUPERUSER)
+    assert cli("verify", *converged.targets).code == 0
+
+
+def test_a_declared_group_that_exists_as_a_login_becomes_a_plain_group(legacy_db):
+    # Roles belong to the server: the group exists once any test applied; made a login here.
+    assert cli("apply", *legacy_db.targets).code == 0
+    legacy_db.query("ALTER ROLE nucleus_readonly LOGIN CREATEDB", user="postgres")
+    verify = cli("verify", *legacy_db.targets)
+    assert verify.code == 1 and "group-is-not-a-plain-group" in verify.out
+    assert (
+        "ALTER ROLE nucleus_readonly NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL"
+        in planned_sql(legacy_db)
+    )
+    assert cli("apply", *legacy_db.targets).code == 0
+    assert legacy_db.query(
+        "SELECT rolcanlogin, rolcreatedb FROM pg_roles WHERE rolname = 'nucleus_readonly'"
+    ) == [[False, False]]
+    assert cli("verify", *legacy_db.targets).code == 0
+
+
+def test_with_dsn_alone_iam_identities_are_never_revoked(converged):
+    """No environment named: IAM identities belong to one, so their memberships stay, declared
+    or not (an undeclared identity is still recognised by its cloudsqliam* membership)."""
+    stranger = "stranger@local-project.iam"
+    create_iam_role(converged.instance, stranger, group=False)
+    converged.query(f'GRANT nucleus_readonly TO "{stranger}"', user="postgres")
+    env = {k: v for k, v in os.environ.items() if k != "NUCLEUS_PROVISION_ENV"}
+    plan = cli("plan", *converged.targets, "--format", "json", env=env)
+    revokes = [s for a in plan.json["actions"] for s in a["sql"] if s.startswith("REVOKE")]
+    assert not [s for s in revokes if stranger in s or API_SA in s or ANALYSTS in s], revokes
+    # With the environment named, the undeclared one is revoked.
+    assert f'REVOKE nucleus_readonly FROM "{stranger}"' in planned_sql(converged)
+
+
+def test_effective_write_on_a_legacy_table_is_reported_and_the_remedy_clears_it(converged):
+    """Legacy schemas are never changed by apply: their owner removes what it granted."""
+    converged.query("GRANT DELETE ON dna_schema.entities TO nucleus_app", user="postgres")
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "access-unexpected" in verify.out
+    assert "DELETE on table dna_schema.entities" in verify.out
+    plan = cli("plan", *converged.targets, "--format", "json")
+    assert plan.code == 1 and not plan.json["actions"]
+    (manual,) = [m for m in plan.json["manual"] if m["code"] == "access-unexpected"]
+    assert "REVOKE ... ON <object> FROM nucleus_app" in manual["remedy"]
+    converged.query("REVOKE DELETE ON dna_schema.entities FROM nucleus_app", user="postgres")
+    assert cli("verify", *converged.targets).code == 0
+
+
+def test_a_column_grant_on_a_legacy_table_is_effective_access_too(converged):
+    converged.query("GRANT UPDATE (name) ON dna_schema.entities TO nucleus_app", user="postgres")
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "UPDATE on table dna_schema.entities" in verify.out
+    converged.query("REVOKE UPDATE (name) ON dna_schema.entities FROM nucleus_app", user="postgres")
+    assert cli("verify", *converged.targets).code == 0
