@@ -20,10 +20,11 @@ possible:
   passwords at login only); a reader that read the old version between the two steps fails
   its next login and must read again. If storing fails, the old password is set back, so the
   secret and the user never disagree after a failed run. The single window left is a crash
-  between `users.update` and the store; the rotation's output says how to recover
-  (README, "Rotating passwords").
+  between `users.update` and the store: running `rotate` again repairs it (the admin's
+  rotation holds its lock as the owner, so it does not need the admin's lost password;
+  README, "Rotating passwords").
 
-One rotation at a time per database: the admin session holds an advisory lock
+One rotation at a time per database: an admin session (the owner's, rotating the admin) holds an advisory lock
 (`locks.ROTATE_KEY`) throughout; a second one stops at once and names the holder. Passwords
 never appear in output, errors, logs or the server log.
 """
@@ -108,8 +109,12 @@ def rotate(
     )
     store = credentials.secret_store_for(overrides) or credentials.SecretStore(google_credentials)
     target = cloudsql.target_for(environment, connect_timeout=connect_timeout, overrides=overrides)
+    # The admin's rotation holds its lock as the owner when it can: a run killed between
+    # users.update and the store leaves postgres with a password in no secret, and the rerun
+    # that repairs it must not need postgres's login (the admin's rotation needs none otherwise).
+    lock_engine = target.owner if role == "admin" and target.owner is not None else target.admin
     try:
-        with target.admin.connect() as lock_conn:
+        with lock_engine.connect() as lock_conn:
             _lock(lock_conn)
             try:
                 if role == "app":
