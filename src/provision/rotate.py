@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     import google.auth.credentials
 
     from provision.config import Environment
+    from provision.db import Target
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,8 @@ def rotate(
     # The admin's rotation holds its lock as the owner when it can: a run killed between
     # users.update and the store leaves postgres with a password in no secret, and the rerun
     # that repairs it must not need postgres's login (the admin's rotation needs none otherwise).
-    lock_engine = target.owner if role == "admin" and target.owner is not None else target.admin
     try:
-        with lock_engine.connect() as lock_conn:
+        with _lock_connection(target, role) as lock_conn:
             _lock(lock_conn)
             try:
                 if role == "app":
@@ -139,6 +139,17 @@ def rotate(
     finally:
         target.dispose()
         store.close()
+
+
+def _lock_connection(target: Target, role: Role) -> Connection:
+    """The session that holds the rotation lock: the admin's, or, rotating the admin, the
+    owner's when it can log in (else the admin's)."""
+    if role == "admin" and target.owner is not None:
+        try:
+            return target.owner.connect()
+        except ProvisionError:
+            pass  # the owner's password is not at hand: the admin's login then
+    return target.admin.connect()
 
 
 def _lock(conn: Connection) -> None:
