@@ -7,7 +7,11 @@ when it lives in an *ephemeral* block (never stored) and reaches resources throu
 when it has (each rule is a denylist; a new kind of carrier is added here):
 
 - a resource or data source of a type whose state holds a secret it generates or reads
-  (`random_password`, `tls_private_key`, a Secret Manager version read as data, ...);
+  (`random_password`, `tls_private_key`, a Secret Manager version read as data, ...), and
+  any `random_*` resource: `random_id`, `random_bytes` or `random_uuid` make as good a
+  password as `random_password`, and the stacks use randomness only as ephemeral blocks;
+- an input variable marked `sensitive` that is not `ephemeral`: its value is saved in every
+  plan file, and in the state of any resource it reaches;
 - a resource argument that is known to carry a secret (`password`, `secret_data`,
   `root_password`, `private_key`, ...), whatever its value: even a variable or a reference
   lands in the state;
@@ -67,6 +71,8 @@ SECRET_ARGUMENTS = frozenset(
     }
 )
 _WRITE_ONLY = re.compile(r"_wo$")
+# Every resource of the random provider stores its result in the state.
+_RANDOM_PREFIX = "random_"
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -109,7 +115,7 @@ def secret_carriers(stack: dict[str, Any]) -> list[str]:
     one sentence each (naming the path, never a value); empty when there is none."""
     problems: list[str] = []
     for kind, blocks in stack.get("resource", {}).items():
-        if kind in SECRET_RESOURCE_TYPES:
+        if kind in SECRET_RESOURCE_TYPES or kind.startswith(_RANDOM_PREFIX):
             problems += [f"resource.{kind}.{name}: its state holds a secret" for name in blocks]
     for kind, blocks in stack.get("data", {}).items():
         if kind in SECRET_DATA_TYPES:
@@ -118,6 +124,15 @@ def secret_carriers(stack: dict[str, Any]) -> list[str]:
         for path, key in _keys(stack.get(block, {}), block):
             if key in SECRET_ARGUMENTS:
                 problems.append(f"{path}: argument {key!r} is stored in the state")
+    for name, variable in stack.get("variable", {}).items():
+        if (
+            isinstance(variable, dict)
+            and variable.get("sensitive")
+            and not variable.get("ephemeral")
+        ):
+            problems.append(
+                f"variable.{name}: sensitive but not ephemeral (its value is saved in plan files)"
+            )
     for name, output in stack.get("output", {}).items():
         if isinstance(output, dict) and output.get("sensitive"):
             problems.append(f"output.{name}: marked sensitive (outputs are stored in the state)")

@@ -18,12 +18,16 @@ possible:
   password is set through the Admin API (`users.update`, which checks the instance's password
   policy), proven by a login, then stored. Open sessions are not affected (PostgreSQL checks
   passwords at login only); a reader that read the old version between the two steps fails
-  its next login and must read again. If storing fails, the old password is set back, so the
-  secret and the user never disagree after a failed run. The single window left is a crash
-  between `users.update` and the store; the rotation's output says how to recover
-  (README, "Rotating passwords").
+  its next login and must read again. If storing is refused, the old password is set back, so
+  the secret and the user never disagree after a failed run; but not when the policy's
+  `reuse_interval` forbids it (Cloud SQL refuses the user's last N passwords: prod's policy),
+  nor when the add got no answer (it may have happened): then the error says the password is
+  in no secret, and running `rotate` again repairs it. The single window left is a crash
+  between `users.update` and the store: running `rotate` again repairs it (the admin's
+  rotation holds its lock as the owner, so it does not need the admin's lost password;
+  README, "Rotating passwords").
 
-One rotation at a time per database: the admin session holds an advisory lock
+One rotation at a time per database: an admin session (the owner's, rotating the admin) holds an advisory lock
 (`locks.ROTATE_KEY`) throughout; a second one stops at once and names the holder. Passwords
 never appear in output, errors, logs or the server log.
 """
@@ -40,7 +44,13 @@ from sqlalchemy import Connection, Engine, text
 from provision import cloudsql, credentials, passwords, scram
 from provision.connector_plugin import ConnectorOverrides, overrides_for
 from provision.credentials import AppSecret, Login, Role
-from provision.errors import ConfigError, LockTimeout, ManualActionRequired, ProvisionError
+from provision.errors import (
+    ConfigError,
+    ConnectionFailed,
+    LockTimeout,
+    ManualActionRequired,
+    ProvisionError,
+)
 from provision.locks import DEFAULT_POLICY, ROTATE_KEY, LockPolicy, holders
 from provision.sql import ident
 
@@ -48,6 +58,7 @@ if TYPE_CHECKING:
     import google.auth.credentials
 
     from provision.config import Environment
+    from provision.db import Target
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,11 @@ def rotate(
     )
     store = credentials.secret_store_for(overrides) or credentials.SecretStore(google_credentials)
     target = cloudsql.target_for(environment, connect_timeout=connect_timeout, overrides=overrides)
+    # The admin's rotation holds its lock as the owner when it can: a run killed between
+    # users.update and the store leaves postgres with a password in no secret, and the rerun
+    # that repairs it must not need postgres's login (the admin's rotation needs none otherwise).
     try:
-        with target.admin.connect() as lock_conn:
+        with _lock_connection(target, role) as lock_conn:
             _lock(lock_conn)
             try:
                 if role == "app":
@@ -125,6 +139,17 @@ def rotate(
     finally:
         target.dispose()
         store.close()
+
+
+def _lock_connection(target: Target, role: Role) -> Connection:
+    """The session that holds the rotation lock: the admin's, or, rotating the admin, the
+    owner's when it can log in (else the admin's)."""
+    if role == "admin" and target.owner is not None:
+        try:
+            return target.owner.connect()
+        except ProvisionError:
+            pass  # the owner's password is not at hand: the admin's login then
+    return target.admin.connect()
 
 
 def _lock(conn: Connection) -> None:
@@ -242,6 +267,35 @@ def _rotate_built_in(
         google_credentials,
         overrides.sqladmin_api_endpoint if overrides is not None else None,
     )
+    rerun = f"`nucleus-provision rotate --env {environment.name} --user {role}`"
+
+    def give_up(exc: ProvisionError, why: str) -> ProvisionError:
+        return ProvisionError(
+            f"{exc.message}; {user.name} now has a new password that is in no secret ({why})",
+            hint=(f"{exc.hint}, then run " if exc.hint else "run ") + f"{rerun} again "
+            "(it sets and stores a new one)",
+        )
+
+    def set_back(exc: ProvisionError) -> ProvisionError:
+        """The error to raise after the new password failed to be proven or stored (definitely
+        not stored): the previous password set back when Cloud SQL allows it."""
+        policy = environment.password_validation_policy
+        if previous is None or previous.password is None:
+            return give_up(exc, "its previous one is not known")
+        if policy.enabled and policy.reuse_interval:
+            # Cloud SQL refuses any of the user's last `reuse_interval` passwords.
+            return give_up(exc, "the password policy's reuse_interval refuses the previous one")
+        try:
+            api.set_password(
+                environment.project, environment.instance, user.name, previous.password
+            )
+        except ProvisionError as undo:
+            return give_up(exc, f"setting the previous one back failed: {undo.message}")
+        return ProvisionError(
+            f"{exc.message}; the previous password of {user.name} was set back, nothing changed",
+            hint=exc.hint,
+        )
+
     try:
         api.set_password(environment.project, environment.instance, user.name, password)
         try:
@@ -251,22 +305,16 @@ def _rotate_built_in(
                 overrides=overrides,
                 connect_timeout=connect_timeout,
             )
-            version = store.add_version(environment.project, user.secret, password)
         except ProvisionError as exc:
-            if previous is None or previous.password is None:
-                raise ProvisionError(
-                    f"{exc.message}; {user.name} now has a password that is in no secret",
-                    hint=f"run `nucleus-provision rotate --env {environment.name} --user {role}` "
-                    "again (it sets and stores a new one)",
-                ) from None
-            # Set the old password back: the secret and the user must not disagree.
-            api.set_password(
-                environment.project, environment.instance, user.name, previous.password
-            )
-            raise ProvisionError(
-                f"{exc.message}; the previous password of {user.name} was set back, nothing changed",
-                hint=exc.hint,
-            ) from None
+            raise set_back(exc) from None
+        try:
+            version = store.add_version(environment.project, user.secret, password)
+        except ConnectionFailed as exc:
+            # An add that got no answer may have happened: setting the previous password back
+            # could leave the secret's latest version naming a password that no longer works.
+            raise give_up(exc, "or in a version whose adding got no answer") from None
+        except ProvisionError as exc:
+            raise set_back(exc) from None
     finally:
         api.close()
     variable = (

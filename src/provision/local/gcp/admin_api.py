@@ -11,7 +11,8 @@ Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint
   other name
 - `PUT  /sql/v1beta4/projects/{project}/instances/{instance}/users?name=NAME`
   (`users.update`): sets a built-in user's password, checked against the instance's password
-  validation policy (400 with Cloud SQL's reason when refused), as `cloudsqladmin` with a
+  validation policy (including `reuse_interval`: none of the user's last N passwords, the
+  current one among them, kept as salted digests in password-history.json) (400 with Cloud SQL's reason when refused), as `cloudsqladmin` with a
   SCRAM verifier computed here, so the server log never sees the password; answers a DONE
   operation, which `GET /sql/v1beta4/projects/{project}/operations/{id}` reads back;
 - errors as `{"error": {"code": N, "message": "...", "status": "NOT_FOUND"}}`: 401 without a
@@ -32,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import hashlib
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +48,13 @@ from aiohttp import web
 from provision import passwords, scram
 from provision.config import PasswordValidationPolicy
 from provision.local.gcp import certs
-from provision.local.gcp.state import EmulatorState, RecordLog, iam_users
+from provision.local.gcp.state import (
+    EmulatorState,
+    RecordLog,
+    emulator_dir,
+    iam_users,
+    write_private,
+)
 from provision.local.instance import LocalInstance, superuser_connection
 
 COMPONENT = "admin-api"
@@ -236,10 +246,23 @@ class AdminApi:
         instance = LocalInstance.load(self.state.state_dir)
         if instance is None:
             raise ApiError(404, "The Cloud SQL instance does not exist.")
+        history = _PasswordHistory(emulator_dir(self.state.state_dir) / PASSWORD_HISTORY_FILE)
+        previous = history.of(name, instance.passwords.get(name))
+        if (
+            policy.enabled
+            and policy.reuse_interval
+            and history.reused(previous[-policy.reuse_interval :], password)
+        ):
+            raise ApiError(
+                400,
+                "Password does not meet the password validation policy: it is one of the "
+                f"last {policy.reuse_interval} passwords of the user.",
+            )
         if not await asyncio.get_running_loop().run_in_executor(
             None, _set_password, instance, name, password
         ):
             raise ApiError(404, f"The user {name} does not exist on this instance.")
+        history.remember(name, previous, password)
         operation = {
             "kind": "sql#operation",
             "name": str(uuid.uuid4()),
@@ -292,6 +315,50 @@ class AdminApi:
             }
         }
         return body, certs.describe(cert)
+
+
+PASSWORD_HISTORY_FILE = "password-history.json"
+# More than any reuse_interval a test sets; Cloud SQL's own limit is not documented.
+_HISTORY_LENGTH = 32
+
+
+class _PasswordHistory:
+    """Each built-in user's passwords as Cloud SQL remembers them for `reuse_interval`: salted
+    SHA-256 digests, oldest first, in an owner-only file (never a password)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, list[list[str]]]:
+        try:
+            loaded: dict[str, list[list[str]]] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        return loaded
+
+    @staticmethod
+    def _digest(password: str, salt: str) -> str:
+        return hashlib.sha256(bytes.fromhex(salt) + password.encode()).hexdigest()
+
+    @classmethod
+    def _entry(cls, password: str) -> list[str]:
+        salt = secrets.token_hex(16)
+        return [salt, cls._digest(password, salt)]
+
+    def of(self, name: str, current: str | None) -> list[list[str]]:
+        """The user's remembered passwords; the current one (set at creation) when none is."""
+        known = self._load().get(name)
+        if known:
+            return known
+        return [self._entry(current)] if current is not None else []
+
+    def reused(self, entries: list[list[str]], password: str) -> bool:
+        return any(self._digest(password, salt) == digest for salt, digest in entries)
+
+    def remember(self, name: str, previous: list[list[str]], password: str) -> None:
+        history = self._load()
+        history[name] = [*previous, self._entry(password)][-_HISTORY_LENGTH:]
+        write_private(self.path, json.dumps(history))
 
 
 def _set_password(instance: LocalInstance, name: str, password: str) -> bool:
