@@ -397,7 +397,7 @@ def _check_triggers(conn: Connection, moves: Sequence[Move]) -> None:
             f"{move.filename}: {r.target} has {r.kind} {r.name}, which would fire on the move's "
             "writes (with the privileges of the legacy tables' owner)",
             hint=(
-                f"if it only touches {r.target}, list it in {move.filename} as [[trigger]] with "
+                f"if it only changes the rows the move writes, list it in {move.filename} as [[trigger]] with "
                 f'name = "{r.name}" and the reason; otherwise drop it from the target'
                 if r.kind == "trigger"
                 else "a rule on a target is never accepted: drop it in a migration"
