@@ -429,20 +429,31 @@ def test_the_readme_s_resolution_of_a_conflict_lets_the_legacy_row_win(moved_db)
 
 
 @pytest.mark.parametrize(
-    "side_effect",
+    ("side_effect", "message"),
     [
         # Deletes a service's row from the move's own target (whose counters the proof of
         # "everything but the target" leaves out).
-        "DELETE FROM dna.entity WHERE name = 'a service''s entity'",
+        (
+            "DELETE FROM dna.entity WHERE name = 'a service''s entity'",
+            "rows of dna.entity: 1 deleted (the move's statements: 0)",
+        ),
         # Forges the move's record of a service's row, so that a later pass would delete it.
-        "INSERT INTO nucleus_move.written_entities (id, legacy_key, h) "
-        "SELECT t.id, 1, md5(ROW(t.id, t.name, t.kind, t.email, t.created_at, t.updated_at)::text) "
-        "FROM dna.entity t WHERE t.name = 'a service''s entity' ON CONFLICT DO NOTHING",
+        (
+            "INSERT INTO nucleus_move.written_entities (id, legacy_key, h) "
+            "SELECT t.id, 1, md5(ROW(t.id, t.name, t.kind, t.email, t.created_at, t.updated_at)::text) "
+            "FROM dna.entity t WHERE t.name = 'a service''s entity' ON CONFLICT DO NOTHING",
+            "rows of nucleus_move.written_entities: 1 inserted (the move's statements: 0)",
+        ),
+        # Lets a second `move run` in beside this one, and holds a lock of its own.
+        (
+            "PERFORM pg_advisory_unlock_all(); PERFORM pg_advisory_lock(42)",
+            "advisory locks of the move's session changed",
+        ),
     ],
-    ids=["deletes-from-the-target", "forges-provenance"],
+    ids=["deletes-from-the-target", "forges-provenance", "releases-the-move-lock"],
 )
-def test_an_immutable_wrapper_writing_the_target_or_the_provenance_is_caught_by_the_proof(
-    moved_db, tmp_path, side_effect
+def test_an_immutable_wrapper_s_side_effect_on_the_target_bookkeeping_or_locks_is_caught(
+    moved_db, tmp_path, side_effect, message
 ):
     db = moved_db
     assert move(db, "run").code == 0
@@ -461,7 +472,7 @@ def test_an_immutable_wrapper_writing_the_target_or_the_provenance_is_caught_by_
     moves = _edited(tmp_path, "10_entities.toml", 'name = "s.name"', 'name = "public.tidy(s.name)"')
     before = fingerprint(db)
     run = move(db, "run", "--only", "entities", moves=moves)
-    assert_clean_error(run, "rolled back", "(the move's statements: 0)")
+    assert_clean_error(run, "rolled back", message)
     assert fingerprint(db) == before
     # The original file then finds the service's row still the service's: never deleted.
     assert move(db, "run", "--only", "entities").code == 0

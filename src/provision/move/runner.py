@@ -539,16 +539,23 @@ class Mover:
                 )
                 before = _outside(safety.snapshot(self.conn, [SCHEMA]), move)
                 own_before = _own_counters(self.conn, move)
+                locks_before = list(self.conn.execute(_ADVISORY).scalar_one())
                 rows: list[Row[Any]] = []
                 for sql, params in statements:
                     result = self.conn.execute(text(sql), params)
                     rows = list(result.all()) if result.returns_rows else []
                 after = _outside(safety.snapshot(self.conn, [SCHEMA]), move)
                 own_after = _own_counters(self.conn, move)
+                locks_after = list(self.conn.execute(_ADVISORY).scalar_one())
                 seq_after = safety.sequence_values(seq, [SCHEMA])
                 seq.rollback()
                 changes.extend(safety.violations(before, after))
                 changes.extend(unreported_writes(own_before, own_after, writes(rows)))
+                if locks_after != locks_before:
+                    changes.append(
+                        f"advisory locks of the move's session changed from {locks_before} to "
+                        f"{locks_after} (the move lock is key {MOVE_KEY})"
+                    )
                 changes.extend(self._sequence_changes(info, seq_before, seq_after))
                 if changes:
                     self.conn.rollback()
@@ -675,6 +682,15 @@ WHERE schemaname || '.' || relname = :target
 """)
 
 Counts = tuple[int, int, int]  # rows inserted, updated, deleted
+
+# The advisory locks the move's session holds (the move lock among them): a move file's
+# function calling pg_advisory_unlock_all() would let a second `move run` in beside this one,
+# and pg_advisory_lock() would hold a lock someone else waits for, both outside any rollback.
+_ADVISORY = text("""
+SELECT coalesce(array_agg((classid::bigint << 32) | objid::bigint ORDER BY 1), '{}') AS held
+FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+""")
 
 
 def _own_counters(conn: Connection, move: Move) -> dict[str, Counts]:
