@@ -198,13 +198,19 @@ class Attempts:
     def _gave_up(self, what: str) -> LockTimeout:
         seen = self.watch.seen if self.watch is not None else []
         blockers = "; ".join(b.describe() for b in seen) or "a session that could not be seen"
-        pids = ", ".join(str(b.pid) for b in seen) or "PID"
+        pids = list(dict.fromkeys(str(b.pid) for b in seen))
+        # pg_terminate_backend takes one pid (a second argument is a timeout in ms).
+        terminate = (
+            f"pg_terminate_backend({pids[0] if pids else 'PID'})"
+            if len(pids) < 2
+            else f"pg_terminate_backend(pid) FROM unnest(ARRAY[{', '.join(pids)}]) AS pid"
+        )
         return LockTimeout(
             f"{what}: gave up after {self.tries} attempt(s) in {self.policy.budget:g}s: each lock "
             f"wait was cut at {self.policy.timeout:g}s so live traffic never queued behind us; "
             f"blocked by {blockers}",
             hint=f"nothing of this step was applied; wait for that session to finish (or end it: "
-            f"SELECT pg_terminate_backend({pids})) and run again, or allow longer with "
+            f"SELECT {terminate}) and run again, or allow longer with "
             "--lock-budget",
         )
 

@@ -426,3 +426,54 @@ def test_the_readme_s_resolution_of_a_conflict_lets_the_legacy_row_win(moved_db)
         ["legacy"]
     ]
     assert db.query("SELECT count(*) FROM nucleus_move.conflicts") == [[0]]
+
+
+@pytest.mark.parametrize(
+    ("side_effect", "message"),
+    [
+        # Deletes a service's row from the move's own target (whose counters the proof of
+        # "everything but the target" leaves out).
+        (
+            "DELETE FROM dna.entity WHERE name = 'a service''s entity'",
+            "rows of dna.entity: 1 deleted (the move's statements: 0)",
+        ),
+        # Forges the move's record of a service's row, so that a later pass would delete it.
+        (
+            "INSERT INTO nucleus_move.written_entities (id, legacy_key, h) "
+            "SELECT t.id, 1, md5(ROW(t.id, t.name, t.kind, t.email, t.created_at, t.updated_at)::text) "
+            "FROM dna.entity t WHERE t.name = 'a service''s entity' ON CONFLICT DO NOTHING",
+            "rows of nucleus_move.written_entities: 1 inserted (the move's statements: 0)",
+        ),
+        # Lets a second `move run` in beside this one, and holds a lock of its own.
+        (
+            "PERFORM pg_advisory_unlock_all(); PERFORM pg_advisory_lock(42)",
+            "advisory locks of the move's session changed",
+        ),
+    ],
+    ids=["deletes-from-the-target", "forges-provenance", "releases-the-move-lock"],
+)
+def test_an_immutable_wrapper_s_side_effect_on_the_target_bookkeeping_or_locks_is_caught(
+    moved_db, tmp_path, side_effect, message
+):
+    db = moved_db
+    assert move(db, "run").code == 0
+    as_app(db, "INSERT INTO dna.entity (name, kind) VALUES ('a service''s entity', 'person')")
+    # A volatile function behind an IMMUTABLE SQL wrapper: the early check sees an immutable
+    # function; only the proof can see what it does.
+    db.query(
+        "CREATE FUNCTION public.side_effect() RETURNS int VOLATILE LANGUAGE plpgsql "
+        f"AS $$ BEGIN {side_effect}; RETURN 0; END $$"
+    )
+    db.query(
+        "CREATE FUNCTION public.tidy(text) RETURNS text IMMUTABLE LANGUAGE sql "
+        "AS $$ SELECT $1 || repeat('', public.side_effect()) $$"
+    )
+    db.query("GRANT EXECUTE ON FUNCTION public.side_effect(), public.tidy(text) TO PUBLIC")
+    moves = _edited(tmp_path, "10_entities.toml", 'name = "s.name"', 'name = "public.tidy(s.name)"')
+    before = fingerprint(db)
+    run = move(db, "run", "--only", "entities", moves=moves)
+    assert_clean_error(run, "rolled back", message)
+    assert fingerprint(db) == before
+    # The original file then finds the service's row still the service's: never deleted.
+    assert move(db, "run", "--only", "entities").code == 0
+    assert db.query("SELECT count(*) FROM dna.entity WHERE name = 'a service''s entity'") == [[1]]

@@ -28,3 +28,20 @@ def test_a_blocker_whose_query_is_hidden_says_so_and_how_to_see_it():
 
 def test_the_default_lock_wait_is_well_under_a_second():
     assert LockPolicy().timeout < 1 and LockPolicy().timeout_ms == 200
+
+
+def test_the_hint_to_end_several_blockers_ends_each_of_them():
+    # pg_terminate_backend(a, b) would end only a (b is a timeout in milliseconds).
+    from provision.locks import Attempts, BlockerWatch
+
+    def never() -> None:
+        raise AssertionError("no connection is opened to compose the hint")
+
+    watch = BlockerWatch(never)  # type: ignore[arg-type]
+    watch.seen = [Blocker(7, "nucleus", None, None, None, None)]
+    assert "SELECT pg_terminate_backend(7))" in Attempts(LockPolicy(), watch)._gave_up("x").hint
+    watch.seen = [Blocker(p, "nucleus", None, None, None, None) for p in (7, 9, 7)]
+    assert (
+        "SELECT pg_terminate_backend(pid) FROM unnest(ARRAY[7, 9]) AS pid)"
+        in Attempts(LockPolicy(), watch)._gave_up("x").hint
+    )

@@ -104,3 +104,21 @@ def test_colons_of_a_fragment_are_never_taken_for_parameters():
 def test_skipped_counts_each_row_under_its_first_rule():
     sql = plan.skipped(INTERESTS)
     assert sql.count("count(*) FILTER") == len(INTERESTS.skip)
+
+
+def test_writes_beyond_what_a_batch_reported_are_named_per_table():
+    before = {"dna.entity": (10, 0, 0), "nucleus_move.written_entities": (10, 0, 0)}
+    after = {"dna.entity": (12, 0, 1), "nucleus_move.written_entities": (13, 0, 0)}
+    reported = {"dna.entity": (2, 0, 0), "nucleus_move.written_entities": (2, 0, 0)}
+    assert runner.unreported_writes(before, after, reported) == [
+        "rows of dna.entity: 1 deleted (the move's statements: 0)",
+        "rows of nucleus_move.written_entities: 3 inserted (the move's statements: 2)",
+    ]
+    assert runner.unreported_writes(before, before, {}) == []
+    # A table first written in the batch, and a reported write that did not happen.
+    assert runner.unreported_writes(
+        {}, {"nucleus_move.written_tasks": (0, 1, 0)}, {"dna.entity": (1, 0, 0)}
+    ) == [
+        "rows of dna.entity: 0 inserted (the move's statements: 1)",
+        "rows of nucleus_move.written_tasks: 1 updated (the move's statements: 0)",
+    ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -397,7 +397,7 @@ def _check_triggers(conn: Connection, moves: Sequence[Move]) -> None:
             f"{move.filename}: {r.target} has {r.kind} {r.name}, which would fire on the move's "
             "writes (with the privileges of the legacy tables' owner)",
             hint=(
-                f"if it only touches {r.target}, list it in {move.filename} as [[trigger]] with "
+                f"if it only changes the rows the move writes, list it in {move.filename} as [[trigger]] with "
                 f'name = "{r.name}" and the reason; otherwise drop it from the target'
                 if r.kind == "trigger"
                 else "a rule on a target is never accepted: drop it in a migration"
@@ -512,12 +512,16 @@ class Mover:
         info: TargetInfo,
         statements: Sequence[tuple[str, dict[str, Any]]],
         timeout_ms: int = BATCH_STATEMENT_TIMEOUT_MS,
+        writes: Callable[[list[Row[Any]]], Mapping[str, Counts]] = lambda rows: {},
     ) -> list[Row[Any]]:
         """`statements` in one transaction, committed only once the database proves they
         changed nothing but the move's target and its bookkeeping (`nucleus_move`): the
         per-transaction row counters of every other table, the fingerprint of every object
         (`provision.safety`), and every sequence but the target's own, read on a second
-        session before and after. Anything else rolls the batch back and names it."""
+        session before and after; and the target's and the provenance tables' counters equal
+        `writes(rows)`, what the statements themselves report writing (rows inserted,
+        updated, deleted by table; none unless given). Anything else rolls the batch back
+        and names it."""
         changes: list[str] = []
 
         def step() -> list[Row[Any]]:
@@ -534,14 +538,24 @@ class Mover:
                     {"lock": f"{self.options.policy.timeout_ms}ms", "statement": f"{timeout_ms}ms"},
                 )
                 before = _outside(safety.snapshot(self.conn, [SCHEMA]), move)
+                own_before = _own_counters(self.conn, move)
+                locks_before = list(self.conn.execute(_ADVISORY).scalar_one())
                 rows: list[Row[Any]] = []
                 for sql, params in statements:
                     result = self.conn.execute(text(sql), params)
                     rows = list(result.all()) if result.returns_rows else []
                 after = _outside(safety.snapshot(self.conn, [SCHEMA]), move)
+                own_after = _own_counters(self.conn, move)
+                locks_after = list(self.conn.execute(_ADVISORY).scalar_one())
                 seq_after = safety.sequence_values(seq, [SCHEMA])
                 seq.rollback()
                 changes.extend(safety.violations(before, after))
+                changes.extend(unreported_writes(own_before, own_after, writes(rows)))
+                if locks_after != locks_before:
+                    changes.append(
+                        f"advisory locks of the move's session changed from {locks_before} to "
+                        f"{locks_after} (the move lock is key {MOVE_KEY})"
+                    )
                 changes.extend(self._sequence_changes(info, seq_before, seq_after))
                 if changes:
                     self.conn.rollback()
@@ -652,6 +666,60 @@ class Mover:
                 said = True
             time.sleep(0.2)
         self.conn.commit()
+
+
+# The rows of the tables a batch may write: its target and every provenance table (a claim that
+# the move wrote a row, which later lets it update or delete that row). The proof's other
+# counters leave them out (the target by design, `nucleus_move` as the tool's own schema), so
+# their counters must equal exactly what the batch's own statements report writing: a move
+# file's "immutable" function that deletes a service's row from the target, or forges a
+# provenance row so that a later pass deletes it, shows as writes nobody reported.
+_OWN_COUNTERS = text(f"""
+SELECT schemaname || '.' || relname AS name, n_tup_ins, n_tup_upd, n_tup_del
+FROM pg_stat_xact_user_tables
+WHERE schemaname || '.' || relname = :target
+   OR (schemaname = '{SCHEMA}' AND starts_with(relname, 'written_'))
+""")
+
+Counts = tuple[int, int, int]  # rows inserted, updated, deleted
+
+# The advisory locks the move's session holds (the move lock among them): a move file's
+# function calling pg_advisory_unlock_all() would let a second `move run` in beside this one,
+# and pg_advisory_lock() would hold a lock someone else waits for, both outside any rollback.
+_ADVISORY = text("""
+SELECT coalesce(array_agg((classid::bigint << 32) | objid::bigint ORDER BY 1), '{}') AS held
+FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+""")
+
+
+def _own_counters(conn: Connection, move: Move) -> dict[str, Counts]:
+    return {
+        r.name: (int(r.n_tup_ins), int(r.n_tup_upd), int(r.n_tup_del))
+        for r in conn.execute(_OWN_COUNTERS, {"target": move.target_name})
+    }
+
+
+def unreported_writes(
+    before: Mapping[str, Counts], after: Mapping[str, Counts], reported: Mapping[str, Counts]
+) -> list[str]:
+    """The writes to the target and the provenance tables beyond what the batch reported
+    writing (pure): one line per table, empty when they match exactly."""
+    found = []
+    for table in sorted(after.keys() | before.keys() | reported.keys()):
+        old, new = before.get(table, (0, 0, 0)), after.get(table, (0, 0, 0))
+        done = tuple(n - o for n, o in zip(new, old, strict=True))
+        expected = reported.get(table, (0, 0, 0))
+        if done != expected:
+            what = ", ".join(
+                f"{n} {verb} (the move's statements: {e})"
+                for n, e, verb in zip(
+                    done, expected, ("inserted", "updated", "deleted"), strict=True
+                )
+                if n != e
+            )
+            found.append(f"rows of {table}: {what}")
+    return found
 
 
 def _outside(snapshot: safety.Snapshot, move: Move) -> safety.Snapshot:
@@ -770,6 +838,9 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
                 move,
                 info,
                 [(sql, {"name": move.name, "cursor": cursor, "n": options.batch_size})],
+                writes=lambda rows: {
+                    t: (int(rows[0].copied), 0, 0) for t in (move.target_name, _written(move))
+                },
             )[0]
         cursor, batch, scanned = int(row.cursor), int(row.copied), int(row.scanned)
         if scanned == 0:
@@ -1041,6 +1112,7 @@ def catch_up(
                 move,
                 info,
                 [(sql, {"name": move.name, "n": options.batch_size}) for sql in statements],
+                writes=lambda rows: _repair_writes(move, rows),
             )
         if not report:
             break
@@ -1085,6 +1157,23 @@ def catch_up(
     )
     listener(Event(EventKind.SYNCED, move.name, rows=found, counts=dict(result.counts)))
     return result
+
+
+def _written(move: Move) -> str:
+    """The provenance table's name as the statistics views spell it."""
+    return f"{SCHEMA}.written_{move.name}"
+
+
+def _repair_writes(move: Move, report: Sequence[Row[Any]]) -> dict[str, Counts]:
+    """What a repair batch wrote, from its report of actions (after the re-check of each
+    write): a row inserted, updated or deleted in the target and in the provenance for each
+    `insert`, `update`, `delete`; a provenance row deleted for each `forget`."""
+    n = {r.action: int(r.n) for r in report}
+    inserted, updated, deleted = n.get("insert", 0), n.get("update", 0), n.get("delete", 0)
+    return {
+        move.target_name: (inserted, updated, deleted),
+        _written(move): (inserted, updated, deleted + n.get("forget", 0)),
+    }
 
 
 def _synced(mover: Mover, move: Move, as_of: Any, repaired: int) -> None:
