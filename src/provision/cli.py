@@ -890,7 +890,7 @@ def move_verify(
     "ignored",
     multiple=True,
     metavar="CATEGORY[,CATEGORY]",
-    help="Leave a category out: schemas, tables, columns, constraints, indexes, sequences, views, functions, triggers, policies, extensions, owners, privileges, default-privileges, memberships, migrations, legacy-migrations.",
+    help="Leave a category out: schemas, tables, columns, constraints, indexes, sequences, views, functions, triggers (and rules), policies, extensions, owners, privileges, default-privileges, memberships, migrations, legacy-migrations.",
 )
 @click.option(
     "--map-role",

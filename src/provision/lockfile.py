@@ -132,6 +132,8 @@ def render(lock: Lock) -> str:
         lines.append(_line("function", d, f"{fn.schema}.{fn.signature}"))
     for _, tg in sorted(s.triggers.items()):
         lines.append(_line("trigger", tg._asdict(), f"{tg.schema}.{tg.table}.{tg.name}"))
+    for _, rl in sorted(s.rules.items()):
+        lines.append(_line("rule", rl._asdict(), f"{rl.schema}.{rl.table}.{rl.name}"))
     for _, p in sorted(s.policies.items()):
         d = p._asdict()
         d["roles"] = sorted(p.roles)
@@ -171,6 +173,7 @@ def parse(text: str, path: str = LOCK_NAME) -> Lock:
         Owned,
         Policy,
         Relation,
+        Rule,
         Snapshot,
         Trigger,
         TypeDef,
@@ -184,6 +187,7 @@ def parse(text: str, path: str = LOCK_NAME) -> Lock:
         "indexes": {},
         "functions": {},
         "triggers": {},
+        "rules": {},
         "policies": {},
         "default_privileges": {},
         "types": {},
@@ -244,6 +248,9 @@ def parse(text: str, path: str = LOCK_NAME) -> Lock:
             elif kind == "trigger":
                 tg = Trigger(**d)
                 fields["triggers"][(tg.schema, tg.table, tg.name)] = tg
+            elif kind == "rule":
+                rl = Rule(**d)
+                fields["rules"][(rl.schema, rl.table, rl.name)] = rl
             elif kind == "policy":
                 p = Policy(**{**d, "roles": frozenset(d["roles"])})
                 fields["policies"][(p.schema, p.table, p.name)] = p

@@ -9,6 +9,7 @@ import pytest
 
 from provision.config import load_environment
 from provision.desired import desired_state
+from provision.diff.snapshot import Rule
 from provision.errors import ConfigError
 from provision.lockfile import LOCK_NAME, REFRESH, load, parse, render, stale
 from provision.migrations import load_migrations
@@ -30,6 +31,23 @@ def test_render_and_parse_are_inverse():
     lock = parse(text)
     assert render(lock) == text
     assert ("dna", "entity") in lock.tables and lock.created_by["dna.entity_integrations"] == "002"
+
+
+def test_a_rule_survives_the_round_trip():
+    lock = parse(LOCK_PATH.read_text(encoding="utf-8"))
+    rule = Rule(
+        "dna",
+        "goals",
+        "keep",
+        "CREATE RULE keep AS ON DELETE TO dna.goals DO INSTEAD NOTHING",
+        "enabled",
+    )
+    with_rule = replace(
+        lock, snapshot=replace(lock.snapshot, rules={("dna", "goals", "keep"): rule})
+    )
+    text = render(with_rule)
+    assert "rule dna.goals.keep " in text
+    assert parse(text).snapshot.rules == {("dna", "goals", "keep"): rule}
 
 
 def test_an_edited_added_or_deleted_file_makes_the_lock_stale():

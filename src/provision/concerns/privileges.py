@@ -309,6 +309,25 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "login in SQL from its secret",
             )
         )
+    for login, fixable in _logins_with_attributes(desired, catalog):
+        attributes = ", ".join(catalog.privileges.role(login).attributes)
+        found.append(
+            Finding(
+                "login-has-role-attributes",
+                Severity.HIGH,
+                f"runtime login {login} has {attributes}",
+                "it can do more than any declared group gives it (create databases or roles, "
+                "bypass row security): not a least-privilege login",
+                (f"{login}: {attributes}",),
+                remedy=None
+                if fixable
+                else f"{desired.admin} cannot change {login} (it holds no ADMIN OPTION on it, or "
+                "only a superuser may remove REPLICATION, BYPASSRLS or SUPERUSER): have its "
+                f"creator (for a user made through the Cloud SQL API, cloudsqladmin: recreate "
+                f"the user there) run ALTER ROLE {ident(login)} NOCREATEDB NOCREATEROLE "
+                "NOREPLICATION NOBYPASSRLS",
+            )
+        )
     for group, fixable in _groups_not_nologin(desired, catalog):
         state = facts.role(group)
         extra = (["LOGIN"] if state.login else []) + list(state.attributes)
@@ -459,6 +478,25 @@ def _groups_not_nologin(desired: DesiredState, catalog: Catalog) -> list[tuple[s
     return out
 
 
+def _runtime_logins(desired: DesiredState) -> list[str]:
+    """The logins services use (the app login, declared IAM identities); the admin and the
+    owner are cloudsqlsuperuser members with attributes by design."""
+    p = desired.privileges
+    return sorted({m.role for m in p.members} - set(p.group_names) - {desired.admin, desired.owner})
+
+
+def _logins_with_attributes(desired: DesiredState, catalog: Catalog) -> list[tuple[str, bool]]:
+    """Runtime logins with CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS or SUPERUSER (a
+    privilege no grant shows and no has_*_privilege asks), and whether apply can remove it."""
+    out = []
+    for login in _runtime_logins(desired):
+        state = catalog.privileges.role(login)
+        if state.exists and state.attributes:
+            fixable = state.admin_holds_admin and set(state.attributes) <= _ADMIN_REMOVABLE
+            out.append((login, fixable))
+    return out
+
+
 def _groups_without_admin(desired: DesiredState, catalog: Catalog) -> set[str]:
     facts = catalog.privileges
     return {
@@ -590,6 +628,17 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
                     Sql(f"ALTER ROLE {ident(g)} NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL")
                     for g in plain
                 ),
+            )
+        )
+    stripped = [login for login, fixable in _logins_with_attributes(desired, catalog) if fixable]
+    if stripped:
+        planned.append(
+            Action(
+                ActionKind.CREATE_ROLES,
+                Session.ADMIN,
+                f"runtime login(s) {', '.join(stripped)} have CREATEDB or CREATEROLE, which no "
+                f"declared group gives; {desired.admin} holds ADMIN OPTION on them",
+                tuple(Sql(f"ALTER ROLE {ident(r)} NOCREATEDB NOCREATEROLE") for r in stripped),
             )
         )
     no_admin = _groups_without_admin(desired, catalog)

@@ -1,4 +1,4 @@
-"""Structure: every column, index, constraint, type, view, function, trigger and policy of the
+"""Structure: every column, index, constraint, type, view, function, trigger, rule and policy of the
 managed schemas, against the checked-in expected schema (`bootstrap_sql/schema.lock`).
 
 The comparison is diff's (`provision.diff.compare`), live database on the left, the lock on
@@ -64,6 +64,7 @@ _PRESENCE = {
     "index": "index",
     "function": "function",
     "trigger": "trigger",
+    "rule": "rule",
     "policy": "policy",
     "type": "type",
 }
@@ -100,6 +101,7 @@ def _only_version_table(snapshot: Snapshot) -> Snapshot:
         constraints={k: v for k, v in snapshot.constraints.items() if ours(k[0], k[1])},
         indexes={k: v for k, v in snapshot.indexes.items() if ours(v.schema, v.table)},
         triggers={k: v for k, v in snapshot.triggers.items() if ours(k[0], k[1])},
+        rules={k: v for k, v in snapshot.rules.items() if ours(k[0], k[1])},
         policies={k: v for k, v in snapshot.policies.items() if ours(k[0], k[1])},
         functions={k: v for k, v in snapshot.functions.items() if k[0] != schema},
         types={k: v for k, v in snapshot.types.items() if k[0] != schema},

@@ -35,6 +35,7 @@ from provision.diff.snapshot import (
     Owned,
     Policy,
     Relation,
+    Rule,
     Snapshot,
     Trigger,
 )
@@ -63,7 +64,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "types": ("type", "type-definition"),
     "views": ("view", "materialized view", "view-definition"),
     "functions": ("function", "function-definition"),
-    "triggers": ("trigger", "trigger-definition"),
+    "triggers": ("trigger", "trigger-definition", "rule", "rule-definition"),
     "policies": ("policy", "policy-definition", "row-security"),
     "extensions": ("extension", "extension-version", "extension-schema"),
     "owners": ("owner",),
@@ -172,7 +173,7 @@ def _constraint_text(con: Constraint) -> str:
     return f"{con.type}: {con.definition}" + ("" if con.validated else " NOT VALID")
 
 
-def _trigger_text(trigger: Trigger) -> str:
+def _trigger_text(trigger: Trigger | Rule) -> str:
     return trigger.definition + ("" if trigger.enabled == "enabled" else f" ({trigger.enabled})")
 
 
@@ -481,6 +482,24 @@ class _Comparer:
                 self.on_both(s, t),
             )
 
+    def rules(self) -> None:
+        def keep(m: Mapping[tuple[str, str, str], Rule]) -> dict[tuple[str, str, str], Rule]:
+            return {k: v for k, v in m.items() if self.on_both(k[0], k[1])}
+
+        only_left, only_right, both = _split(keep(self.left.rules), keep(self.right.rules))
+        for (s, t, n), r in only_left:
+            self.add("rule", f"rule {n} on {_q(s, t)}", _trigger_text(r), None, self.on_both(s, t))
+        for (s, t, n), r in only_right:
+            self.add("rule", f"rule {n} on {_q(s, t)}", None, _trigger_text(r), self.on_both(s, t))
+        for (s, t, n), lr, rr in both:
+            self.add(
+                "rule-definition",
+                f"rule {n} on {_q(s, t)}",
+                _trigger_text(lr),
+                _trigger_text(rr),
+                self.on_both(s, t),
+            )
+
     def policies(self) -> None:
         def keep(m: Mapping[tuple[str, str, str], Policy]) -> dict[tuple[str, str, str], Policy]:
             return {k: v for k, v in m.items() if self.on_both(k[0], k[1])}
@@ -626,6 +645,7 @@ def compare(left: Snapshot, right: Snapshot, options: Options | None = None) -> 
     c.indexes()
     c.functions()
     c.triggers()
+    c.rules()
     c.policies()
     c.extensions()
     c.default_privileges()

@@ -173,6 +173,17 @@ class Trigger(NamedTuple):
     enabled: str
 
 
+class Rule(NamedTuple):
+    """A rewrite rule (CREATE RULE): like a trigger, it changes what a write does (DO INSTEAD
+    NOTHING swallows it), so it is compared as one. Views' own _RETURN rules are not listed."""
+
+    schema: str
+    table: str
+    name: str
+    definition: str
+    enabled: str
+
+
 class Policy(NamedTuple):
     schema: str
     table: str
@@ -248,6 +259,7 @@ class Snapshot:
     # None: the table exists but this session may not read it; () when it does not exist.
     migration_records: tuple[MigrationRecord, ...] | None
     types: Mapping[tuple[str, str], TypeDef] = field(default_factory=dict)
+    rules: Mapping[tuple[str, str, str], Rule] = field(default_factory=dict)
     queries: int = field(default=0, compare=False)
 
 
@@ -382,6 +394,16 @@ FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
 WHERE n.nspname = ANY(CAST(:schemas AS text[])) AND NOT g.tgisinternal
 """
 
+_RULES_SQL = """
+SELECT coalesce(json_agg(json_build_array(
+    n.nspname, c.relname, r.rulename, pg_get_ruledef(r.oid, true),
+    CASE r.ev_enabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'replica' WHEN 'A' THEN 'always'
+                      ELSE 'enabled' END)), '[]')
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(CAST(:schemas AS text[])) AND r.rulename <> '_RETURN'
+"""
+
 _POLICIES_SQL = """
 SELECT coalesce(json_agg(json_build_array(
     n.nspname, c.relname, p.polname,
@@ -510,6 +532,7 @@ def read_objects(
     index_rows = run(_INDEXES_SQL, schemas=scope)
     function_rows = run(_FUNCTIONS_SQL, schemas=scope)
     trigger_rows = run(_TRIGGERS_SQL, schemas=scope)
+    rule_rows = run(_RULES_SQL, schemas=scope)
     policy_rows = run(_POLICIES_SQL, schemas=scope)
     default_rows = run(_DEFAULT_PRIVILEGES_SQL, schemas=scope)
     type_rows = run(_TYPES_SQL, schemas=scope)
@@ -562,6 +585,7 @@ def read_objects(
             for r in function_rows
         },
         triggers={(r[0], r[1], r[2]): Trigger(*r) for r in trigger_rows},
+        rules={(r[0], r[1], r[2]): Rule(*r) for r in rule_rows},
         policies={
             (r[0], r[1], r[2]): Policy(r[0], r[1], r[2], r[3], r[4], frozenset(r[5]), r[6], r[7])
             for r in policy_rows

@@ -158,3 +158,33 @@ def test_a_column_grant_on_a_legacy_table_is_effective_access_too(converged):
     assert verify.code == 1 and "UPDATE on table dna_schema.entities" in verify.out
     converged.query("REVOKE UPDATE (name) ON dna_schema.entities FROM nucleus_app", user="postgres")
     assert cli("verify", *converged.targets).code == 0
+
+
+def test_a_runtime_login_with_role_attributes_is_verified_and_stripped(converged):
+    """CREATEDB / CREATEROLE show in no grant and no has_*_privilege: the role's own flags."""
+    converged.query("ALTER ROLE nucleus_app CREATEDB CREATEROLE", user="postgres")
+    verify = cli("verify", *converged.targets)
+    assert verify.code == 1 and "login-has-role-attributes" in verify.out
+    assert "nucleus_app has CREATEDB, CREATEROLE" in verify.out
+    assert "ALTER ROLE nucleus_app NOCREATEDB NOCREATEROLE" in planned_sql(converged)
+    assert cli("apply", *converged.targets).code == 0
+    assert converged.query(
+        "SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'nucleus_app'"
+    ) == [[False, False]]
+    assert cli("verify", *converged.targets).code == 0
+
+
+def test_an_iam_login_with_role_attributes_is_reported_and_the_remedy_clears_it(converged):
+    """The IAM user is cloudsqladmin's: postgres cannot change it, so it is a manual finding."""
+    converged.query(f'ALTER ROLE "{API_SA}" CREATEROLE', user=BOOTSTRAP_SUPERUSER)
+    try:
+        verify = cli("verify", *converged.targets)
+        assert verify.code == 1 and f"{API_SA} has CREATEROLE" in verify.out
+        plan = cli("plan", *converged.targets, "--format", "json")
+        (manual,) = [m for m in plan.json["manual"] if m["code"] == "login-has-role-attributes"]
+        remedy = f'ALTER ROLE "{API_SA}" NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS'
+        assert remedy in manual["remedy"]
+        converged.query(remedy, user=BOOTSTRAP_SUPERUSER)
+        assert cli("verify", *converged.targets).code == 0
+    finally:
+        converged.query(f'ALTER ROLE "{API_SA}" NOCREATEROLE', user=BOOTSTRAP_SUPERUSER)

@@ -73,6 +73,12 @@ DRIFT = {
         "type-unexpected",
         "enum dna.mood",
     ),
+    # A rule changes what a write does, as a trigger does: this one swallows every DELETE.
+    "rewrite rule": (
+        "CREATE RULE keep_goals AS ON DELETE TO dna.goals DO INSTEAD NOTHING",
+        "rule-unexpected",
+        "rule keep_goals on dna.goals",
+    ),
 }
 
 
