@@ -80,7 +80,7 @@ def control(
     reads it at its next batch boundary (`provision.move.throttle`). Returns the status."""
     from contextlib import ExitStack
 
-    from sqlalchemy import text
+    from sqlalchemy import Connection, text
 
     from provision.errors import MoveFailed
     from provision.move import throttle
@@ -89,19 +89,19 @@ def control(
     (move,) = declaration.only(name)
     with commands.session(target, desired), ExitStack() as stack:
         mover = runner.Mover(stack, target, Options(policy=policy), lambda e: None)
-        started = mover.read(
-            "status",
-            lambda c: bool(
+
+        def started(c: Connection) -> bool:
+            # Two statements: a query naming a missing table fails before it is evaluated.
+            if c.execute(text(f"SELECT to_regclass('{plan.SCHEMA}.state') IS NULL")).scalar_one():
+                return False
+            return bool(
                 c.execute(
-                    text(
-                        f"SELECT to_regclass('{plan.SCHEMA}.state') IS NOT NULL AND EXISTS "
-                        f"(SELECT FROM {plan.SCHEMA}.state WHERE name = :n)"
-                    ),
+                    text(f"SELECT EXISTS (SELECT FROM {plan.SCHEMA}.state WHERE name = :n)"),
                     {"n": move.name},
                 ).scalar_one()
-            ),
-        )
-        if not started:
+            )
+
+        if not mover.read("status", started):
             raise MoveFailed(
                 f"move {move.name} has not started: there is nothing to {verb}",
                 hint=f"start it with `nucleus-provision move run --only {move.name}`",

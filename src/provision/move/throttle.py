@@ -108,27 +108,30 @@ def pause_reason(signals: Signals, control: str | None, limits: Limits) -> str |
 
 # -- the shell: one statement per boundary --------------------------------------------------
 
-# Waiters: only sessions waiting on a heavyweight lock are asked for their blockers
-# (pg_blocking_pids is not free). Autovacuum: the worker's vacuum or analyze of the target.
+# Waiters from pg_locks, which every login sees whole (pg_stat_activity hides other roles'
+# wait events from a login without pg_read_all_stats, as the admin login is on Cloud SQL);
+# only sessions waiting on a heavyweight lock are asked for their blockers (pg_blocking_pids
+# is not free). Autovacuum: a worker holding a lock on the target (pg_locks and backend_type
+# are visible to every login; its phase, from pg_stat_progress_*, only to privileged ones).
 # Replica lag: replay_lag on the primary, NULL (absent) when there is no replica.
 SIGNALS_SQL = f"""
 SELECT
   ARRAY(
-    SELECT format('pid %s (%s, %s)', a.pid, coalesce(a.usename, '?'),
-                  coalesce(nullif(a.application_name, ''), a.backend_type))
-    FROM pg_stat_activity a
-    WHERE a.wait_event_type = 'Lock' AND a.pid <> ALL(:pids)
-      AND CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) && :pids END
-    ORDER BY a.pid
+    SELECT format('pid %s (%s, %s)', w.pid, coalesce(a.usename, '?'),
+                  coalesce(nullif(a.application_name, ''), a.backend_type, '?'))
+    FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted AND pid <> ALL(:pids)) w
+    LEFT JOIN pg_stat_activity a ON a.pid = w.pid
+    WHERE pg_blocking_pids(w.pid) && CAST(:pids AS integer[])
+    ORDER BY w.pid
   ) AS waiters,
-  (SELECT min(phase) FROM (
-     SELECT 'vacuum: ' || v.phase AS phase FROM pg_stat_progress_vacuum v
-     JOIN pg_stat_activity a ON a.pid = v.pid AND a.backend_type = 'autovacuum worker'
-     WHERE v.relid = to_regclass(:target)
-     UNION ALL
-     SELECT 'analyze: ' || z.phase FROM pg_stat_progress_analyze z
-     JOIN pg_stat_activity a ON a.pid = z.pid AND a.backend_type = 'autovacuum worker'
-     WHERE z.relid = to_regclass(:target)) p) AS vacuum,
+  (SELECT min(coalesce('vacuum: ' || v.phase, 'analyze: ' || z.phase, 'pid ' || a.pid))
+   FROM pg_locks l
+   JOIN pg_stat_activity a ON a.pid = l.pid AND a.backend_type = 'autovacuum worker'
+   LEFT JOIN pg_stat_progress_vacuum v ON v.pid = a.pid
+   LEFT JOIN pg_stat_progress_analyze z ON z.pid = a.pid
+   WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(:target)
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  ) AS vacuum,
   (SELECT extract(epoch FROM max(replay_lag))::float8 FROM pg_stat_replication) AS lag,
   (SELECT control FROM {SCHEMA}.state WHERE name = :name) AS control
 """
