@@ -819,6 +819,10 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
             )
         )
         _throttle(started, read - scanned_before, options.rate)
+        if scanned < size:
+            # The end of the source as of this batch: rows inserted since are the catch-up's
+            # (it compares by content), so a busy writer cannot keep the copy chasing it.
+            break
     mover.transaction(
         f"{move.name}: copied",
         [
