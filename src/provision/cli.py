@@ -682,6 +682,44 @@ def move() -> None:
     help="At most this many rows per second.",
 )
 @click.option(
+    "--batch-target",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Adapt each batch's size so that it takes this long (0: keep --batch-size).",
+)
+@click.option(
+    "--batch-min",
+    type=click.IntRange(min=1),
+    default=1_000,
+    show_default=True,
+    metavar="ROWS",
+    help="Fewest legacy keys per adapted batch.",
+)
+@click.option(
+    "--batch-max",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    metavar="ROWS",
+    help="Most legacy keys per adapted batch.",
+)
+@click.option(
+    "--max-replica-lag",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Pause while a replica's replay lag (pg_stat_replication) exceeds this.",
+)
+@click.option(
+    "--max-pause",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest pause for lock waiters, autovacuum or replica lag; then stop, batches kept.",
+)
+@click.option(
     "--follow", is_flag=True, help="Keep catching up (every --interval) until interrupted."
 )
 @click.option(
@@ -698,6 +736,11 @@ def move_run(
     only: str | None,
     batch_size: int,
     rate: float | None,
+    batch_target: float,
+    batch_min: int,
+    batch_max: int,
+    max_replica_lag: float | None,
+    max_pause: float,
     follow: bool,
     interval: float,
     fmt: str,
@@ -708,12 +751,24 @@ def move_run(
     pass over the legacy ranges changed since (inserts, updates, deletes). It writes only
     rows it wrote that still hold what it wrote: rows services wrote or changed are
     conflicts, listed with their keys. Exit 0, 1 on error.
+
+    It throttles itself: each batch's size adapts so that it takes --batch-target, and it
+    pauses at a batch boundary (saying why) while another session waits on a lock the move
+    holds, while autovacuum works on the target table, and while a replica lags past
+    --max-replica-lag. `move pause|resume|cancel NAME` from another shell take effect at
+    the next batch boundary; a cancelled run exits 0 with every committed batch kept.
     """
+    if batch_min > batch_max:
+        raise click.BadParameter(
+            f"--batch-min {batch_min} is above --batch-max {batch_max}", param_hint="--batch-min"
+        )
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision.move import commands as moves
     from provision.move import render as move_render
+    from provision.move.throttle import Limits
 
-    options = moves.Options(batch_size, rate, follow, interval, ctx.policy)
+    limits = Limits(batch_target or None, batch_min, batch_max, max_replica_lag, max_pause)
+    options = moves.Options(batch_size, rate, follow, interval, ctx.policy, limits)
     listener = move_render.progress(click.echo, fmt, sys.stdout.isatty())
     try:
         statuses = moves.run(target, desired, moves_dir, only, options, listener)
@@ -797,6 +852,55 @@ def move_cutover(
         )
     else:
         click.echo(move_render.cutover_text(status, differ))
+
+
+def _control_command(verb: str, doc: str) -> None:
+    @move.command(verb, help=doc)
+    @click.argument("name")
+    @target_options
+    @click.option(
+        "--moves",
+        "moves_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Directory of move files [default: ./moves or $NUCLEUS_MOVES].",
+    )
+    @click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
+    @click.pass_obj
+    def command(
+        ctx: Context,
+        name: str,
+        dsn: str | None,
+        owner_dsn: str | None,
+        env_name: str | None,
+        moves_dir: Path | None,
+        fmt: str,
+    ) -> None:
+        # Imported here (issue 21: `--help` loads nothing heavier than click).
+        from provision import render
+        from provision.move import commands as moves
+        from provision.move import render as move_render
+
+        target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+        statuses = moves.control(target, desired, name, verb, moves_dir, ctx.policy)
+        if fmt == "json":
+            click.echo(render.to_json([s.to_dict() for s in statuses]))
+        else:
+            click.echo(move_render.status_text(statuses))
+
+
+_control_command(
+    "pause",
+    "Pause move NAME: a running `move run` waits at its next batch boundary, and a later run "
+    "waits too, until `move resume NAME`.",
+)
+_control_command(
+    "resume", "Resume move NAME after `move pause` (or clear a `move cancel` not yet seen)."
+)
+_control_command(
+    "cancel",
+    "Stop a running `move run` of NAME at its next batch boundary: every committed batch is "
+    "kept, and the next `move run` resumes from there.",
+)
 
 
 @move.command("verify")

@@ -10,7 +10,7 @@ from pathlib import Path
 from provision import commands, db
 from provision.desired import DesiredState
 from provision.locks import DEFAULT_POLICY, LockPolicy
-from provision.move import declare, runner
+from provision.move import declare, plan, runner
 from provision.move import verify as compare
 from provision.move.runner import Listener, MoveStatus, Options
 from provision.move.verify import MoveVerdict
@@ -68,6 +68,58 @@ def cutover(
         )
 
 
+def control(
+    target: db.Target,
+    desired: DesiredState,
+    name: str,
+    verb: str,
+    moves_dir: Path | None = None,
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> list[MoveStatus]:
+    """Record `move pause|resume|cancel NAME` in the move's state row: a running `move run`
+    reads it at its next batch boundary (`provision.move.throttle`). Returns the status."""
+    from contextlib import ExitStack
+
+    from sqlalchemy import Connection, text
+
+    from provision.errors import MoveFailed
+    from provision.move import throttle
+
+    declaration = declare.load(moves_dir, desired.layout)
+    (move,) = declaration.only(name)
+    with commands.session(target, desired), ExitStack() as stack:
+        mover = runner.Mover(stack, target, Options(policy=policy), lambda e: None)
+
+        def started(c: Connection) -> bool:
+            # Two statements: a query naming a missing table fails before it is evaluated.
+            if c.execute(text(f"SELECT to_regclass('{plan.SCHEMA}.state') IS NULL")).scalar_one():
+                return False
+            return bool(
+                c.execute(
+                    text(f"SELECT EXISTS (SELECT FROM {plan.SCHEMA}.state WHERE name = :n)"),
+                    {"n": move.name},
+                ).scalar_one()
+            )
+
+        if not mover.read("status", started):
+            raise MoveFailed(
+                f"move {move.name} has not started: there is nothing to {verb}",
+                hint=f"start it with `nucleus-provision move run --only {move.name}`",
+            )
+        mover.transaction(
+            f"{move.name}: {verb}",
+            [
+                (throttle.CONTROL_DDL, {}),
+                (
+                    f"UPDATE {plan.SCHEMA}.state SET control = :c, updated_at = now() "
+                    "WHERE name = :n",
+                    {"c": throttle.VERBS[verb], "n": move.name},
+                ),
+            ],
+        )
+        return mover.read("status", lambda c: runner._statuses(c, [move]))
+
+
 def verify(
     target: db.Target,
     desired: DesiredState,
@@ -110,6 +162,7 @@ __all__ = [
     "MoveStatus",
     "MoveVerdict",
     "Options",
+    "control",
     "cutover",
     "demo_step",
     "run",

@@ -112,7 +112,7 @@ def status_text(statuses: Sequence[MoveStatus]) -> str:
     rows = [
         (
             s.name,
-            "cut over" if s.cutover_at else s.phase,
+            ("cut over" if s.cutover_at else s.phase) + (f" ({s.control})" if s.control else ""),
             f"{s.copied:,}",
             "-" if s.pending is None else f"{s.pending:,}",
             "-" if s.behind is None else f"{s.behind} range(s) differ",
@@ -131,6 +131,13 @@ def status_text(statuses: Sequence[MoveStatus]) -> str:
     for s in statuses:
         for kind, count in sorted(s.conflicts.items()):
             lines.append(f"{s.name}: {count:,} conflict(s): {CONFLICT_KINDS.get(kind, kind)}")
+        if s.control == "paused":
+            lines.append(f"{s.name}: paused by `move pause`; `move resume {s.name}` goes on")
+        elif s.control == "cancelled":
+            lines.append(
+                f"{s.name}: cancelled by `move cancel`; committed batches kept, "
+                "the next `move run` resumes"
+            )
         if s.cutover_at:
             lines.append(
                 f"{s.name}: cut over at {s.cutover_at}; the move no longer writes {s.target}"

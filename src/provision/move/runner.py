@@ -56,10 +56,10 @@ from provision.locks import (
     holders,
     is_lock_timeout,
 )
-from provision.move import plan
+from provision.move import plan, throttle
 from provision.move.declare import Declaration, Move
 from provision.move.plan import SCHEMA, ForeignKey, TargetInfo
-from provision.sql import server_message
+from provision.sql import ident, server_message
 
 # pg_advisory_lock key of `move run` ("nucm"): one run at a time per database.
 MOVE_KEY = 0x6E75636D
@@ -124,6 +124,8 @@ class Options:
     follow: bool = False
     interval: float = 5.0  # between catch-up passes with follow
     policy: LockPolicy = DEFAULT_POLICY
+    # Adaptive batch size and pauses (`provision.move.throttle`); batch_size is the first size.
+    limits: throttle.Limits = throttle.Limits()
 
 
 DEFAULT_OPTIONS = Options()
@@ -144,12 +146,14 @@ class MoveStatus:
     behind: int | None = None  # legacy ranges changed since the last pass (None: never passed)
     conflicts: dict[str, int] = field(default_factory=dict)  # by kind
     cutover_at: str | None = None
+    control: str | None = None  # paused | cancelled (`move pause|cancel`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "behind_ranges": self.behind,
             "conflicts": self.conflicts,
             "cutover_at": self.cutover_at,
+            "control": self.control,
             "name": self.name,
             "source": self.source,
             "target": self.target,
@@ -766,6 +770,28 @@ def _throttle(started: float, rows: int, rate: float | None) -> None:
             time.sleep(ahead)
 
 
+def _gate(mover: Mover, move: Move) -> throttle.Gate:
+    """The throttle of one move's batch loop, reading its signals on the move's session."""
+    pids = [mover.pid]
+    target = ".".join(ident(part) for part in move.target)
+
+    def read() -> tuple[throttle.Signals, str | None]:
+        if mover._sequences is not None and len(pids) == 1:
+            pids.append(mover._sequences.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            mover._sequences.commit()
+        return mover.read(
+            f"{move.name}: signals",
+            lambda c: throttle.read_signals(c, pids, target, move.name),
+        )
+
+    return throttle.Gate(
+        mover.options.limits,
+        mover.options.batch_size,
+        read,
+        lambda message: mover.listener(Event(EventKind.WAITING, move.name, message=message)),
+    )
+
+
 def _state(mover: Mover, move: Move, info: TargetInfo) -> Row[Any]:
     # The provenance table's DDL only when it is missing: even CREATE INDEX IF NOT EXISTS
     # takes a SHARE lock first, which autovacuum's analyze of a freshly filled table holds off.
@@ -830,19 +856,22 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
         )
     )
     sql = plan.copy_batch(move, info)
-    started, read = time.monotonic(), scanned_before
+    started, read, gate = time.monotonic(), scanned_before, _gate(mover, move)
     while True:
+        gate.boundary(move.name)
+        size, began = gate.size, time.monotonic()
         with _failing_as(mover, move, f"the batch after key {cursor}"):
             row = mover.proven(
                 f"the batch after key {cursor}",
                 move,
                 info,
-                [(sql, {"name": move.name, "cursor": cursor, "n": options.batch_size})],
+                [(sql, {"name": move.name, "cursor": cursor, "n": size})],
                 writes=lambda rows: {
                     t: (int(rows[0].copied), 0, 0) for t in (move.target_name, _written(move))
                 },
             )[0]
         cursor, batch, scanned = int(row.cursor), int(row.copied), int(row.scanned)
+        gate.batch_done(time.monotonic() - began, scanned)
         if scanned == 0:
             break
         copied += batch
@@ -861,6 +890,10 @@ def _copy(mover: Mover, move: Move, info: TargetInfo, state: Row[Any]) -> None:
             )
         )
         _throttle(started, read - scanned_before, options.rate)
+        if scanned < size:
+            # The end of the source as of this batch: rows inserted since are the catch-up's
+            # (it compares by content), so a busy writer cannot keep the copy chasing it.
+            break
     mover.transaction(
         f"{move.name}: copied",
         [
@@ -1104,8 +1137,9 @@ def catch_up(
         )
     )
     statements = plan.repair(move, info)
-    done, started, dirty = 0, time.monotonic(), set[int]()
+    done, started, dirty, gate = 0, time.monotonic(), set[int](), _gate(mover, move)
     while found:
+        gate.boundary(move.name)
         with _failing_as(mover, move, "a repair batch"):
             report = mover.proven(
                 "a repair batch",
@@ -1274,15 +1308,14 @@ def run(
         mover = Mover(stack, target, options, listener)
         facts = mover.read("checks", lambda c: _check(c, declaration, moves, protected_schemas))
         mover.lock()
-        mover.transaction("bookkeeping", [(sql, {}) for sql in plan.BOOKKEEPING])
-        for move in moves:
-            info = facts.infos[move.name]
-            state = _state(mover, move, info)
-            if state.phase == "copying":
-                _copy(mover, move, info, state)
-            else:
-                listener(Event(EventKind.START, move.name, message="catch-up pass"))
-        compared = _pass(mover, declaration, moves, facts)
+        mover.transaction(
+            "bookkeeping", [(sql, {}) for sql in (*plan.BOOKKEEPING, throttle.CONTROL_DDL)]
+        )
+        try:
+            compared = _start(mover, declaration, moves, facts)
+        except throttle.Cancelled:
+            listener(Event(EventKind.NOTE, message=CANCELLED_NOTE))
+            return mover.read("status", lambda c: _statuses(c, moves))
         for move in moves:
             if move.name not in compared:
                 continue  # nothing changed: the counts are those of the last pass (`status`)
@@ -1295,8 +1328,41 @@ def run(
                 time.sleep(min(0.2, options.interval))
             if stop():
                 break
-            _pass(mover, declaration, moves, facts)
+            try:
+                _pass(mover, declaration, moves, facts)
+            except throttle.Cancelled:
+                listener(Event(EventKind.NOTE, message=CANCELLED_NOTE))
+                break
         return mover.read("status", lambda c: _statuses(c, moves))
+
+
+CANCELLED_NOTE = (
+    "cancelled by `move cancel` at a batch boundary: every committed batch is kept; "
+    "`move run` resumes from there"
+)
+
+
+def _start(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts) -> set[str]:
+    """Clear a `move cancel` left by an earlier run (this run is the resume it asked for),
+    copy what is left, and make the first catch-up pass."""
+    mover.transaction(
+        "cancel",
+        [
+            (
+                f"UPDATE {SCHEMA}.state SET control = NULL "
+                f"WHERE control = '{throttle.CANCELLED}' AND name = ANY(:names)",
+                {"names": [m.name for m in moves]},
+            )
+        ],
+    )
+    for move in moves:
+        info = facts.infos[move.name]
+        state = _state(mover, move, info)
+        if state.phase == "copying":
+            _copy(mover, move, info, state)
+        else:
+            mover.listener(Event(EventKind.START, move.name, message="catch-up pass"))
+    return _pass(mover, declaration, moves, facts)
 
 
 def cutover(
@@ -1378,6 +1444,7 @@ def _statuses(
             status.lag_s = float(state.lag) if state.lag is not None else None
             cutover_at = getattr(state, "cutover_at", None)
             status.cutover_at = None if cutover_at is None else str(cutover_at)
+            status.control = getattr(state, "control", None)
             status.conflicts = conflicts.get(move.name, {})
             if state.phase == "copying":
                 status.pending = int(
