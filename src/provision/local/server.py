@@ -20,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from pathlib import Path
+from typing import Any
 
-from provision.config import Environment, ServerCaMode, load_environment
+from provision.config import Environment, IpType, ServerCaMode, load_environment
 from provision.errors import ConfigError, LocalInstanceError
 from provision.local import cloudsql_api, postgres, scenarios
 from provision.local.gcp import emulator, state
-from provision.local.gcp.server_ca import ServerCa, server_ca
+from provision.local.gcp.server_ca import server_ca
 from provision.local.instance import (
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
@@ -107,17 +108,42 @@ def _identity(
         ca_pool=pool,
     )
     policy = environment.password_validation_policy.model_dump() if environment else {}
-    return dataclasses.replace(base, server_ca=settings, password_policy=policy)
+    return dataclasses.replace(
+        base, server_ca=settings, password_policy=policy, **_network(environment)
+    )
 
 
-def _serves(state_dir: Path, settings: ServerCa) -> bool:
-    """Whether the running emulation has this server CA (mode and names)."""
+def _network(environment: Environment | None) -> dict[str, Any]:
+    """The instance's addresses as the stacks configure them (stacks/database.py): a public
+    IP for ip_type public (`ipv4_enabled`), a private IP where `private_network` is set or
+    ip_type is private, PSC for ip_type psc; so a private-IP misconfiguration fails locally."""
+    if environment is None:
+        return {"ip_types": ("PRIMARY",), "psc_enabled": False}
+    kinds = []
+    if environment.ip_type is IpType.PUBLIC:
+        kinds.append("PRIMARY")
+    if environment.ip_type is IpType.PRIVATE or environment.private_network:
+        kinds.append("PRIVATE")
+    return {"ip_types": tuple(kinds), "psc_enabled": environment.ip_type is IpType.PSC}
+
+
+def _serves(state_dir: Path, identity: emulator.Identity) -> bool:
+    """Whether the running emulation has this server CA (mode and names) and network."""
+    settings = identity.server_ca
     current = state.EmulatorState.load(state_dir)
     return current is not None and (
         current.server_ca_mode,
         current.dns_name,
         tuple(current.custom_sans),
-    ) == (settings.mode.value, settings.dns_name, settings.custom_sans)
+        tuple(current.ip_types),
+        current.psc_enabled,
+    ) == (
+        settings.mode.value,
+        settings.dns_name,
+        settings.custom_sans,
+        identity.ip_types,
+        identity.psc_enabled,
+    )
 
 
 def _create_secrets(
@@ -184,7 +210,7 @@ class Server:
                 if (
                     existing.extra
                     and all(emulator.running(self.state_dir).values())
-                    and _serves(self.state_dir, identity.server_ca)
+                    and _serves(self.state_dir, identity)
                 ):
                     return existing
                 # PostgreSQL survived but the emulator did not (or predates it, or has another

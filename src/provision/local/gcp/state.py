@@ -74,6 +74,9 @@ class EmulatorState:
     password_policy: dict[str, Any] = field(default_factory=dict)
     # The emulated Secret Manager's port (provision.local.gcp.secret_manager).
     secret_manager_port: int = 0
+    # The instance's addresses by `ipAddresses` type and whether PSC is on, as configured.
+    ip_types: list[str] = field(default_factory=lambda: ["PRIMARY"])
+    psc_enabled: bool = False
 
     @property
     def connection_name(self) -> str:
