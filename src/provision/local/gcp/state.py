@@ -236,3 +236,16 @@ def register_iam_user(state_dir: Path | str, email: str) -> IamUser:
         ),
     )
     return user
+
+
+def unregister_iam_user(state_dir: Path | str, email: str) -> None:
+    """Forget a service account: its token is no longer accepted. Idempotent."""
+    known = iam_users(state_dir)
+    if known.pop(email, None) is None:
+        return
+    write_private(
+        emulator_dir(state_dir) / IAM_FILE,
+        json.dumps(
+            {e: {"token": u.token, "password": u.password} for e, u in known.items()}, indent=2
+        ),
+    )
