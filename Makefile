@@ -59,7 +59,7 @@ scan: setup $(STAMPS)/venv-scan
 
 # The CI workflows (.github/workflows/), checked by actionlint offline (from the scan venv).
 lint-workflows: $(STAMPS)/venv-scan
-	$(SCAN_VENV)/bin/actionlint -no-color .github/workflows/*.yml
+	PATH="$(CURDIR)/$(SCAN_VENV)/bin:$$PATH" actionlint -no-color .github/workflows/*.yml
 
 test: lint lint-workflows scan test-unit test-system
 
