@@ -26,6 +26,7 @@ emulations starting at the same moment cannot pick the same address. Their share
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import os
 import random
@@ -206,6 +207,10 @@ def _regional_ca(
     the same moment end with one CA (the loser of the rename reads the winner's)."""
     directory = regional_ca_dir(state_dir, region)
     stems = ("server-ca", SERVER_INTERMEDIATE_CA)
+    if directory.exists() and _expires_soon(directory / f"{SERVER_INTERMEDIATE_CA}.pem"):
+        # Google rotates its pool's CAs; here an expiring pool is replaced by a new one
+        # (instances started before keep serving their old chain until restarted).
+        shutil.rmtree(directory, ignore_errors=True)
     if not directory.exists():
         directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{region}-", dir=directory.parent))
@@ -223,6 +228,16 @@ def _regional_ca(
         for stem in stems
     )
     return root, intermediate
+
+
+def _expires_soon(cert_path: Path) -> bool:
+    """Whether the certificate is unreadable or expires within a day."""
+    try:
+        cert = certs.load(cert_path.read_text())
+    except (OSError, ValueError):
+        return True
+    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return remaining < datetime.timedelta(days=1)
 
 
 def _server_certificates(
