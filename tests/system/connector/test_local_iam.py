@@ -118,9 +118,12 @@ def test_local_up_on_a_running_instance_reconciles_iam_members_and_keeps_the_dat
         conn.close()
 
     # The new identity logs in through the Connector; the deleted one cannot.
+    before = len(emulation.records())
     run = _connect(emulation, config, f"user:{ANA}", "SELECT current_user")
     assert run.code == 0, run.err
     assert run.out.splitlines() == ["current_user", ANA]
+    # The Admin API saw the person's own token.
+    assert f"user:{ANA}" in {r.get("caller") for r in emulation.records(before)}
     gone = _connect(emulation, config, f"serviceAccount:{API_SA}", "SELECT 1")
     assert_one_clear_line(gone, f"the emulation has no IAM database user for {API_SA}", "local up")
 

@@ -153,7 +153,8 @@ class AdminApi:
             return "local developer (static token)"
         for user in iam_users(self.state.state_dir).values():
             if token and token == user.token:
-                return f"serviceAccount:{user.email}"
+                kind = "serviceAccount" if user.email.endswith(".gserviceaccount.com") else "user"
+                return f"{kind}:{user.email}"
         raise ApiError(
             401,
             "Request had invalid authentication credentials. Expected OAuth 2 access token, "
