@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 # cdktf asks HashiCorp for newer versions at every run; offline that only logs an error.
 export CHECKPOINT_DISABLE := 1
 
-.PHONY: demo test test-unit test-system lint setup synth scan bench bench-move clean
+.PHONY: demo test test-unit test-system lint lint-workflows setup synth scan bench bench-move clean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm
 
@@ -57,7 +57,11 @@ test-system: setup
 scan: setup $(STAMPS)/venv-scan
 	$(PY) -m stacks.scan
 
-test: lint scan test-unit test-system
+# The CI workflows (.github/workflows/), checked by actionlint offline (from the scan venv).
+lint-workflows: $(STAMPS)/venv-scan
+	PATH="$(CURDIR)/$(SCAN_VENV)/bin:$$PATH" actionlint -no-color .github/workflows/*.yml
+
+test: lint lint-workflows scan test-unit test-system
 
 synth: setup
 	cdktf synth

@@ -259,6 +259,10 @@ def local_up(
 ) -> None:
     """Start an instance in the background and print its DSNs as JSON.
 
+    On an instance already running (same scenario), brings its IAM database users to the
+    environment's iam_users and iam_members, as `cdktf deploy` does through the Admin API,
+    and keeps the data.
+
     \b
     Scenarios:
       empty                       what a fresh Terraform deploy leaves
@@ -269,12 +273,17 @@ def local_up(
     from provision.local import server
     from provision.local.gcp.server_ca import parse_mode
 
-    instance = server.Server(state_dir).start(
+    emulation = server.Server(state_dir)
+    instance = emulation.start(
         scenario,
         server_ca_mode=parse_mode(server_ca_mode) if server_ca_mode else None,
         dns_name=dns_name,
         custom_sans=custom_sans,
     )
+    for role in emulation.iam_changes.created:
+        click.echo(f"created IAM database user {role} (iam_members)", err=True)
+    for role in emulation.iam_changes.deleted:
+        click.echo(f"deleted IAM database user {role} (no longer in iam_members)", err=True)
     click.echo(json.dumps(server.summary(instance), indent=2))
 
 
@@ -312,6 +321,44 @@ def local_down(state_dir: Path | None) -> None:
         if stopped
         else f"no local instance in {directory}"
     )
+
+
+@local.command("connect")
+@click.option(
+    "--as",
+    "identity",
+    required=True,
+    metavar="IDENTITY",
+    help="The IAM identity: serviceAccount:EMAIL, user:EMAIL, or the email alone.",
+)
+@click.option("-c", "--command", "sql", metavar="SQL", help="SQL to run [default: none].")
+@_state_dir_option
+def local_connect(identity: str, sql: str | None, state_dir: Path | None) -> None:
+    """Run SQL as an IAM identity through the real Cloud SQL Python Connector.
+
+    The identity logs in with IAM database authentication (its own access token, an
+    ephemeral certificate, the mTLS proxy), as on Cloud SQL, so it may do exactly what its
+    grants allow. It must be one of the local environment's iam_users or iam_members
+    (`local up` creates their IAM database users). Prints the login, then the result's rows
+    tab-separated; exit 1 if the statement fails (nothing is committed then).
+
+    \b
+      nucleus-provision local connect --as serviceAccount:runner@local-project.iam.gserviceaccount.com \\
+          -c "SELECT current_user"
+    """
+    _require_emulation()
+    from provision.config import load_environment
+    from provision.local import connect, server
+
+    environment = load_environment(server.LOCAL_ENVIRONMENT)
+    who, columns, rows = connect.run_as(
+        identity, sql, environment, server.Server(state_dir).state_dir
+    )
+    click.echo(f"connected as {who}", err=True)
+    if columns:
+        click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join("" if v is None else str(v) for v in row))
 
 
 @local.command("seed")

@@ -364,6 +364,35 @@ def _engine(
     return sqlalchemy.create_engine(url, creator=creator, poolclass=sqlalchemy.pool.NullPool)
 
 
+def login_engine(
+    environment: Environment,
+    login: credentials.Login,
+    *,
+    overrides: ConnectorOverrides,
+    connect_timeout: float = db.DEFAULT_CONNECT_TIMEOUT,
+) -> tuple[Engine, Callable[[], None]]:
+    """An engine logging in as `login` through the Connector with a plug-in's overrides, and
+    the function that closes both (`local connect --as`: one identity, its own token)."""
+    session = ConnectorSession(
+        google_credentials=overrides.google_credentials,
+        ip_type=environment.ip_type.value,
+        lazy_refresh=environment.lazy_refresh,
+        connect_timeout=connect_timeout,
+        sqladmin_api_endpoint=overrides.sqladmin_api_endpoint,
+    )
+    try:
+        engine = _engine(session, environment, login, overrides)
+    except BaseException:
+        session.close()
+        raise
+
+    def close() -> None:
+        engine.dispose()
+        session.close()
+
+    return engine, close
+
+
 def prove_login(
     environment: Environment,
     login: credentials.Login,

@@ -40,7 +40,9 @@ class IpType(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions: the reference docs/environments.md
+    # is generated from them (provision.config_reference).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # IAM member prefixes that name one identity or a bounded group. `allUsers` and
@@ -100,6 +102,7 @@ class UserConfig(_Model):
     """A built-in database user and where its password lives."""
 
     name: str
+    """the database role name"""
 
     @field_validator("name")
     @classmethod
@@ -169,8 +172,11 @@ class AppLoginConfig(UserConfig):
 
 class Users(_Model):
     admin: UserConfig = UserConfig(name="postgres")
+    """the admin session's user: `apply` runs as it (Cloud SQL's `postgres` by default)"""
     owner: UserConfig = UserConfig(name="nucleus")
+    """the user that owns every object of the new layout and runs the migrations"""
     app: AppLoginConfig | None = None
+    """the services' password login, created by `apply` (none by default)"""
 
 
 class SchemaPrivilege(StrEnum):
@@ -199,9 +205,13 @@ class GroupConfig(_Model):
     (tables and sequences: existing ones, and through default privileges every later one)."""
 
     description: str = ""
+    """what the group is for (a comment on the role)"""
     schemas: tuple[SchemaPrivilege, ...] = (SchemaPrivilege.USAGE,)
+    """privileges on every schema of the new layout"""
     tables: tuple[TablePrivilege, ...] = ()
+    """privileges on every table of the new layout, existing and later (default privileges)"""
     sequences: tuple[SequencePrivilege, ...] = ()
+    """privileges on every sequence of the new layout, existing and later"""
 
 
 class PrivilegesConfig(_Model):
@@ -223,9 +233,13 @@ _IAM_MEMBER = re.compile(r"(serviceAccount|group|user):([^@\s]+@[A-Za-z0-9.-]+)"
 
 class BackupConfig(_Model):
     start_time: str = "02:00"
+    """UTC start of the daily backup window, HH:MM"""
     point_in_time_recovery: bool = True
+    """keep transaction logs for point-in-time recovery"""
     transaction_log_retention_days: int = Field(default=7, ge=1, le=35)
+    """days of transaction logs kept (1 to 35)"""
     retained_backups: int = Field(default=14, ge=1, le=365)
+    """automated backups kept (1 to 365)"""
 
     @field_validator("start_time")
     @classmethod
@@ -237,8 +251,11 @@ class BackupConfig(_Model):
 
 class MaintenanceConfig(_Model):
     day: int = Field(default=7, ge=1, le=7)
+    """maintenance window day, 1 (Monday) to 7 (Sunday)"""
     hour: int = Field(default=3, ge=0, le=23)
+    """maintenance window hour, UTC (0 to 23)"""
     update_track: str = "stable"
+    """maintenance timing: canary, stable or week5"""
 
     @field_validator("update_track")
     @classmethod
@@ -250,7 +267,9 @@ class DatabaseFlag(_Model):
     """A Cloud SQL database flag (`settings.database_flags`), e.g. log_min_duration_statement."""
 
     name: str
+    """the flag's name"""
     value: str
+    """its value, as text"""
 
 
 # -- hardening (CIS Cloud SQL for PostgreSQL; see the README, "Hardening") -----------------
@@ -291,12 +310,16 @@ class PasswordValidationPolicy(_Model):
     password, whoever sets it (Terraform, the console, `ALTER ROLE`)."""
 
     enabled: bool = False
+    """switch the policy on"""
     min_length: int = Field(default=16, ge=1)
+    """the shortest password accepted"""
     complexity: PasswordComplexity = PasswordComplexity.COMPLEXITY_DEFAULT
+    """COMPLEXITY_DEFAULT: a lower-case and an upper-case letter, a digit and a symbol"""
     reuse_interval: int = Field(
         default=0, ge=0, description="how many previous passwords may not be reused"
     )
     disallow_username_substring: bool = True
+    """refuse a password containing the user's name"""
 
 
 class PgauditClass(StrEnum):
@@ -317,7 +340,9 @@ class PgauditConfig(_Model):
     `apply` creates where they are on."""
 
     enabled: bool = False
+    """load pgaudit (cloudsql.enable_pgaudit) and have `apply` create the extension"""
     log: tuple[PgauditClass, ...] = (PgauditClass.DDL, PgauditClass.ROLE)
+    """statement classes pgaudit logs (pgaudit.log)"""
 
     @field_validator("log")
     @classmethod
@@ -401,22 +426,39 @@ class Environment(_Model):
     """One environment: a Cloud SQL instance, its database and its users."""
 
     name: str
+    """the environment's name: the key of its [environments.NAME] table (not written as a key)"""
     project: str
+    """Google Cloud project id"""
     region: str
+    """region of the Cloud SQL instance"""
     instance: str
+    """Cloud SQL instance name"""
     database: str = "nucleus_v12"
+    """the database the tool converges"""
     database_version: str = "POSTGRES_16"
+    """Cloud SQL database version"""
     edition: str = "ENTERPRISE"
+    """Cloud SQL edition: ENTERPRISE or ENTERPRISE_PLUS"""
     tier: str = "db-custom-2-7680"
+    """machine tier of the instance"""
     availability_type: str = "ZONAL"
+    """ZONAL, or REGIONAL for high availability"""
     disk_size_gb: int = Field(default=20, ge=10)
+    """initial disk size in GB (at least 10; the disk grows automatically)"""
     disk_type: str = "PD_SSD"
+    """PD_SSD or PD_HDD"""
     deletion_protection: bool = True
+    """refuse to delete the instance (Terraform and Cloud SQL)"""
     import_existing: bool = False
+    """adopt an instance, database and users that already exist (Terraform import blocks) instead of creating them"""
     ip_type: IpType = IpType.PUBLIC
+    """the address the Connector dials and the stacks give the instance: public, private (needs private_network) or psc"""
     private_network: str | None = None
+    """VPC network (projects/P/global/networks/N) for a private IP"""
     authorized_networks: tuple[str, ...] = ()
+    """CIDR ranges allowed to reach a public IP directly (the Connector needs none)"""
     iam_auth: bool = False
+    """IAM database authentication (the cloudsql.iam_authentication flag)"""
     iam_users: tuple[str, ...] = Field(
         default=(), description="service-account emails given IAM database users"
     )
@@ -439,6 +481,7 @@ class Environment(_Model):
         description="the privileges declaration; in environments.toml, the path of its file",
     )
     lazy_refresh: bool = False
+    """the Connector's lazy refresh strategy (for serverless runtimes) instead of background refresh"""
     connector: str | None = Field(
         default=None,
         description="a connector plug-in (entry point of group nucleus_provision.connectors) "
@@ -446,10 +489,15 @@ class Environment(_Model):
         "Google; `local` is the local Cloud SQL emulation (`local up`)",
     )
     state_bucket: str = "nucleus-terraform-state"
+    """GCS bucket of the Terraform state (create it first: docs/deploying.md)"""
     state_prefix: str = ""
+    """path prefix of this environment's state in the bucket"""
     backup: BackupConfig = BackupConfig()
+    """automated backups ([environments.NAME.backup])"""
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    """maintenance window ([environments.NAME.maintenance])"""
     users: Users = Users()
+    """the built-in users ([environments.NAME.users.admin|owner|app])"""
     query_insights: bool = Field(
         default=True, description="Cloud SQL Query Insights on the instance"
     )
@@ -463,14 +511,18 @@ class Environment(_Model):
         description="REQUIRED refuses clients that are not a Connector or the Auth Proxy",
     )
     ssl_mode: SslMode = SslMode.ENCRYPTED_ONLY
+    """ENCRYPTED_ONLY, or TRUSTED_CLIENT_CERTIFICATE_REQUIRED"""
     server_ca_mode: ServerCaMode = ServerCaMode.GOOGLE_MANAGED_INTERNAL_CA
+    """who signs the server certificate: GOOGLE_MANAGED_INTERNAL_CA, GOOGLE_MANAGED_CAS_CA or CUSTOMER_MANAGED_CAS_CA"""
     server_ca_pool: str | None = Field(
         default=None,
         description="CA Service pool (projects/P/locations/L/caPools/NAME) that signs the "
         "server certificate; only with server_ca_mode = CUSTOMER_MANAGED_CAS_CA",
     )
     password_validation_policy: PasswordValidationPolicy = PasswordValidationPolicy()
+    """what Cloud SQL accepts as a built-in user's password"""
     pgaudit: PgauditConfig = PgauditConfig()
+    """the pgaudit extension and its flags ([environments.NAME.pgaudit])"""
 
     @field_validator("edition")
     @classmethod

@@ -193,6 +193,10 @@ class Privileges:
     # IAM identities are the environment's: in scope only when an environment is named
     # (a `--dsn` run with prod's declaration leaves IAM users' memberships alone).
     manage_iam: bool = True
+    # Who creates IAM database users for this environment, for the hint that names it: the
+    # stacks (`cdktf deploy`), or for the emulation (connector "local") `local up`. Not
+    # declared state: left out of the fingerprint.
+    iam_users_from_local_up: bool = False
 
     def group(self, name: str) -> Group | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -241,7 +245,9 @@ class DesiredState:
             "owner": self.owner,
             "admin": self.admin,
             "layout": asdict(self.layout),
-            "privileges": asdict(self.privileges),
+            "privileges": {
+                k: v for k, v in asdict(self.privileges).items() if k != "iam_users_from_local_up"
+            },
             "migrations": [(m.filename, m.checksum) for m in self.migrations],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -294,6 +300,7 @@ def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> 
         app_login=app.name if app else None,
         app_alternate=app.alternate_name if app else None,
         manage_iam=manage_iam,
+        iam_users_from_local_up=environment.connector == "local",
     )
 
 

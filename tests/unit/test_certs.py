@@ -81,11 +81,12 @@ def test_server_ca_settings_fill_in_defaults():
         ServerCaMode.CUSTOMER_MANAGED_CAS_CA,
         dns_name="DB.Example.TEST",
         custom_sans=("db.example.test.", "replica.example.test"),
+        ca_pool="projects/p/locations/europe-west1/caPools/pool",
         **common,
     )
     # Lower case with the trailing dot, as the API reports names; no duplicate of the DNS name.
     assert customer.certificate_names == ("db.example.test.", "replica.example.test.")
-    assert customer.ca_pool == "projects/p/locations/europe-west1/caPools/local-server-ca-pool"
+    assert customer.ca_pool == "projects/p/locations/europe-west1/caPools/pool"
 
 
 @pytest.mark.parametrize(
@@ -100,6 +101,12 @@ def test_server_ca_settings_fill_in_defaults():
             ServerCaMode.GOOGLE_MANAGED_CAS_CA,
             {"custom_sans": ("db.example.test",)},
             "need the customer's own CA pool",
+        ),
+        # As the config layer: no pool, no customer-managed CA (none is invented).
+        (
+            ServerCaMode.CUSTOMER_MANAGED_CAS_CA,
+            {},
+            r"needs the customer's CA pool \(server_ca_pool\)",
         ),
         (ServerCaMode.GOOGLE_MANAGED_CAS_CA, {"dns_name": "localhost"}, "is not a DNS name"),
         (ServerCaMode.GOOGLE_MANAGED_CAS_CA, {"dns_name": "a..b"}, "is not a DNS name"),

@@ -68,3 +68,18 @@ def test_verify_fails_on_every_failing_severity_and_on_pending_work():
         verdict = verify([Finding("x", severity, "m")])
         assert verdict.matches is (severity not in FAILING)
     assert FAILING == frozenset(Severity)
+
+
+def test_the_hint_for_missing_iam_users_names_what_creates_them_for_the_environment():
+    from provision.concerns.privileges import _IAM_USERS_CDKTF, _IAM_USERS_LOCAL
+
+    envs = load_environments(ROOT / "environments.toml")
+    prod, local = (desired_state(envs[n]) for n in ("prod", "local"))
+    # The emulation's IAM users come from `local up` (which keeps the data), not cdktf.
+    assert local.privileges.iam_users_from_local_up
+    assert not prod.privileges.iam_users_from_local_up
+    assert "local up" in _IAM_USERS_LOCAL and "cdktf" not in _IAM_USERS_LOCAL
+    assert "cdktf deploy" in _IAM_USERS_CDKTF
+    # Who creates IAM users is not declared state: the stacks' hook does not re-run for it.
+    flipped = replace(prod, privileges=replace(prod.privileges, iam_users_from_local_up=True))
+    assert flipped.fingerprint() == prod.fingerprint()

@@ -44,6 +44,17 @@ CLOUD_SQL_ADMIN = "cloudsqladmin"
 _OBJTYPE = {"table": "r", "sequence": "S"}
 _ON = {"r": "TABLES", "S": "SEQUENCES"}
 
+_IAM_USERS_CDKTF = (
+    "IAM database users are created through the Cloud SQL API: `npx cdktf deploy <env>` "
+    "creates them from iam_members (google_sql_user of type CLOUD_IAM_SERVICE_ACCOUNT, "
+    "CLOUD_IAM_GROUP or CLOUD_IAM_USER)"
+)
+_IAM_USERS_LOCAL = (
+    "IAM database users are created through the Cloud SQL API: in the emulation, "
+    "`nucleus-provision local up` creates them from iam_members on the running instance "
+    "(keeping its data)"
+)
+
 
 def _system(role: str) -> bool:
     return role.startswith(("cloudsql", "pg_"))
@@ -287,9 +298,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     f"IAM database user(s) {', '.join(absent)} do not exist",
                     "those identities cannot log in",
                     tuple(absent),
-                    remedy="IAM database users are created through the Cloud SQL API: "
-                    "`npx cdktf deploy <env>` creates them from iam_members (google_sql_user of "
-                    "type CLOUD_IAM_SERVICE_ACCOUNT, CLOUD_IAM_GROUP or CLOUD_IAM_USER)",
+                    remedy=_IAM_USERS_LOCAL if p.iam_users_from_local_up else _IAM_USERS_CDKTF,
                 )
             )
     # The logins services use; the admin and the owner are cloudsqlsuperuser members by design.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import pg8000.native
 from pg8000.native import identifier, literal
 
+from provision.errors import LocalInstanceError
 from provision.local.instance import (
     ADMIN_USER,
     IAM_SERVICE_ACCOUNT_GROUP,
@@ -60,15 +61,16 @@ def bootstrap(instance: LocalInstance) -> None:
         conn.close()
 
 
-def create_iam_service_account_user(instance: LocalInstance, db_user: str, password: str) -> None:
-    """An IAM service-account user (idempotent). `password` is internal to the emulation: only
-    its proxy uses it, to finish the login of a client whose certificate proves the identity."""
+def create_iam_service_account_user(
+    instance: LocalInstance, db_user: str, password: str, parent: str = IAM_SERVICE_ACCOUNT_GROUP
+) -> None:
+    """An IAM service-account user (idempotent); with `parent` "cloudsqliamuser", an IAM
+    user (a person) that can log in. `password` is internal to the emulation: only its proxy
+    uses it, to finish the login of a client whose certificate proves the identity."""
     conn = superuser_connection(instance)
     try:
-        group = identifier(IAM_SERVICE_ACCOUNT_GROUP)
-        if not conn.run(
-            "SELECT 1 FROM pg_roles WHERE rolname = :name", name=IAM_SERVICE_ACCOUNT_GROUP
-        ):
+        group = identifier(parent)
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=parent):
             conn.run(f"CREATE ROLE {group} NOLOGIN")
         role = identifier(db_user)
         if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=db_user):
@@ -96,5 +98,23 @@ def create_iam_role(instance: LocalInstance, name: str, *, group: bool) -> None:
         if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=name):
             login = "NOLOGIN" if group else "LOGIN"
             conn.run(f"CREATE ROLE {identifier(name)} {login} IN ROLE {identifier(parent)}")
+    finally:
+        conn.close()
+
+
+def delete_iam_role(instance: LocalInstance, name: str) -> None:
+    """`gcloud sql users delete` of an IAM user or group: DROP ROLE as Cloud SQL's superuser.
+    Refused, as on Cloud SQL, while the role still owns objects or holds privileges
+    (LocalInstanceError naming the role). Idempotent."""
+    conn = superuser_connection(instance)
+    try:
+        conn.run(f"DROP ROLE IF EXISTS {identifier(name)}")
+    except pg8000.native.DatabaseError as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        raise LocalInstanceError(
+            f"the IAM database user {name} cannot be deleted: {detail.get('M', exc)}",
+            hint="revoke its privileges and reassign what it owns (`REASSIGN OWNED BY` / "
+            "`DROP OWNED BY` as an admin), or keep it in iam_members",
+        ) from None
     finally:
         conn.close()

@@ -62,7 +62,7 @@ def google_token(state: EmulatorState, environment: Environment) -> str:
         raise CredentialsMissing(
             f"the local emulation has no IAM service account {environment.iam_login}",
             hint="list it in the emulated environment's iam_users (with iam_auth = true), then run "
-            "`nucleus-provision local down` and `local up` again",
+            "`nucleus-provision local up` (it adds IAM users to a running instance, keeping the data)",
         )
     return known[environment.iam_login].token
 

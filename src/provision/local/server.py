@@ -18,14 +18,17 @@ This module orchestrates; the parts never import it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from provision.config import Environment, ServerCaMode, load_environment
+from provision.config import Environment, IpType, ServerCaMode, load_environment
 from provision.errors import ConfigError, LocalInstanceError
 from provision.local import cloudsql_api, postgres, scenarios
 from provision.local.gcp import emulator, state
-from provision.local.gcp.server_ca import ServerCa, server_ca
+from provision.local.gcp.server_ca import server_ca
 from provision.local.instance import (
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
@@ -52,11 +55,17 @@ def _local_environment() -> Environment | None:
         return None
 
 
-def create_iam_user(instance: LocalInstance, email: str) -> state.IamUser:
-    """What `gcloud sql users create EMAIL --type=cloud_iam_service_account` does, plus the
-    access token the emulation will accept for that service account. Idempotent."""
+def create_iam_user(instance: LocalInstance, email: str, *, person: bool = False) -> state.IamUser:
+    """What `gcloud sql users create EMAIL --type=cloud_iam_service_account` does (with
+    `person`, `--type=cloud_iam_user`), plus the access token the emulation will accept for
+    that identity. Idempotent."""
     user = state.register_iam_user(instance.state_dir, email)
-    cloudsql_api.create_iam_service_account_user(instance, user.db_user, user.password)
+    cloudsql_api.create_iam_service_account_user(
+        instance,
+        user.db_user,
+        user.password,
+        **({"parent": "cloudsqliamuser"} if person else {}),
+    )
     return user
 
 
@@ -107,17 +116,42 @@ def _identity(
         ca_pool=pool,
     )
     policy = environment.password_validation_policy.model_dump() if environment else {}
-    return dataclasses.replace(base, server_ca=settings, password_policy=policy)
+    return dataclasses.replace(
+        base, server_ca=settings, password_policy=policy, **_network(environment)
+    )
 
 
-def _serves(state_dir: Path, settings: ServerCa) -> bool:
-    """Whether the running emulation has this server CA (mode and names)."""
+def _network(environment: Environment | None) -> dict[str, Any]:
+    """The instance's addresses as the stacks configure them (stacks/database.py): a public
+    IP for ip_type public (`ipv4_enabled`), a private IP where `private_network` is set or
+    ip_type is private, PSC for ip_type psc; so a private-IP misconfiguration fails locally."""
+    if environment is None:
+        return {"ip_types": ("PRIMARY",), "psc_enabled": False}
+    kinds = []
+    if environment.ip_type is IpType.PUBLIC:
+        kinds.append("PRIMARY")
+    if environment.ip_type is IpType.PRIVATE or environment.private_network:
+        kinds.append("PRIVATE")
+    return {"ip_types": tuple(kinds), "psc_enabled": environment.ip_type is IpType.PSC}
+
+
+def _serves(state_dir: Path, identity: emulator.Identity) -> bool:
+    """Whether the running emulation has this server CA (mode and names) and network."""
+    settings = identity.server_ca
     current = state.EmulatorState.load(state_dir)
     return current is not None and (
         current.server_ca_mode,
         current.dns_name,
         tuple(current.custom_sans),
-    ) == (settings.mode.value, settings.dns_name, settings.custom_sans)
+        tuple(current.ip_types),
+        current.psc_enabled,
+    ) == (
+        settings.mode.value,
+        settings.dns_name,
+        settings.custom_sans,
+        identity.ip_types,
+        identity.psc_enabled,
+    )
 
 
 def _create_secrets(
@@ -150,12 +184,73 @@ def _create_secrets(
         store.close()
 
 
+IAM_MEMBERS_FILE = "iam-members.json"
+
+
+@dataclass(frozen=True)
+class IamChanges:
+    """IAM database users `local up` created and deleted, by database role name."""
+
+    created: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+
+def _declared_iam(environment: Environment | None) -> dict[str, dict[str, str]]:
+    """The IAM database users the stacks create for `environment` (iam_users, iam_members),
+    by role: {"kind": serviceAccount|user|group, "email": ...}."""
+    if environment is None or not environment.iam_auth:
+        return {}
+    declared = {
+        email.removesuffix(".gserviceaccount.com"): {"kind": "serviceAccount", "email": email}
+        for email in environment.iam_users
+    }
+    for member in environment.iam_identities:
+        declared[member.role] = {"kind": member.kind, "email": member.email}
+    return declared
+
+
+def reconcile_iam(instance: LocalInstance, environment: Environment | None) -> IamChanges:
+    """Create the declared IAM database users and delete those `local up` created earlier
+    that are no longer declared, as the Admin API does for the stacks' google_sql_user
+    resources. Only what `local up` created (kept in `iam-members.json`) is ever deleted:
+    an IAM user made another way is left alone. Creation is idempotent, so every run
+    re-creates what is declared (and gives service accounts a token again)."""
+    path = Path(instance.state_dir) / IAM_MEMBERS_FILE
+    try:
+        created: dict[str, dict[str, str]] = json.loads(path.read_text())
+    except FileNotFoundError:
+        created = {}
+    declared = _declared_iam(environment)
+    new = tuple(sorted(set(declared) - set(created)))
+    for role, member in sorted(declared.items()):
+        if member["kind"] == "group":
+            cloudsql_api.create_iam_role(instance, role, group=True)
+        else:
+            create_iam_user(instance, member["email"], person=member["kind"] == "user")
+    deleted = []
+    for role, member in sorted(created.items()):
+        if role in declared:
+            continue
+        # Record each step as it is done: a refusal part-way leaves a true record.
+        cloudsql_api.delete_iam_role(instance, role)
+        if member["kind"] != "group":
+            state.unregister_iam_user(instance.state_dir, member["email"])
+        deleted.append(role)
+        state.write_private(
+            path, json.dumps({r: m for r, m in created.items() if r not in deleted}, indent=2)
+        )
+    state.write_private(path, json.dumps(declared, indent=2))
+    return IamChanges(created=new, deleted=tuple(deleted))
+
+
 class Server:
     """Start and stop one embedded instance; everything it owns lives in its state directory."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
         """`state_dir` defaults to `$NUCLEUS_LOCAL_STATE_DIR`, else a per-user directory."""
         self.state_dir = (state_dir or default_state_dir()).expanduser().resolve()
+        # What the last `start` did to the instance's IAM database users.
+        self.iam_changes = IamChanges()
 
     def start(
         self,
@@ -184,8 +279,11 @@ class Server:
                 if (
                     existing.extra
                     and all(emulator.running(self.state_dir).values())
-                    and _serves(self.state_dir, identity.server_ca)
+                    and _serves(self.state_dir, identity)
                 ):
+                    # Running: bring its IAM users to iam_members, as the stacks would
+                    # through the Admin API, keeping the data.
+                    self.iam_changes = reconcile_iam(existing, environment)
                     return existing
                 # PostgreSQL survived but the emulator did not (or predates it, or has another
                 # server CA): restart that part.
@@ -225,17 +323,7 @@ class Server:
         instance.save()
         if environment is not None:
             _create_secrets(instance, environment, started)
-        if environment is not None and environment.iam_auth:
-            for email in environment.iam_users:
-                create_iam_user(instance, email)
-            # What the stacks create from iam_members, through the Cloud SQL API.
-            for member in environment.iam_identities:
-                if member.kind == "serviceAccount":
-                    create_iam_user(instance, member.email)
-                else:
-                    cloudsql_api.create_iam_role(
-                        instance, member.role, group=member.kind == "group"
-                    )
+        self.iam_changes = reconcile_iam(instance, environment)
         return instance
 
     def status(self) -> LocalInstance | None:

@@ -62,10 +62,9 @@ def test_connect_settings_describe_the_instance_of_the_local_environment(emulati
     assert status == 200
     assert body["region"] == local.region == "europe-west1"
     assert body["databaseVersion"] == "POSTGRES_16"
-    assert {a["type"]: a["ipAddress"] for a in body["ipAddresses"]} == {
-        "PRIMARY": state.address,
-        "PRIVATE": state.address,
-    }
+    # ip_type = "public" and no private_network: a public IP only, and no PSC.
+    assert {a["type"]: a["ipAddress"] for a in body["ipAddresses"]} == {"PRIMARY": state.address}
+    assert "pscEnabled" not in body
     server_ca = x509.load_pem_x509_certificate(body["serverCaCert"]["cert"].encode())
     # The proxy's certificate chains to the serverCaCert the API hands out.
     context = ssl.create_default_context(cadata=body["serverCaCert"]["cert"])

@@ -189,7 +189,8 @@ def test_connect_settings_report_the_mode_and_the_proxy_presents_a_matching_chai
         (ca,) = trusted
         leaf.verify_directly_issued_by(ca)
         assert certs.dns_names(leaf) == []
-        assert body["dnsName"] == f"{emulation.state.address}."  # the PSC address
+        # No PSC on this instance: no PSC DNS name, no pscEnabled (as Cloud SQL).
+        assert "dnsName" not in body and "pscEnabled" not in body
         assert "dnsNames" not in body
         return
     # CA Service: serverCaCert is the intermediate then the root; the root signed the
@@ -202,7 +203,6 @@ def test_connect_settings_report_the_mode_and_the_proxy_presents_a_matching_chai
     assert body["dnsName"] == CAS_DNS_NAME
     assert {(d["name"], d["connectionType"]) for d in body["dnsNames"]} == {
         (CAS_DNS_NAME, "PUBLIC"),
-        (f"{emulation.state.address}.", "PRIVATE_SERVICE_CONNECT"),
     }
     expected = [CAS_DNS_NAME.rstrip(".")]
     if mode == "CUSTOMER_MANAGED_CAS_CA":
@@ -215,7 +215,8 @@ def test_connect_settings_report_the_mode_and_the_proxy_presents_a_matching_chai
 # -- the real Connector, by connection name -------------------------------------------------
 
 
-@pytest.mark.parametrize("ip_type", ["public", "private", "psc"])
+# These instances have a public IP only; other ip_types: test_cloudsql_fidelity.py.
+@pytest.mark.parametrize("ip_type", ["public"])
 def test_the_connector_connects_in_every_server_ca_mode(any_mode, ip_type):
     mode, emulation = any_mode
     before = len(emulation.records())

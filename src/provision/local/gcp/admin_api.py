@@ -19,11 +19,13 @@ Served over plain HTTP on loopback (the Connector accepts `sqladmin_api_endpoint
   valid bearer token, 404 for another project or instance, 400 for a malformed request,
   403 for an IAM login token the emulation does not know.
 
-The emulated instance answers for every `ip_type` (PRIMARY, PRIVATE and PSC) with the same
-loopback address, so an environment's ip_type setting is exercised locally whatever it is.
-`serverCaMode` is the emulation's (provision.local.gcp.server_ca); with CA Service, the
-instance's DNS name is reported as `dnsName` and in `dnsNames`, where the PSC entry stays the
-loopback address the Connector dials for ip_type psc.
+The emulated instance reports only the addresses its environment configures (the stacks'
+`ipv4_enabled` for ip_type public: PRIMARY; `private_network` or ip_type private: PRIVATE;
+`pscEnabled` for ip_type psc), each the same loopback address, so a Connector asking for one
+the instance lacks fails locally as on Cloud SQL. `serverCaMode` is the emulation's
+(provision.local.gcp.server_ca); with CA Service, the instance's DNS name is reported as
+`dnsName` and in `dnsNames`, where the PSC entry (PSC instances only) is the loopback address
+the Connector dials for ip_type psc.
 Every call is written to the emulator's records with the caller's identity and user agent
 (never the token).
 """
@@ -161,7 +163,8 @@ class AdminApi:
             return "local developer (static token)"
         for user in iam_users(self.state.state_dir).values():
             if token and token == user.token:
-                return f"serviceAccount:{user.email}"
+                kind = "serviceAccount" if user.email.endswith(".gserviceaccount.com") else "user"
+                return f"{kind}:{user.email}"
         raise ApiError(
             401,
             "Request had invalid authentication credentials. Expected OAuth 2 access token, "
@@ -202,29 +205,31 @@ class AdminApi:
                 "expirationTime": ca.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
                 "instance": self.state.instance,
             },
-            "ipAddresses": [
-                {"type": "PRIMARY", "ipAddress": address},
-                {"type": "PRIVATE", "ipAddress": address},
-            ],
+            "ipAddresses": [{"type": kind, "ipAddress": address} for kind in self.state.ip_types],
             "region": self.state.region,
             "databaseVersion": self.state.database_version,
             "backendType": "SECOND_GEN",
-            "pscEnabled": True,
             "serverCaMode": self.state.server_ca_mode,
-            "dnsName": f"{address}.",
         }
+        if self.state.psc_enabled:
+            # Cloud SQL reports pscEnabled and a PSC DNS name only for PSC instances; the
+            # Connector dials that name for ip_type psc (loopback here).
+            body["pscEnabled"] = True
+            body["dnsName"] = f"{address}."
         if self.state.dns_name is not None:
-            # CA Service: dnsName is the instance's DNS name, and PSC has an entry of its own
-            # (the Connector dials the PSC entry of dnsNames, so that `psc` stays loopback).
+            # CA Service: dnsName is the instance's DNS name, and PSC has an entry of its own.
             body["dnsName"] = self.state.dns_name
             body["dnsNames"] = [
-                {"name": self.state.dns_name, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"},
-                {
-                    "name": f"{address}.",
-                    "connectionType": "PRIVATE_SERVICE_CONNECT",
-                    "dnsScope": "INSTANCE",
-                },
+                {"name": self.state.dns_name, "connectionType": "PUBLIC", "dnsScope": "INSTANCE"}
             ]
+            if self.state.psc_enabled:
+                body["dnsNames"].append(
+                    {
+                        "name": f"{address}.",
+                        "connectionType": "PRIVATE_SERVICE_CONNECT",
+                        "dnsScope": "INSTANCE",
+                    }
+                )
         return body
 
     async def _update_user(self, request: web.Request) -> dict[str, Any]:

@@ -26,19 +26,23 @@ emulations starting at the same moment cannot pick the same address. Their share
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import os
 import random
 import secrets
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from provision.config import ServerCaMode
 from provision.errors import ConfigError, LocalInstanceError
 from provision.local.gcp import certs
 from provision.local.gcp.server_ca import ServerCa, ca_names
@@ -71,6 +75,11 @@ class Identity:
     server_ca: ServerCa = field(default_factory=ServerCa)
     # PasswordValidationPolicy's fields: what the emulated users.update accepts.
     password_policy: dict[str, object] = field(default_factory=dict)
+    # The addresses the instance has (`ipAddresses` types: PRIMARY, PRIVATE) and whether
+    # Private Service Connect is on: what the environment configures, nothing more, so that
+    # a Connector asking for an address the instance lacks fails here as on Cloud SQL.
+    ip_types: tuple[str, ...] = ("PRIMARY",)
+    psc_enabled: bool = False
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -178,7 +187,62 @@ def _await_ready(component: str, process: subprocess.Popen[bytes], read_fd: int,
     return int(line.split()[1])
 
 
-def _server_certificates(identity: Identity, address: str) -> dict[str, certs.KeyPair]:
+REGIONAL_CAS_DIR = "regional-cas"
+
+
+def regional_ca_dir(state_dir: str, region: str) -> Path:
+    """Where the emulation keeps Google's CA Service pool of `region`: beside the state
+    directories (`<parent of state dir>/regional-cas/<region>/`), so every emulated instance
+    of the region started next to this one shares it, as Cloud SQL's GOOGLE_MANAGED_CAS_CA
+    instances of a region share one pool. `local down` leaves it (Google's pool outlives any
+    one instance)."""
+    return Path(state_dir).parent / REGIONAL_CAS_DIR / region
+
+
+def _regional_ca(
+    state_dir: str, region: str, settings: ServerCa
+) -> tuple[certs.KeyPair, certs.KeyPair]:
+    """The region's shared root and intermediate, made by the first instance that needs them.
+    Created in a private temporary directory and renamed into place, so two `local up` at
+    the same moment end with one CA (the loser of the rename reads the winner's)."""
+    directory = regional_ca_dir(state_dir, region)
+    stems = ("server-ca", SERVER_INTERMEDIATE_CA)
+    if directory.exists() and _expires_soon(directory / f"{SERVER_INTERMEDIATE_CA}.pem"):
+        # Google rotates its pool's CAs; here an expiring pool is replaced by a new one
+        # (instances started before keep serving their old chain until restarted).
+        shutil.rmtree(directory, ignore_errors=True)
+    if not directory.exists():
+        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{region}-", dir=directory.parent))
+        for stem, pair in zip(stems, certs.ca_hierarchy(*ca_names(settings, region)), strict=True):
+            write_private(staging / f"{stem}.pem", pair.cert_pem)
+            write_private(staging / f"{stem}.key", pair.key_pem)
+        try:
+            staging.rename(directory)
+        except OSError:  # another emulation made the region's CA first: use that one
+            shutil.rmtree(staging, ignore_errors=True)
+    root, intermediate = (
+        certs.KeyPair(
+            (directory / f"{stem}.pem").read_text(), (directory / f"{stem}.key").read_text()
+        )
+        for stem in stems
+    )
+    return root, intermediate
+
+
+def _expires_soon(cert_path: Path) -> bool:
+    """Whether the certificate is unreadable or expires within a day."""
+    try:
+        cert = certs.load(cert_path.read_text())
+    except (OSError, ValueError):
+        return True
+    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return remaining < datetime.timedelta(days=1)
+
+
+def _server_certificates(
+    identity: Identity, address: str, instance_state_dir: str
+) -> dict[str, certs.KeyPair]:
     """The CAs and the proxy's certificate, by file stem. For CA Service the proxy's file
     holds its certificate and then the intermediate: the chain it presents."""
     project, name, settings = identity.project, identity.instance, identity.server_ca
@@ -187,7 +251,10 @@ def _server_certificates(identity: Identity, address: str) -> dict[str, certs.Ke
         server_ca = certs.new_ca(f"Server CA for {project}:{name}")
         proxy = certs.issue_server_cert(server_ca, f"{project}:{name}", address)
         return {"server-ca": server_ca, "client-ca": client_ca, "proxy": proxy}
-    root, intermediate = certs.ca_hierarchy(*ca_names(settings, identity.region))
+    if settings.mode is ServerCaMode.GOOGLE_MANAGED_CAS_CA:
+        root, intermediate = _regional_ca(instance_state_dir, identity.region, settings)
+    else:
+        root, intermediate = certs.ca_hierarchy(*ca_names(settings, identity.region))
     leaf = certs.issue_server_cert(
         intermediate, f"{project}:{name}", address, settings.certificate_names
     )
@@ -218,7 +285,7 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
     secrets_sock = _bind_api_socket()
     try:
         address = proxy_sock.getsockname()[0]
-        for stem, pair in _server_certificates(identity, address).items():
+        for stem, pair in _server_certificates(identity, address, instance.state_dir).items():
             write_private(directory / f"{stem}.pem", pair.cert_pem)
             write_private(directory / f"{stem}.key", pair.key_pem)
         state = EmulatorState(
@@ -237,6 +304,8 @@ def start(instance: LocalInstance, identity: Identity) -> EmulatorState:
             dns_name=identity.server_ca.dns_name,
             custom_sans=list(identity.server_ca.custom_sans),
             password_policy=dict(identity.password_policy),
+            ip_types=list(identity.ip_types),
+            psc_enabled=identity.psc_enabled,
         )
         state.save()
 

@@ -131,7 +131,17 @@ def server_ca(
     )
     pool = None
     if mode is ServerCaMode.CUSTOMER_MANAGED_CAS_CA:
-        pool = ca_pool or f"projects/{project}/locations/{region}/caPools/local-server-ca-pool"
+        # The config layer refuses this mode without the customer's pool (Environment's
+        # validator); the emulation must not invent one that production would not have.
+        if ca_pool is None:
+            raise ConfigError(
+                "server CA mode customer-managed-cas-ca needs the customer's CA pool "
+                "(server_ca_pool), and the environment names none",
+                hint="set server_ca_mode = 'CUSTOMER_MANAGED_CAS_CA' and server_ca_pool = "
+                "'projects/PROJECT/locations/REGION/caPools/NAME' in the environment of "
+                "environments.toml, then run `local up` again",
+            )
+        pool = ca_pool
     return ServerCa(mode=mode, dns_name=name, custom_sans=sans, ca_pool=pool)
 
 

@@ -74,6 +74,9 @@ class EmulatorState:
     password_policy: dict[str, Any] = field(default_factory=dict)
     # The emulated Secret Manager's port (provision.local.gcp.secret_manager).
     secret_manager_port: int = 0
+    # The instance's addresses by `ipAddresses` type and whether PSC is on, as configured.
+    ip_types: list[str] = field(default_factory=lambda: ["PRIMARY"])
+    psc_enabled: bool = False
 
     @property
     def connection_name(self) -> str:
@@ -233,3 +236,16 @@ def register_iam_user(state_dir: Path | str, email: str) -> IamUser:
         ),
     )
     return user
+
+
+def unregister_iam_user(state_dir: Path | str, email: str) -> None:
+    """Forget a service account: its token is no longer accepted. Idempotent."""
+    known = iam_users(state_dir)
+    if known.pop(email, None) is None:
+        return
+    write_private(
+        emulator_dir(state_dir) / IAM_FILE,
+        json.dumps(
+            {e: {"token": u.token, "password": u.password} for e, u in known.items()}, indent=2
+        ),
+    )
