@@ -330,3 +330,36 @@ def test_code_left_for_later_is_a_finding_naming_it(legacy_db, tmp_path):
     report = cli("inspect", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
     assert report.code == 0, report.err
     assert "dna.audit.spill names dna_schema" in report.out and "dna.open()" in report.out
+
+
+def test_a_migration_that_catches_the_lock_guards_cancel_is_ended_and_stops_holding_the_lock(
+    legacy_db, tmp_path
+):
+    # A cancel is an error plpgsql may catch (EXCEPTION WHEN query_canceled) and go on holding
+    # its row locks on legacy rows, so live traffic would wait for as long as it loops. The
+    # guard ends a backend that still runs with the lock after one cancel. Each cancel it
+    # caught draws from a managed sequence (sequences outlive the rollback): one at most.
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    drawn = "SELECT coalesce(last_value, 0) FROM pg_sequences WHERE sequencename = 'goals_id_seq'"
+    start = legacy_db.query(drawn)
+    sql = (
+        "CREATE FUNCTION dna.hostile() RETURNS void LANGUAGE plpgsql AS\n"
+        "$$ BEGIN\n"
+        "  PERFORM id FROM dna_schema.entities FOR UPDATE;\n"
+        "  FOR i IN 1..20 LOOP\n"
+        "    BEGIN\n"
+        "      PERFORM pg_sleep(0.5);\n"
+        "    EXCEPTION WHEN query_canceled THEN\n"
+        "      PERFORM nextval('dna.goals_id_seq');\n"
+        "    END;\n"
+        "  END LOOP;\n"
+        "END $$;\n"
+        "SELECT dna.hostile();\n"
+    )
+    extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "900_hostile.sql", "dna_schema.entities")
+    assert legacy_db.query(drawn)[0][0] - start[0][0] <= 1
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
