@@ -363,3 +363,38 @@ def test_a_migration_that_catches_the_lock_guards_cancel_is_ended_and_stops_hold
     assert legacy_db.query(drawn)[0][0] - start[0][0] <= 1
     assert everything_outside(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
+
+
+@pytest.mark.parametrize(
+    "target", ["INDEX CONCURRENTLY dna.sleeper_idx", "TABLE CONCURRENTLY dna.sleeper"]
+)
+def test_a_concurrent_reindex_of_an_index_calling_a_user_function_is_refused_before_it_runs(
+    legacy_db, tmp_path, target
+):
+    # The index was built in a proven transaction, where its function did nothing: it acts
+    # only when the query is a REINDEX, which outside a transaction nothing could roll back.
+    sleeper = (
+        "CREATE FUNCTION dna.wake() RETURNS int LANGUAGE plpgsql AS\n"
+        "$$ BEGIN\n"
+        "  IF current_query() ILIKE '%reindex%' THEN DELETE FROM dna_schema.interests; END IF;\n"
+        "  RETURN 1;\n"
+        "END $$;\n"
+        "CREATE FUNCTION dna.sleeper(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS\n"
+        "$$ BEGIN RETURN dna.wake() + $1; END $$;\n"
+        "CREATE TABLE dna.sleeper (id int);\n"
+        "INSERT INTO dna.sleeper VALUES (1), (2);\n"
+        "CREATE INDEX sleeper_idx ON dna.sleeper ((dna.sleeper(id)));\n"
+    )
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "900_sleeper.sql": sleeper,
+            "901_reindex.sql": f"-- nucleus-provision: no-transaction\nREINDEX {target};\n",
+        },
+    )
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "901_reindex.sql:2: refused", "dna.sleeper(integer)")
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '901'") == [[0]]
