@@ -398,3 +398,40 @@ def test_a_concurrent_reindex_of_an_index_calling_a_user_function_is_refused_bef
     assert_clean_error(run, "901_reindex.sql:2: refused", "dna.sleeper(integer)")
     assert everything_outside(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '901'") == [[0]]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE VIEW dna.every_interest AS SELECT * FROM dna_schema.interests;\n",
+        "CREATE TABLE dna.inbox (id int);\n"
+        + dynamic(
+            "CREATE RULE purge AS ON INSERT TO dna.inbox "
+            "DO ALSO DELETE FROM dna_schema.interests WHERE id = NEW.id"
+        ),
+    ],
+    ids=["view", "rule"],
+)
+def test_a_view_or_rule_reaching_legacy_tables_with_its_owners_rights_is_rolled_back(
+    legacy_db, tmp_path, sql
+):
+    # A view's (or rule's) relations are checked with its owner's rights: `nucleus` may
+    # delete legacy rows, and the default privileges give nucleus_readwrite every new
+    # relation, so the app login (no right on dna_schema) would delete them through it.
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "900_hostile.sql", "with its owner's rights")
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
+
+
+def test_a_security_invoker_view_over_legacy_tables_is_allowed(legacy_db, tmp_path):
+    sql = (
+        "CREATE VIEW dna.every_interest WITH (security_invoker = on) AS "
+        "SELECT * FROM dna_schema.interests;\n"
+    )
+    extra = migrations_copy(tmp_path, {"900_view.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert run.code == 0, run.err
