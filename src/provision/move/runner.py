@@ -321,6 +321,11 @@ FROM unnest(CAST(:names AS text[])) AS t(name), LATERAL (
             AND d.objid IN (SELECT oid FROM pg_attrdef WHERE adrelid = to_regclass(t.name)))
         OR (d.classid = CAST('pg_constraint' AS regclass)
             AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = to_regclass(t.name)))
+        -- A CHECK of a domain a column has (domains over domains not followed).
+        OR (d.classid = CAST('pg_constraint' AS regclass)
+            AND d.objid IN (SELECT k.oid FROM pg_constraint k JOIN pg_attribute a
+                            ON a.atttypid = k.contypid
+                            WHERE a.attrelid = to_regclass(t.name) AND NOT a.attisdropped))
         OR (d.classid = CAST('pg_policy' AS regclass)
             AND d.objid IN (SELECT oid FROM pg_policy WHERE polrelid = to_regclass(t.name))))
 ) AS x
