@@ -53,7 +53,7 @@ from provision.locks import (
     holders,
     outside_locks,
 )
-from provision.migrations import PROBE_TABLE, index_probes
+from provision.migrations import PROBE_TABLE, index_probes, reindex_targets
 from provision.planner import Plan, findings, make_plan
 from provision.sql import error_fields, ident, server_message
 
@@ -599,7 +599,7 @@ _PROBE_DEPENDENCIES_SQL = text("""
 SELECT DISTINCT pg_describe_object(d.refclassid, d.refobjid, 0) AS object
 FROM pg_index i
 JOIN pg_depend d ON d.classid = CAST('pg_class' AS regclass) AND d.objid = i.indexrelid
-WHERE i.indrelid = CAST(:probe AS regclass)
+WHERE to_regclass(:probe) IN (i.indrelid, i.indexrelid)
   AND d.refobjid >= 16384
   AND (d.refclassid IN (CAST('pg_proc' AS regclass), CAST('pg_operator' AS regclass),
                         CAST('pg_type' AS regclass))
@@ -649,6 +649,28 @@ def _probe_indexes(
                 f"{', '.join(uses)}",
                 hint="nothing was applied; build this index in a transactional migration (drop "
                 "the no-transaction marker and CONCURRENTLY), where the proof covers what its "
+                "functions do",
+            )
+    # A REINDEX runs the existing index's expressions and predicate on every row, where
+    # nothing can be rolled back either: the same rule, read from the index itself (an index
+    # built in a transactional migration may call a function that acts only when the query
+    # is a REINDEX).
+    for line, schema, name in reindex_targets(action.migration):
+        with conn.begin() as trans:
+            conn.exec_driver_sql(_PROOF_SEARCH_PATH)
+            uses = list(
+                conn.execute(_PROBE_DEPENDENCIES_SQL, {"probe": ident(schema, name)})
+                .scalars()
+                .all()
+            )
+            trans.rollback()
+        if uses:
+            raise MigrationFileError(
+                f"{action.migration.filename}:{line}: refused: a REINDEX outside a transaction "
+                f"runs its indexes' expressions on every row, and {ident(schema, name)} uses "
+                f"{', '.join(uses)}",
+                hint="nothing was applied; rebuild it in a transactional migration (drop the "
+                "no-transaction marker and CONCURRENTLY), where the proof covers what its "
                 "functions do",
             )
 

@@ -259,6 +259,19 @@ def outside_locks(conn: Connection, pid: int, managed: list[str]) -> list[str]:
     return [f"{r.object}: {r.mode}{'' if r.granted else ' (waiting)'}" for r in rows]
 
 
+_CANCEL = text("SELECT pg_cancel_backend(:pid)")
+_TERMINATE = text("SELECT pg_terminate_backend(:pid)")
+
+
+def _running(conn: Connection, pid: int) -> bool:
+    """Whether backend `pid` is running a statement (not idle in its aborted transaction,
+    waiting for its client's ROLLBACK)."""
+    state = conn.execute(
+        text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+    ).scalar()
+    return state == "active"
+
+
 class LockGuard:
     """Watches, on its own connection and thread, the locks a migration's backend takes
     outside the managed schemas while it runs, and cancels its statement at once when one is
@@ -286,12 +299,19 @@ class LockGuard:
         stop = threading.Event()
 
         def sample() -> None:
+            cancelled = False
             while not stop.wait(interval):
                 try:
                     found = outside_locks(conn, pid, managed)
                     if found:
                         self.tripped = found
-                        conn.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                        # A cancel is an error the migration's own code may catch (plpgsql's
+                        # EXCEPTION WHEN query_canceled) and go on holding the lock; a backend
+                        # still running a statement with the lock one interval after a cancel
+                        # is ended: its transaction rolls back and the lock goes with it.
+                        ending = _TERMINATE if cancelled and _running(conn, pid) else _CANCEL
+                        conn.execute(ending, {"pid": pid})
+                        cancelled = True
                     conn.rollback()
                 except Exception:  # noqa: BLE001 - a thread's error would print a traceback
                     # The guard's connection is gone (a proxy cut, say): the migration's own

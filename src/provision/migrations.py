@@ -578,3 +578,14 @@ def index_probes(migration: Migration) -> tuple[IndexProbe, ...]:
             )
         )
     return tuple(found)
+
+
+def reindex_targets(migration: Migration) -> tuple[tuple[int, str, str], ...]:
+    """(line, schema, name) of each REINDEX INDEX|TABLE ... CONCURRENTLY of a no-transaction
+    file: its existing indexes' expressions are checked like a new index's before it runs."""
+    ast = _ast()
+    return tuple(
+        (statement.line, node.relation.schemaname or "", node.relation.relname or "")
+        for statement in migration.statements
+        if isinstance(node := statement.tree, ast.ReindexStmt) and node.relation is not None
+    )

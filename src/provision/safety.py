@@ -339,6 +339,29 @@ WHERE p.prosecdef AND n.nspname = ANY(CAST(:managed AS text[]))
 """)
 
 
+# Views and rules of the managed schemas that use relations outside them: PostgreSQL checks
+# a view's or rule's relations with the rights of its relation's owner (`nucleus`, with DML on
+# the legacy tables), not of whoever queries it, so through default privileges a managed
+# login could read or write legacy rows through it. A view with security_invoker is checked
+# with the querier's rights (its other rules are not).
+_OWNER_RIGHTS_SQL = text("""
+SELECT DISTINCT n.nspname || '.' || c.relname || CASE WHEN r.rulename = '_RETURN' THEN ''
+       ELSE ' (rule ' || r.rulename || ')' END
+FROM pg_rewrite r
+JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_depend d ON d.classid = CAST('pg_rewrite' AS regclass) AND d.objid = r.oid
+                AND d.refclassid = CAST('pg_class' AS regclass)
+JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE n.nspname = ANY(CAST(:managed AS text[]))
+  AND tn.nspname <> ALL(CAST(:managed AS text[]))
+  AND tn.nspname !~ '^pg_' AND tn.nspname <> 'information_schema'
+  AND NOT (r.rulename = '_RETURN' AND c.relkind = 'v' AND EXISTS (
+      SELECT 1 FROM pg_options_to_table(c.reloptions) o
+      WHERE o.option_name = 'security_invoker'
+        AND lower(o.option_value) IN ('t', 'tr', 'tru', 'true', 'y', 'ye', 'yes', 'on', '1')))
+""")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Digest of every object outside the managed schemas, by (kind, qualified name), the
@@ -353,6 +376,9 @@ class Snapshot:
     # SECURITY DEFINER functions in the managed schemas: code that runs later with its
     # owner's rights (the owner's DML on the legacy tables, for `nucleus`) for whoever calls it.
     definers: frozenset[str] = frozenset()
+    # Views and rules of the managed schemas using relations outside them with their owner's
+    # rights (`_OWNER_RIGHTS_SQL`).
+    owner_rights: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -378,6 +404,7 @@ def snapshot(conn: Connection, managed: Iterable[str]) -> Snapshot:
         )
     catalogs = conn.execute(_CATALOG_ROWS_SQL, {"catalogs": list(_GLOBAL_CATALOGS)}).scalar_one()
     definers = conn.execute(_DEFINERS_SQL, {"managed": managed}).scalars().all()
+    owner_rights = conn.execute(_OWNER_RIGHTS_SQL, {"managed": managed}).scalars().all()
     return Snapshot(
         objects,
         frozenset(r.object for r in rows if r.kind == "schema"),
@@ -385,6 +412,7 @@ def snapshot(conn: Connection, managed: Iterable[str]) -> Snapshot:
         {(r.kind, r.object): r.schema for r in rows},
         {t: (i, u, d) for t, i, u, d in catalogs},
         frozenset(definers),
+        frozenset(owner_rights),
     )
 
 
@@ -460,6 +488,11 @@ def violations(before: Snapshot, after: Snapshot) -> list[str]:
         found.append(
             f"function {name} is SECURITY DEFINER (it would run with its owner's rights, "
             "legacy tables included, for whoever calls it)"
+        )
+    for name in sorted(after.owner_rights - before.owner_rights):
+        found.append(
+            f"{name} uses relations outside the managed schemas with its owner's rights, for "
+            "whoever queries it (make a view WITH (security_invoker = true); no rules)"
         )
     for change in _delta(before.catalogs, after.catalogs):
         what = _GLOBAL_CATALOGS.get(change.table, change.table)

@@ -380,3 +380,40 @@ def test_a_bad_move_file_fails_naming_it_and_nothing_is_copied(
     assert state(db) == []
     assert db.query("SELECT count(*) FROM dna.entity")[0][0] == 0
     assert legacy_fingerprint(db) == before
+
+
+_TRAP = (
+    "CREATE FUNCTION dna.trap() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+    "IF current_user <> 'nucleus' THEN "
+    "EXECUTE 'DELETE FROM ' || 'dna' || '_schema.capabilities'; END IF; RETURN true; END $$; "
+    "CREATE FUNCTION dna.trap_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM dna.trap(); RETURN NULL; END $$; "
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "named"),
+    [
+        (
+            "CREATE TRIGGER trap AFTER INSERT ON dna.entity "
+            "FOR EACH STATEMENT EXECUTE FUNCTION dna.trap_trigger()",
+            "dna.entity: trigger trap",
+        ),
+        (
+            "CREATE DOMAIN dna.checked AS text CHECK (dna.trap()); "
+            "ALTER TABLE dna.entity ADD COLUMN note dna.checked",
+            "dna.entity: constraint checked_check calls dna.trap()",
+        ),
+    ],
+    ids=["trigger", "domain check"],
+)
+def test_code_left_on_a_target_never_runs_with_the_legacy_owners_rights(moved_db, code, named):
+    # The move writes as postgres, owner of the legacy tables: code a migration left on a
+    # target (its text naming no legacy schema) would delete legacy rows with those rights.
+    db = moved_db
+    db.query(_TRAP + code, user="nucleus")
+    before = legacy_fingerprint(db)
+    run = move(db, "run")
+    assert_clean_error(run, named, "owner of the legacy tables")
+    assert legacy_fingerprint(db) == before
+    assert db.query("SELECT count(*) FROM dna.entity") == [[0]]

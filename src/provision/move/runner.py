@@ -337,6 +337,7 @@ def _check(
             sequences=tuple(owned.get(move.target_name, [])),
         )
     _check_privileges(conn, moves, infos)
+    _check_target_code(conn, moves)
     for move in moves:
         try:
             conn.execute(text("SAVEPOINT explain"))
@@ -443,6 +444,59 @@ def _check_privileges(
         raise PermissionProblem(
             f"the move's session ({who}) lacks {privilege} on {name}",
             hint=_GRANT_HINT.format(who=who),
+        )
+
+
+# What a target table runs when the move writes it: the move's session is `postgres`, owner of
+# the legacy tables, so a trigger, a rule, or a function called by an index, a default, a
+# constraint or a policy of the target would run with the right to delete or drop them (a
+# migration may leave one whose text names no legacy schema: 'dna' || '_schema'). Functions
+# of extensions are the extension's (pgvector's), built-in ones are the server's.
+_TARGET_CODE = text("""
+SELECT t.name, x.what
+FROM unnest(CAST(:names AS text[])) AS t(name), LATERAL (
+    SELECT 'trigger ' || g.tgname || ' (' || CAST(CAST(g.tgfoid AS regprocedure) AS text) || ')'
+           AS what
+    FROM pg_trigger g WHERE g.tgrelid = to_regclass(t.name) AND NOT g.tgisinternal
+    UNION ALL
+    SELECT 'rule ' || r.rulename FROM pg_rewrite r WHERE r.ev_class = to_regclass(t.name)
+    UNION ALL
+    SELECT pg_describe_object(d.classid, d.objid, d.objsubid) || ' calls '
+           || CAST(CAST(d.refobjid AS regprocedure) AS text)
+    FROM pg_depend d
+    WHERE d.refclassid = CAST('pg_proc' AS regclass) AND d.refobjid >= 16384
+      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = CAST('pg_proc' AS regclass)
+                      AND e.objid = d.refobjid AND e.deptype = 'e')
+      AND ((d.classid = CAST('pg_class' AS regclass)
+            AND (d.objid = to_regclass(t.name)
+                 OR d.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = to_regclass(t.name))))
+        OR (d.classid = CAST('pg_attrdef' AS regclass)
+            AND d.objid IN (SELECT oid FROM pg_attrdef WHERE adrelid = to_regclass(t.name)))
+        OR (d.classid = CAST('pg_constraint' AS regclass)
+            AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = to_regclass(t.name)))
+        -- A CHECK of a domain a column has (domains over domains not followed).
+        OR (d.classid = CAST('pg_constraint' AS regclass)
+            AND d.objid IN (SELECT k.oid FROM pg_constraint k JOIN pg_attribute a
+                            ON a.atttypid = k.contypid
+                            WHERE a.attrelid = to_regclass(t.name) AND NOT a.attisdropped))
+        OR (d.classid = CAST('pg_policy' AS regclass)
+            AND d.objid IN (SELECT oid FROM pg_policy WHERE polrelid = to_regclass(t.name))))
+) AS x
+ORDER BY 1, 2
+""")
+
+
+def _check_target_code(conn: Connection, moves: Sequence[Move]) -> None:
+    names = sorted({move.target_name for move in moves})
+    found = conn.execute(_TARGET_CODE, {"names": names}).all()
+    if found:
+        who = conn.execute(text("SELECT current_user")).scalar_one()
+        raise ScopeViolation(
+            f"the move would run code of its target tables as {who}, owner of the legacy "
+            "tables: " + "; ".join(f"{r.name}: {r.what}" for r in found[:10]),
+            hint="nothing was written; drop that trigger, rule or function call from the new "
+            "table in a reviewed migration (a target of the move holds data, not code), then "
+            "run the move again",
         )
 
 

@@ -330,3 +330,108 @@ def test_code_left_for_later_is_a_finding_naming_it(legacy_db, tmp_path):
     report = cli("inspect", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
     assert report.code == 0, report.err
     assert "dna.audit.spill names dna_schema" in report.out and "dna.open()" in report.out
+
+
+def test_a_migration_that_catches_the_lock_guards_cancel_is_ended_and_stops_holding_the_lock(
+    legacy_db, tmp_path
+):
+    # A cancel is an error plpgsql may catch (EXCEPTION WHEN query_canceled) and go on holding
+    # its row locks on legacy rows, so live traffic would wait for as long as it loops. The
+    # guard ends a backend that still runs with the lock after one cancel. Each cancel it
+    # caught draws from a managed sequence (sequences outlive the rollback): one at most.
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    drawn = "SELECT coalesce(last_value, 0) FROM pg_sequences WHERE sequencename = 'goals_id_seq'"
+    start = legacy_db.query(drawn)
+    sql = (
+        "CREATE FUNCTION dna.hostile() RETURNS void LANGUAGE plpgsql AS\n"
+        "$$ BEGIN\n"
+        "  PERFORM id FROM dna_schema.entities FOR UPDATE;\n"
+        "  FOR i IN 1..20 LOOP\n"
+        "    BEGIN\n"
+        "      PERFORM pg_sleep(0.5);\n"
+        "    EXCEPTION WHEN query_canceled THEN\n"
+        "      PERFORM nextval('dna.goals_id_seq');\n"
+        "    END;\n"
+        "  END LOOP;\n"
+        "END $$;\n"
+        "SELECT dna.hostile();\n"
+    )
+    extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "900_hostile.sql", "dna_schema.entities")
+    assert legacy_db.query(drawn)[0][0] - start[0][0] <= 1
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
+
+
+@pytest.mark.parametrize(
+    "target", ["INDEX CONCURRENTLY dna.sleeper_idx", "TABLE CONCURRENTLY dna.sleeper"]
+)
+def test_a_concurrent_reindex_of_an_index_calling_a_user_function_is_refused_before_it_runs(
+    legacy_db, tmp_path, target
+):
+    # The index was built in a proven transaction, where its function did nothing: it acts
+    # only when the query is a REINDEX, which outside a transaction nothing could roll back.
+    sleeper = (
+        "CREATE FUNCTION dna.wake() RETURNS int LANGUAGE plpgsql AS\n"
+        "$$ BEGIN\n"
+        "  IF current_query() ILIKE '%reindex%' THEN DELETE FROM dna_schema.interests; END IF;\n"
+        "  RETURN 1;\n"
+        "END $$;\n"
+        "CREATE FUNCTION dna.sleeper(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS\n"
+        "$$ BEGIN RETURN dna.wake() + $1; END $$;\n"
+        "CREATE TABLE dna.sleeper (id int);\n"
+        "INSERT INTO dna.sleeper VALUES (1), (2);\n"
+        "CREATE INDEX sleeper_idx ON dna.sleeper ((dna.sleeper(id)));\n"
+    )
+    extra = migrations_copy(
+        tmp_path,
+        {
+            "900_sleeper.sql": sleeper,
+            "901_reindex.sql": f"-- nucleus-provision: no-transaction\nREINDEX {target};\n",
+        },
+    )
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "901_reindex.sql:2: refused", "dna.sleeper(integer)")
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '901'") == [[0]]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE VIEW dna.every_interest AS SELECT * FROM dna_schema.interests;\n",
+        "CREATE TABLE dna.inbox (id int);\n"
+        + dynamic(
+            "CREATE RULE purge AS ON INSERT TO dna.inbox "
+            "DO ALSO DELETE FROM dna_schema.interests WHERE id = NEW.id"
+        ),
+    ],
+    ids=["view", "rule"],
+)
+def test_a_view_or_rule_reaching_legacy_tables_with_its_owners_rights_is_rolled_back(
+    legacy_db, tmp_path, sql
+):
+    # A view's (or rule's) relations are checked with its owner's rights: `nucleus` may
+    # delete legacy rows, and the default privileges give nucleus_readwrite every new
+    # relation, so the app login (no right on dna_schema) would delete them through it.
+    assert cli("apply", *legacy_db.targets).code == 0
+    before = everything_outside(legacy_db)
+    extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert_clean_error(run, "900_hostile.sql", "with its owner's rights")
+    assert everything_outside(legacy_db) == before
+    assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
+
+
+def test_a_security_invoker_view_over_legacy_tables_is_allowed(legacy_db, tmp_path):
+    sql = (
+        "CREATE VIEW dna.every_interest WITH (security_invoker = on) AS "
+        "SELECT * FROM dna_schema.interests;\n"
+    )
+    extra = migrations_copy(tmp_path, {"900_view.sql": sql})
+    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    assert run.code == 0, run.err
