@@ -397,7 +397,7 @@ _TRAP = (
         (
             "CREATE TRIGGER trap AFTER INSERT ON dna.entity "
             "FOR EACH STATEMENT EXECUTE FUNCTION dna.trap_trigger()",
-            "dna.entity: trigger trap",
+            "dna.entity has trigger trap",
         ),
         (
             "CREATE DOMAIN dna.checked AS text CHECK (dna.trap()); "

@@ -400,7 +400,7 @@ def _check_triggers(conn: Connection, moves: Sequence[Move]) -> None:
             continue
         raise MoveFileError(
             f"{move.filename}: {r.target} has {r.kind} {r.name}, which would fire on the move's "
-            "writes (with the privileges of the legacy tables' owner)",
+            "writes with the rights of its session, owner of the legacy tables",
             hint=(
                 f"if it only changes the rows the move writes, list it in {move.filename} as [[trigger]] with "
                 f'name = "{r.name}" and the reason; otherwise drop it from the target'
