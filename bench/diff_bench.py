@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from provision import db, diff  # noqa: E402
+from provision import commands, db, diff  # noqa: E402
 from provision.local.instance import (  # noqa: E402
     ADMIN_USER,
     BOOTSTRAP_SUPERUSER,
@@ -107,6 +107,7 @@ def main() -> None:
         result = diff.run(
             diff.Side(db.engine_for_dsn(left_dsn), "left"),
             diff.Side(db.engine_for_dsn(right_dsn), "right"),
+            diff.defaults(commands.load_desired("local")),
         )
         found = [d.to_dict() for d in result.differences]
 

@@ -16,8 +16,9 @@ from datetime import datetime
 from sqlalchemy import Connection, text
 
 from provision.desired import DesiredState, VersionTable
-from provision.diff.snapshot import Snapshot, read_objects
+from provision.diff.snapshot import read_objects
 from provision.migrations import version_number
+from provision.model import Snapshot
 
 SUPERUSER_GROUP = "cloudsqlsuperuser"
 

@@ -1086,7 +1086,7 @@ def diff_command(
     In CI (fails the job when staging no longer reproduces prod):
       nucleus-provision diff --env prod --env staging --format json > schema-diff.json
     """
-    from provision import diff
+    from provision import commands, diff
     from provision.diff import options, render
 
     left_spec, right_spec = options.sides(
@@ -1095,7 +1095,10 @@ def diff_command(
     settings = diff.Options(
         ignore=options.categories(ignored), role_map=diff.parse_role_map(role_map)
     )
-    scope = diff.schema_scope(options.schema_names(schemas), options.schema_names(excluded))
+    # The layout's schemas (managed, legacy) and version table, as the default environment
+    # declares them: they are the same in every environment.
+    layout = diff.defaults(commands.load_desired(None, config=ctx.config))
+    scope = diff.schema_scope(layout, options.schema_names(schemas), options.schema_names(excluded))
 
     def side(spec: options.SideSpec) -> db.Target | diff.LockSide:
         if spec.lock:
@@ -1109,7 +1112,7 @@ def diff_command(
         if isinstance(left, db.Target):
             left.dispose()
         raise
-    result = diff.run_targets(left, right, settings, scope)
+    result = diff.run_targets(left, right, layout, settings, scope)
     click.echo(render.render(result, fmt))
     sys.exit(EXIT_OK if result.identical else EXIT_CHANGES)
 

@@ -106,8 +106,9 @@ def _diff_with_a_fresh_instance(
         result = diff.run_targets(
             target(prod_dir),
             target(staging_dir),
+            diff.defaults(desired),
             diff.Options(ignore=frozenset({"legacy-migrations"})),
-            diff.defaults().managed_schemas,
+            diff.defaults(desired).managed_schemas,
         )
         echo(diff_render.text(result))
         return result.identical

@@ -4,7 +4,7 @@
 `bootstrap_sql/` ran and the privileges declaration was applied, on a scratch PostgreSQL 16 +
 pgvector set up like Cloud SQL (`nucleus-provision lock`, a development-time step: see
 `provision.local.lock`). It holds the same model `diff` reads from a live database
-(`provision.diff.snapshot.Snapshot`), so `verify`, `plan`, `inspect` and `diff` compare a live
+(`provision.model.Snapshot`), so `verify`, `plan`, `inspect` and `diff` compare a live
 database with it through one engine (`provision.diff.compare`), plus each migration file's
 checksum (an integrity list, as atlas.sum), so that a file added, edited or deleted without
 refreshing the lock is noticed (`stale`).
@@ -24,11 +24,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provision.errors import ConfigError
+from provision.model import (
+    Column,
+    Constraint,
+    DefaultPrivilege,
+    Function,
+    Index,
+    MigrationRecord,
+    Owned,
+    Policy,
+    Relation,
+    Rule,
+    Snapshot,
+    Trigger,
+    TypeDef,
+)
 
 if TYPE_CHECKING:
-    # Imported where used: the desired state holds a Lock, and loading it must not pull
-    # SQLAlchemy into commands that never read a lock (`--help`).
-    from provision.diff.snapshot import Owned, Snapshot
     from provision.migrations import Migration
 
 LOCK_NAME = "schema.lock"
@@ -163,21 +175,6 @@ def _bad(path: str, number: int, what: str) -> ConfigError:
 
 def parse(text: str, path: str = LOCK_NAME) -> Lock:
     """The lock from its text (the inverse of `render`)."""
-    from provision.diff.snapshot import (
-        Column,
-        Constraint,
-        DefaultPrivilege,
-        Function,
-        Index,
-        MigrationRecord,
-        Owned,
-        Policy,
-        Relation,
-        Rule,
-        Snapshot,
-        Trigger,
-        TypeDef,
-    )
 
     fields: dict[str, Any] = {
         "schemas": {},

@@ -25,9 +25,9 @@ from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
-from provision.diff.snapshot import Owned, Snapshot
 from provision.findings import Finding, Severity
 from provision.lockfile import LOCK_NAME, REFRESH, stale
+from provision.model import Owned, Snapshot
 from provision.sql import ident
 
 # Categories of diff another concern owns (see the docstring).

@@ -21,12 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provision.diff.compare import CATEGORIES, Difference, Options, compare, parse_role_map
-from provision.diff.snapshot import Snapshot, read_snapshot
+from provision.diff.snapshot import read_snapshot
+from provision.errors import ConfigError
+from provision.lockfile import load
+from provision.model import Snapshot
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from provision.db import Target
+    from provision.desired import DesiredState
 
 __all__ = [
     "CATEGORIES",
@@ -59,17 +63,16 @@ class Defaults:
         return self.managed_schemas + self.legacy_schemas
 
 
-def defaults() -> Defaults:
-    """The one place `diff` reads the layout (keep it the only import, so that a reshaped
-    layout touches one line here).
+def defaults(desired: DesiredState) -> Defaults:
+    """What `diff` compares when the user does not say otherwise: the desired state's managed
+    schemas (the lock's), its legacy ones and its version table. The caller (the CLI, the demo)
+    hands the desired state in, so that diff never reaches up for it.
 
     Roles are not taken from it: they differ per environment, and every role that owns or is
     granted something compared is a managed role anyway (see `compare`)."""
-    from provision.desired import LAYOUT as layout
-
-    vt = layout.version_table
-    managed = tuple(dict.fromkeys((*(s.name for s in layout.schemas), vt.schema)))
-    return Defaults(managed, tuple(layout.protected_schemas), (vt.schema, vt.name))
+    vt = desired.version_table
+    managed = tuple(dict.fromkeys((*desired.schema_names, vt.schema)))
+    return Defaults(managed, tuple(desired.layout.protected_schemas), (vt.schema, vt.name))
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,6 @@ class LockSide:
         return f"lock {self.path}"
 
     def snapshot(self) -> Snapshot:
-        from provision.errors import ConfigError
-        from provision.lockfile import load
-
         lock = load(self.path)
         if lock is None:
             raise ConfigError(
@@ -122,15 +122,18 @@ class Result:
         return not self.differences
 
 
-def schema_scope(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+def schema_scope(
+    settings: Defaults, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+) -> tuple[str, ...]:
     """The schemas to compare: `include` (default: managed + legacy) minus `exclude`."""
-    chosen = include or defaults().schemas
+    chosen = include or settings.schemas
     return tuple(s for s in dict.fromkeys(chosen) if s not in set(exclude))
 
 
 def run(
     left: Side | LockSide,
     right: Side | LockSide,
+    settings: Defaults,
     options: Options | None = None,
     schemas: tuple[str, ...] | None = None,
 ) -> Result:
@@ -138,9 +141,8 @@ def run(
 
     A lock side holds the managed schemas only: the comparison is narrowed to them, leaves out
     what a lock does not hold (`NOT_IN_LOCK`), and the database's own owner and grants."""
-    from provision import db
+    from provision import db  # here: `diff --help` must not load SQLAlchemy
 
-    settings = defaults()
     scope = schemas if schemas is not None else settings.schemas
     options = options or Options()
     locks = [side.snapshot() for side in (left, right) if isinstance(side, LockSide)]
@@ -193,6 +195,7 @@ def _narrowed(snapshot: Snapshot, scope: tuple[str, ...]) -> Snapshot:
         indexes={k: v for k, v in snapshot.indexes.items() if k[0] in keep},
         functions={k: v for k, v in snapshot.functions.items() if k[0] in keep},
         triggers={k: v for k, v in snapshot.triggers.items() if k[0] in keep},
+        rules={k: v for k, v in snapshot.rules.items() if k[0] in keep},
         policies={k: v for k, v in snapshot.policies.items() if k[0] in keep},
         types={k: v for k, v in snapshot.types.items() if k[0] in keep},
         default_privileges={
@@ -204,6 +207,7 @@ def _narrowed(snapshot: Snapshot, scope: tuple[str, ...]) -> Snapshot:
 def run_targets(
     left: Target | LockSide,
     right: Target | LockSide,
+    settings: Defaults,
     options: Options | None = None,
     schemas: tuple[str, ...] | None = None,
 ) -> Result:
@@ -214,7 +218,7 @@ def run_targets(
         return t if isinstance(t, LockSide) else Side(t.admin, t.description)
 
     try:
-        return run(side(left), side(right), options, schemas)
+        return run(side(left), side(right), settings, options, schemas)
     finally:
         for t in (left, right):
             if not isinstance(t, LockSide):

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from provision.diff.snapshot import (
+from provision.errors import ConfigError, PermissionProblem
+from provision.model import (
     Column,
     Constraint,
     Index,
@@ -39,7 +40,6 @@ from provision.diff.snapshot import (
     Snapshot,
     Trigger,
 )
-from provision.errors import ConfigError, PermissionProblem
 
 # A side's value: a scalar, a list of privileges, or None where the object is absent.
 Value = str | bool | list[str] | None
