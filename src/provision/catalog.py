@@ -9,6 +9,7 @@ this snapshot and the desired state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -200,15 +201,57 @@ class RoleState:
 
 
 @dataclass(frozen=True)
+class AccessPath:
+    """How a role has a privilege: an ACL entry on the object (or on one of its columns) whose
+    grantee is PUBLIC or a role it inherits from, with its grantor; or the owner it inherits."""
+
+    grantee: str
+    grantor: str | None = None
+    column: str | None = None
+    owner: bool = False
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """A privilege a runtime role has, by the database's own has_*_privilege, that the
+    declaration never gives it (see catalog._BEYOND_SQL)."""
+
+    role: str
+    object: str  # "table dna_schema.entities", "sequence ...", "schema ...", "database ..."
+    privilege: str
+    via: tuple[AccessPath, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChainEdge:
+    """A membership on the way to a reached role: `member` in it, granted by `grantor`."""
+
+    member: str
+    grantor: str
+    admin_acts_for_grantor: bool
+
+
+@dataclass(frozen=True)
+class Reached:
+    """A role a runtime role is a member of only through another role (pg_has_role MEMBER)."""
+
+    role: str
+    reached: str
+    via: tuple[ChainEdge, ...]
+    admin_holds_admin: bool  # the admin may revoke memberships in `reached`
+
+
+@dataclass(frozen=True)
 class PrivilegeFacts:
     grants: tuple[Grant, ...] = ()
     defaults: tuple[DefaultGrant, ...] = ()
     memberships: tuple[Membership, ...] = ()
     roles: dict[str, RoleState] = field(default_factory=dict)
     owners: dict[tuple[str, str | None], str] = field(default_factory=dict)
-    # What the runtime roles can do, by any path, where the declaration gives them nothing:
-    # (role, object, privilege), by the database's own has_*_privilege.
-    beyond: tuple[tuple[str, str, str], ...] = ()
+    # What the runtime roles can do, by any path, where the declaration gives them nothing,
+    # by the database's own has_*_privilege; and the roles they reach through another role.
+    beyond: tuple[Beyond, ...] = ()
+    reached: tuple[Reached, ...] = ()
 
     def role(self, name: str) -> RoleState:
         return self.roles.get(name) or RoleState(name, exists=False)
@@ -338,6 +381,16 @@ WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 # Every privilege in the new schemas (and on schema public, where PUBLIC must not CREATE), one
 # row per (object, grantee, privilege): one query, however many objects.
 _GRANTS_SQL = text("""
+WITH vt AS (
+    -- the version table and its id's sequence: its grants to runtime roles, PUBLIC and
+    -- cloudsqliam* are judged too (actual_grants)
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :mschema AND c.relname = :mtable
+    UNION ALL
+    SELECT d.objid FROM pg_depend d JOIN pg_class c ON c.oid = d.refobjid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :mschema AND c.relname = :mtable AND d.classid = 'pg_class'::regclass
+      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
 SELECT 'schema' AS kind, n.nspname AS schema, NULL AS name, pg_get_userbyid(n.nspowner) AS owner,
        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
        a.privilege_type AS privilege, a.is_grantable AS grantable
@@ -352,7 +405,8 @@ SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END, n.nspname, c.
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
     CAST(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END AS "char"), c.relowner))) a
-WHERE n.nspname = ANY(CAST(:managed AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+WHERE (n.nspname = ANY(CAST(:managed AS text[])) OR c.oid IN (SELECT oid FROM vt))
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 UNION ALL
 SELECT 'column', n.nspname, c.relname || '.' || at.attname, pg_get_userbyid(c.relowner),
        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
@@ -360,8 +414,8 @@ SELECT 'column', n.nspname, c.relname || '.' || at.attname, pg_get_userbyid(c.re
 FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(at.attacl) a
-WHERE n.nspname = ANY(CAST(:managed AS text[])) AND at.attacl IS NOT NULL AND at.attnum > 0
-  AND NOT at.attisdropped
+WHERE (n.nspname = ANY(CAST(:managed AS text[])) OR c.oid IN (SELECT oid FROM vt))
+  AND at.attacl IS NOT NULL AND at.attnum > 0 AND NOT at.attisdropped
 """)
 
 # Roles, memberships of the managed groups and default privileges, in one query.
@@ -679,34 +733,121 @@ def read_access(conn: Connection, desired: DesiredState, schemas: list[str]) -> 
 
 
 # Effective access the declaration never gives a runtime role, asked of the database itself
-# (has_*_privilege: memberships, PUBLIC, grants to cloudsqliam*, column grants all count):
-# writing a legacy table or the version table, CREATE in any schema or in the database.
+# (has_*_privilege and pg_has_role: memberships, PUBLIC, grants to cloudsqliam*, column grants
+# and grant options all count), over every schema but the managed ones, where the grants and
+# memberships are authoritative (privileges concern) and the version table, whose grants are
+# too. One statement for all roles and objects:
+# - a table, view or sequence of a legacy schema: any privilege (a grant there is one USAGE
+#   away from being used, and what the live services use is what this tool protects);
+# - any other schema's (another service's, `public`'s): a privilege the role can use, i.e.
+#   with USAGE on the schema too;
+# - CREATE in any schema, and on the database.
+# Privileges are asked only where an ACL (the relation's or a column's) names PUBLIC or a role
+# the login inherits from, or it inherits the owner: 10,000 tables another service keeps cost
+# a scan of pg_class and no privilege call. `via` names each path: the grantee, its grantor,
+# the column of a column grant; or `owner:ROLE`.
 _BEYOND_SQL = text("""
-WITH r(name) AS (SELECT unnest(CAST(:roles AS text[])) INTERSECT SELECT rolname FROM pg_roles),
-     watched AS MATERIALIZED (
-         -- the legacy tables and the version table only, before any privilege is asked
-         SELECT c.oid, n.nspname || '.' || c.relname AS name
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p')
-           AND (n.nspname = ANY(CAST(:legacy AS text[]))
-                OR (n.nspname = :mschema AND c.relname = :mtable)))
-SELECT r.name AS role, 'table ' || w.name AS object, p.privilege
-FROM r CROSS JOIN watched w
-CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege)
--- INSERT and UPDATE granted on one column are a way in too (has_any_column_privilege)
-WHERE CASE WHEN p.privilege IN ('INSERT', 'UPDATE')
-           THEN has_any_column_privilege(r.name, w.oid, p.privilege)
-           ELSE has_table_privilege(r.name, w.oid, p.privilege) END
+WITH r AS MATERIALIZED (
+         SELECT rolname AS name, oid FROM pg_roles WHERE rolname = ANY(CAST(:roles AS text[]))),
+     heirs AS MATERIALIZED (
+         -- what each role inherits privileges from: itself, its groups (through any chain), PUBLIC
+         SELECT r.name, a.oid FROM r JOIN pg_roles a ON pg_has_role(r.oid, a.oid, 'USAGE')
+         UNION ALL SELECT r.name, 0 FROM r),
+     spaces AS MATERIALIZED (
+         SELECT n.oid, n.nspname, n.nspname = ANY(CAST(:legacy AS text[])) AS protected
+         FROM pg_namespace n
+         WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+           AND NOT n.nspname = ANY(CAST(:managed AS text[]))),
+     vt AS MATERIALIZED (
+         -- the version table and the sequence of its id: authoritative grants, not asked here
+         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = :mschema AND c.relname = :mtable
+         UNION ALL
+         SELECT d.objid FROM pg_depend d JOIN pg_class c ON c.oid = d.refobjid
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = :mschema AND c.relname = :mtable AND d.classid = 'pg_class'::regclass
+           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')),
+     candidates AS MATERIALIZED (
+         SELECT r.name AS role, r.oid AS roid, c.oid, c.relkind, c.relowner, c.relacl,
+                quote_ident(s.nspname) || '.' || quote_ident(c.relname) AS object
+         FROM r CROSS JOIN spaces s JOIN pg_class c ON c.relnamespace = s.oid
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+           AND c.oid NOT IN (SELECT oid FROM vt)
+           AND (s.protected OR has_schema_privilege(r.oid, s.oid, 'USAGE'))
+           AND (c.relowner IN (SELECT h.oid FROM heirs h WHERE h.name = r.name)
+                OR EXISTS (SELECT 1 FROM aclexplode(c.relacl) a
+                           JOIN heirs h ON h.name = r.name AND h.oid = a.grantee)
+                OR (c.relkind <> 'S' AND EXISTS (
+                    SELECT 1 FROM pg_attribute at CROSS JOIN LATERAL aclexplode(at.attacl) a
+                    JOIN heirs h ON h.name = r.name AND h.oid = a.grantee
+                    WHERE at.attrelid = c.oid AND at.attnum > 0 AND at.attacl IS NOT NULL)))),
+     found AS (
+         SELECT cd.*, p.privilege
+         FROM candidates cd
+         CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',
+                                 'REFERENCES', 'TRIGGER']) AS p(privilege)
+         WHERE cd.relkind <> 'S'
+           -- a privilege granted on one column is a way in too (has_any_column_privilege)
+           AND CASE WHEN p.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+                    THEN has_any_column_privilege(cd.roid, cd.oid, p.privilege)
+                    ELSE has_table_privilege(cd.roid, cd.oid, p.privilege) END
+         UNION ALL
+         SELECT cd.*, p.privilege
+         FROM candidates cd CROSS JOIN unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) AS p(privilege)
+         WHERE cd.relkind = 'S' AND has_sequence_privilege(cd.roid, cd.oid, p.privilege))
+SELECT f.role, CASE WHEN f.relkind = 'S' THEN 'sequence ' ELSE 'table ' END || f.object AS object,
+       f.privilege,
+       ARRAY(SELECT DISTINCT x FROM (
+           SELECT 'owner:' || pg_get_userbyid(f.relowner) AS x
+           WHERE f.relowner IN (SELECT h.oid FROM heirs h WHERE h.name = f.role)
+           UNION ALL
+           SELECT json_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                        ELSE pg_get_userbyid(a.grantee) END,
+                                   pg_get_userbyid(a.grantor), a.col)::text
+           FROM (SELECT e.grantee, e.grantor, e.privilege_type, NULL AS col
+                 FROM aclexplode(f.relacl) e
+                 UNION ALL
+                 SELECT e.grantee, e.grantor, e.privilege_type, at.attname
+                 FROM pg_attribute at CROSS JOIN LATERAL aclexplode(at.attacl) e
+                 WHERE at.attrelid = f.oid AND at.attnum > 0 AND at.attacl IS NOT NULL) a
+           JOIN heirs h ON h.name = f.role AND h.oid = a.grantee
+           WHERE a.privilege_type = f.privilege) v ORDER BY 1) AS via
+FROM found f
 UNION ALL
-SELECT r.name, 'schema ' || n.nspname, 'CREATE'
+SELECT r.name, 'schema ' || quote_ident(n.nspname), 'CREATE', ARRAY[]::text[]
 FROM r CROSS JOIN pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
-  AND has_schema_privilege(r.name, n.oid, 'CREATE')
+  AND has_schema_privilege(r.oid, n.oid, 'CREATE')
 UNION ALL
-SELECT r.name, 'database ' || current_database(), 'CREATE'
-FROM r WHERE has_database_privilege(r.name, current_database(), 'CREATE')
+SELECT r.name, 'database ' || quote_ident(current_database()), 'CREATE', ARRAY[]::text[]
+FROM r WHERE has_database_privilege(r.oid, current_database(), 'CREATE')
 ORDER BY 1, 2, 3
 """)
+
+# Roles a runtime role reaches only through another role (not a membership of its own, which
+# the memberships' findings judge): `GRANT nucleus TO cloudsqliamserviceaccount` makes every
+# IAM service account a member of the owner. Each row names the edges into the reached role
+# from what the runtime role is already a member of, with their grantors.
+_REACHED_SQL = text("""
+WITH r AS (SELECT rolname AS name, oid FROM pg_roles WHERE rolname = ANY(CAST(:roles AS text[])))
+SELECT r.name AS role, a.rolname AS reached,
+       pg_has_role(:admin, a.oid, 'USAGE WITH ADMIN OPTION') AS admin_holds_admin,
+       ARRAY(SELECT json_build_array(pg_get_userbyid(m.member), pg_get_userbyid(m.grantor),
+                                     pg_has_role(:admin, m.grantor, 'USAGE'))::text
+             FROM pg_auth_members m
+             WHERE m.roleid = a.oid AND m.member <> r.oid AND pg_has_role(r.oid, m.member, 'MEMBER')
+             ORDER BY 1) AS via
+FROM r JOIN pg_roles a ON a.oid <> r.oid AND pg_has_role(r.oid, a.oid, 'MEMBER')
+WHERE NOT EXISTS (SELECT 1 FROM pg_auth_members d WHERE d.member = r.oid AND d.roleid = a.oid)
+ORDER BY 1, 2
+""")
+
+
+def _path(value: str) -> AccessPath:
+    if value.startswith("owner:"):
+        return AccessPath(value.removeprefix("owner:"), owner=True)
+    grantee, grantor, column = json.loads(value)
+    return AccessPath(grantee, grantor, column)
 
 
 def runtime_roles(desired: DesiredState) -> list[str]:
@@ -725,7 +866,11 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
     names = sorted({*p.group_names, *(m.role for m in p.members), desired.owner, desired.admin})
     grants: list[Grant] = []
     owners: dict[tuple[str, str | None], str] = {}
-    for r in conn.execute(_GRANTS_SQL, {"managed": list(desired.schema_names)}).mappings():
+    mt = desired.version_table
+    for r in conn.execute(
+        _GRANTS_SQL,
+        {"managed": list(desired.schema_names), "mschema": mt.schema, "mtable": mt.name},
+    ).mappings():
         owners[(r["schema"], r["name"])] = r["owner"]
         grants.append(
             Grant(r["kind"], r["schema"], r["name"], r["grantee"], r["privilege"], r["grantable"])
@@ -743,26 +888,36 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
         .mappings()
         .one()
     )
-    mt = desired.version_table
     watched = [
         r
         for r in runtime_roles(desired)
         if p.manage_iam or r not in {m.role for m in p.members if m.kind.value == "iam"}
     ]
     beyond = tuple(
-        (row.role, row.object, row.privilege)
+        Beyond(row.role, row.object, row.privilege, tuple(_path(v) for v in row.via))
         for row in conn.execute(
             _BEYOND_SQL,
             {
                 "roles": watched,
                 "legacy": list(desired.layout.protected_schemas),
+                "managed": list(desired.schema_names),
                 "mschema": mt.schema,
                 "mtable": mt.name,
             },
         )
     )
+    reached = tuple(
+        Reached(
+            row.role,
+            row.reached,
+            tuple(ChainEdge(*json.loads(v)) for v in row.via),
+            row.admin_holds_admin,
+        )
+        for row in conn.execute(_REACHED_SQL, {"roles": watched, "admin": desired.admin})
+    )
     return PrivilegeFacts(
         beyond=beyond,
+        reached=reached,
         grants=tuple(grants),
         defaults=tuple(
             DefaultGrant(d["role"], d["schema"], d["objtype"], d["grantee"], d["privilege"])

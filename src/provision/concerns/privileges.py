@@ -33,7 +33,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Context, Session, Sql
-from provision.catalog import SUPERUSER_GROUP, Catalog, Membership
+from provision.catalog import (
+    SUPERUSER_GROUP,
+    AccessPath,
+    Beyond,
+    Catalog,
+    ChainEdge,
+    Membership,
+    Reached,
+)
+from provision.catalog import runtime_roles as catalog_runtime_roles
 from provision.desired import DesiredState, MemberKind, Privileges
 from provision.findings import Finding, Severity
 from provision.sql import ident
@@ -58,6 +67,12 @@ _IAM_USERS_LOCAL = (
 
 def _system(role: str) -> bool:
     return role.startswith(("cloudsql", "pg_"))
+
+
+def _iam_role(role: str) -> bool:
+    """cloudsqliamuser, cloudsqliamserviceaccount, cloudsqliamgroup: every IAM identity of a
+    kind is a member, so a grant to one reaches them all."""
+    return role.startswith("cloudsqliam")
 
 
 def _grantee(role: str) -> str:
@@ -108,7 +123,14 @@ def actual_grants(desired: DesiredState, catalog: Catalog) -> set[Key]:
     their own, which the declaration never gives."""
     facts = catalog.privileges
     found: set[Key] = set()
+    vt = desired.version_table
+    runtime = set(catalog_runtime_roles(desired))
     for g in facts.grants:
+        if g.schema == vt.schema and g.name is not None:
+            # The version table (and its sequence) is the owner's after adoption; only what
+            # reaches the runtime roles is judged there (postgres keeps what adoption gave it).
+            if not (g.grantee == PUBLIC or g.grantee in runtime or _iam_role(g.grantee)):
+                continue
         if g.schema == "public" and g.name is None:
             # Schema public: only PUBLIC's CREATE is in scope (PostgreSQL 15+ default: none).
             if g.grantee == PUBLIC and g.privilege == "CREATE":
@@ -234,6 +256,105 @@ def _grantor_route(desired: DesiredState, group: str, member: str, grantors: lis
                 f"cannot revoke: as {grantor}, run REVOKE {ident(group)} FROM {ident(member)}"
             )
     return "; ".join(routes) + ", or declare the membership (users.*.member_of, iam_members)"
+
+
+# -- effective access -------------------------------------------------------------------------
+
+
+def _path_text(path: AccessPath) -> str:
+    if path.owner:
+        return f"inherits the owner {path.grantee}"
+    on = f"column {path.column} " if path.column else ""
+    return f"{on}granted to {path.grantee} by {path.grantor}"
+
+
+def _beyond_text(beyond: Beyond) -> str:
+    text = f"{beyond.privilege} on {beyond.object}"
+    if beyond.via:
+        text += " (" + "; ".join(_path_text(p) for p in beyond.via) + ")"
+    return text
+
+
+def _access_remedy(desired: DesiredState, role: str, rows: list[Beyond]) -> str:
+    """The statements that take each path away, each run by the grantor that made the grant
+    (a REVOKE by anyone else does nothing): this tool never changes a grant outside the new
+    schemas, since a live service may rely on it; a person decides."""
+    by_grantor: dict[str, list[str]] = defaultdict(list)
+    other: list[str] = []
+    for b in rows:
+        kind, _, name = b.object.partition(" ")
+        paths = [p for p in b.via if not p.owner and p.grantor]
+        for path in paths:
+            column = f" ({ident(path.column)})" if path.column else ""
+            statement = (
+                f"REVOKE {b.privilege}{column} ON {kind.upper()} {name} FROM "
+                f"{_grantee(path.grantee)}"
+            )
+            if statement not in by_grantor[path.grantor or ""]:
+                by_grantor[path.grantor or ""].append(statement)
+        if not paths:
+            other.append(f"{b.privilege} on {b.object}")
+    parts = [
+        f"as {grantor} (or a role that may act for it): " + "; ".join(statements)
+        for grantor, statements in sorted(by_grantor.items())
+    ]
+    if other:
+        parts.append(
+            f"{', '.join(other)}: through a membership (see the membership findings) or a grant "
+            f"to PUBLIC or a cloudsqliam* role; find it with has_table_privilege({role!r}, "
+            "'<table>', '<privilege>') and revoke it as its grantor"
+        )
+    return (
+        "outside the new schemas this tool changes no grant (a live service may rely on it): "
+        "if the access is not wanted, " + "; ".join(parts)
+    )
+
+
+def _chain_edges(desired: DesiredState, reached: Reached) -> list[ChainEdge]:
+    """The edges that cause the reach: from a Cloud SQL IAM role (cloudsqliam*), which every IAM
+    identity of its kind is a member of. A runtime role's own memberships (and so its groups')
+    are judged by the membership findings, and an edge out of a role reached that way (the
+    owner's own membership in cloudsqlsuperuser) is a consequence, not a cause."""
+    return [e for e in reached.via if _iam_role(e.member)]
+
+
+def _declared_groups_of(desired: DesiredState, role: str) -> set[str]:
+    return {m.group for m in desired.privileges.members if m.role == role}
+
+
+def _chains(desired: DesiredState, catalog: Catalog) -> list[tuple[Reached, bool]]:
+    """Roles a runtime role reaches through another role that the declaration does not give,
+    and whether apply can cut every edge (the admin may act for each grantor and holds ADMIN
+    OPTION on the reached role). Cloud SQL's own memberships (cloudsqliam*) are not judged."""
+    out = []
+    for reached in catalog.privileges.reached:
+        if reached.reached in _declared_groups_of(desired, reached.role):
+            continue
+        if reached.reached.startswith("cloudsqliam"):
+            continue
+        edges = _chain_edges(desired, reached)
+        if not edges:
+            continue
+        fixable = reached.admin_holds_admin and all(e.admin_acts_for_grantor for e in edges)
+        out.append((reached, fixable))
+    return out
+
+
+def _chain_statements(desired: DesiredState, catalog: Catalog) -> list[Sql]:
+    statements: list[Sql] = []
+    for reached, _ in _chains(desired, catalog):
+        if not reached.admin_holds_admin:
+            continue
+        for e in _chain_edges(desired, reached):
+            if not e.admin_acts_for_grantor:
+                continue
+            sql = Sql(
+                f"REVOKE {ident(reached.reached)} FROM {ident(e.member)}"
+                + (f" GRANTED BY {ident(e.grantor)}" if e.grantor != desired.admin else "")
+            )
+            if sql not in statements:
+                statements.append(sql)
+    return statements
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -390,25 +511,46 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 remedy=_grantor_route(desired, group, member, grantors),
             )
         )
-    by_role: dict[str, list[str]] = defaultdict(list)
-    for role, obj, privilege in facts.beyond:
-        by_role[role].append(f"{privilege} on {obj}")
-    for role, grants in sorted(by_role.items()):
+    by_role: dict[str, list[Beyond]] = defaultdict(list)
+    for beyond in facts.beyond:
+        by_role[beyond.role].append(beyond)
+    for role, rows in sorted(by_role.items()):
+        shown = [f"{b.privilege} on {b.object}" for b in rows]
         found.append(
             Finding(
                 "access-unexpected",
                 Severity.HIGH,
                 f"{role} can do what the declaration never gives it: "
-                + ", ".join(grants[:5])
-                + (f" and {len(grants) - 5} more" if len(grants) > 5 else ""),
-                "a runtime login (or a group) could change legacy rows, the migration history "
-                "or the structure",
-                tuple(grants),
-                remedy=f"find the path with the findings above (a membership, a grant to PUBLIC "
-                f"or to a cloudsqliam* role) and remove it; a grant on a legacy table or schema "
-                f"is removed by its owner (this tool never changes legacy schemas), e.g. "
-                f"REVOKE ... ON <object> FROM {ident(role)}; check with "
-                f"has_table_privilege({role!r}, '<table>', '<privilege>')",
+                + ", ".join(shown[:5])
+                + (f" and {len(shown) - 5} more" if len(shown) > 5 else ""),
+                "a runtime login (or a group) could read or change legacy rows, another "
+                "service's data or the structure",
+                tuple(_beyond_text(b) for b in rows),
+                remedy=_access_remedy(desired, role, rows),
+            )
+        )
+    for reached, fixable in _chains(desired, catalog):
+        edges = _chain_edges(desired, reached)
+        found.append(
+            Finding(
+                "membership-chain",
+                Severity.HIGH,
+                f"{reached.role} is a member of {reached.reached} through "
+                + ", ".join(sorted({e.member for e in edges})),
+                "a runtime login (or a group) has every privilege of a role the declaration "
+                "never gives it",
+                tuple(
+                    f"{reached.role} reaches {reached.reached}: {e.member} in "
+                    f"{reached.reached}, granted by {e.grantor}"
+                    for e in edges
+                ),
+                remedy=None
+                if fixable
+                else "; ".join(
+                    _grantor_route(desired, reached.reached, e.member, [e.grantor])
+                    for e in edges
+                    if not (e.admin_acts_for_grantor and reached.admin_holds_admin)
+                ),
             )
         )
     want, have = desired_grants(desired, catalog), actual_grants(desired, catalog)
@@ -675,8 +817,19 @@ def role_actions(desired: DesiredState, catalog: Catalog) -> list[Action]:
         for m in sorted(facts.memberships, key=lambda m: (m.group, m.member, m.grantor or ""))
         if (m.group, m.member) in revoked and _in_scope(desired, m)
     ]
+    chains = _chain_statements(desired, catalog)
+    statements += chains
     if statements:
         reason = []
+        if chains:
+            reason.append(
+                "reached through another role, not declared: "
+                + ", ".join(
+                    f"{r.role} in {r.reached}"
+                    for r, fixable in _chains(desired, catalog)
+                    if fixable
+                )
+            )
         if grants:
             reason.append("declared: " + ", ".join(f"{r} in {g}" for g, r in grants))
         if revokes:
