@@ -127,11 +127,20 @@ def render(lock: Lock) -> str:
         d.update(_owned(rel.owned))
         del d["owned"]
         d["owned_by"] = list(rel.owned_by) if rel.owned_by else None
+        # Left out where they are the defaults: a lock line changes only where one is set.
+        d["options"] = list(rel.options)
+        if not rel.options:
+            del d["options"]
+        if rel.replica_identity == "default":
+            del d["replica_identity"]
         d["migration"] = lock.created_by.get(f"{key[0]}.{key[1]}")
         lines.append(_line("relation", d, f"{key[0]}.{key[1]}"))
     for _, col in sorted(s.columns.items(), key=lambda kv: (kv[0][:2], kv[1].position)):
         d = col._asdict()
         d["acl"] = sorted(col.acl)
+        for optional in ("storage", "statistics"):
+            if d[optional] is None:
+                del d[optional]
         lines.append(_line("column", d, f"{col.schema}.{col.table}.{col.name}"))
     for _, con in sorted(s.constraints.items()):
         lines.append(_line("constraint", con._asdict(), f"{con.schema}.{con.table}.{con.name}"))
@@ -225,7 +234,10 @@ def parse(text: str, path: str = LOCK_NAME) -> Lock:
                 owned = Owned(d.pop("owner"), tuple(d.pop("acl")))
                 migration = d.pop("migration", None)
                 ob = d.pop("owned_by")
-                rel = Relation(owned=owned, owned_by=tuple(ob) if ob else None, **d)
+                options = tuple(d.pop("options", ()))
+                rel = Relation(
+                    owned=owned, owned_by=tuple(ob) if ob else None, options=options, **d
+                )
                 fields["relations"][(rel.schema, rel.name)] = rel
                 if migration:
                     created[f"{rel.schema}.{rel.name}"] = migration

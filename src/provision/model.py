@@ -103,6 +103,11 @@ class Relation(NamedTuple):
     definition: str | None = None  # views and materialized views
     sequence: str | None = None  # a sequence's type, start, increment, bounds, cache, cycle
     owned_by: tuple[str, str, str] | None = None  # a sequence's (schema, table, column)
+    # Storage parameters (`fillfactor=70`, `autovacuum_enabled=false`, a view's
+    # `security_invoker=true`), as pg_class.reloptions lists them, sorted.
+    options: tuple[str, ...] = ()
+    # REPLICA IDENTITY of a table: default, nothing, full, or `index NAME`.
+    replica_identity: str = "default"
 
 
 class Column(NamedTuple):
@@ -117,6 +122,10 @@ class Column(NamedTuple):
     collation: str | None
     acl: Acl = ()  # column-level privileges only
     position: int = 0  # 1, 2, ... among the live columns: the order `SELECT *` shows them in
+    # ALTER COLUMN ... SET STORAGE where it differs from its type's (plain, external, main,
+    # extended), and SET STATISTICS where one is set; None: the defaults.
+    storage: str | None = None
+    statistics: int | None = None
 
     @property
     def grants(self) -> frozenset[Grant]:

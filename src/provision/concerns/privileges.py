@@ -30,7 +30,7 @@ Cloud SQL's own roles (`cloudsql*`, `pg_*`) and the legacy schemas are never cha
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Context, Session, Sql
 from provision.catalog import (
@@ -360,6 +360,15 @@ def _chain_statements(desired: DesiredState, catalog: Catalog) -> list[Sql]:
 # -- findings ---------------------------------------------------------------------------------
 
 
+def _naming(details: Sequence[str], shown: int = 3) -> str:
+    """`: the first few objects` for a message: verify's one line per difference names what
+    differs, not only how many."""
+    if not details:
+        return ""
+    more = f" and {len(details) - shown} more" if len(details) > shown else ""
+    return ": " + "; ".join(details[:shown]) + more
+
+
 def _describe(keys: Iterable[Key]) -> tuple[str, ...]:
     grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
     for kind, schema, name, grantee, privilege in sorted(keys, key=str):
@@ -493,7 +502,8 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 Finding(
                     code,
                     Severity.HIGH,
-                    f"{len(pairs)} membership(s) differ from the declaration",
+                    f"{len(pairs)} membership(s) differ from the declaration"
+                    + _naming([f"{r} {verb} {g}" for g, r in sorted(pairs)]),
                     "logins have other privileges than declared",
                     tuple(f"{r} {verb} {g}" for g, r in sorted(pairs)),
                     remedy=_admin_remedy(desired, blocked) if blocked else None,
@@ -559,7 +569,8 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
             Finding(
                 "privilege-missing",
                 Severity.HIGH,
-                f"{len(want - have)} declared privilege(s) are not granted",
+                f"{len(want - have)} declared privilege(s) are not granted"
+                + _naming(_describe(want - have)),
                 "members of the groups get permission denied",
                 _describe(want - have),
             )
@@ -569,7 +580,8 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
             Finding(
                 "privilege-unexpected",
                 Severity.HIGH,
-                f"{len(have - want)} privilege(s) in the new schemas are not declared",
+                f"{len(have - want)} privilege(s) in the new schemas are not declared"
+                + _naming(_describe(have - want)),
                 "someone can do more than the declaration allows",
                 _describe(have - want),
             )

@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from provision.actions import Action, ActionKind, Context, Session, Sql
-from provision.catalog import Catalog
+from provision.catalog import Catalog, runtime_roles
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
 from provision.findings import Finding, Severity
@@ -48,6 +48,7 @@ _CHANGED = {
     "table-definition": "table-storage-changed",
     "row-security": "row-security-changed",
     "column-position": "column-order-changed",
+    "table-options": "table-options-changed",
     "index-validity": "index-invalid",
 }
 # Differences kinds that name an object present on one side only.
@@ -138,6 +139,18 @@ def differences(desired: DesiredState, catalog: Catalog) -> list[Difference]:
     return found
 
 
+def _stray_schemas(desired: DesiredState, catalog: Catalog) -> list[str]:
+    """Schemas owned by the owner or a runtime role (the app login, a group, a declared IAM
+    identity) that are neither managed nor legacy: the owner can create schemas (it is a
+    member of cloudsqlsuperuser, which owns the database), and what it makes by hand there
+    escapes the lock. Schemas of other owners are other services'."""
+    ours = {desired.owner, *runtime_roles(desired)}
+    known = {*desired.schema_names, *desired.layout.protected_schemas, desired.version_table.schema}
+    return sorted(
+        name for name, info in catalog.schemas.items() if info.owner in ours and name not in known
+    )
+
+
 def _value(value: object) -> str:
     if value is None:
         return "none"
@@ -169,6 +182,22 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 remedy=f"run `{REFRESH}` and commit {LOCK_NAME} with the migrations (an applied "
                 "migration's file must never be deleted or edited: restore it from version "
                 "control if that is what happened)",
+            )
+        )
+    stray = _stray_schemas(desired, catalog)
+    if stray:
+        out.append(
+            Finding(
+                "schema-unexpected",
+                Severity.HIGH,
+                f"schema-unexpected: {', '.join(stray)} (no migration makes it, owned by a role "
+                "this tool manages)",
+                "objects outside the expected schema, with the owner's rights over the new "
+                "layout: nothing checks them and the lock does not know them",
+                tuple(f"schema {name}: owner {catalog.schemas[name].owner}" for name in stray),
+                remedy="if it is wanted, add a migration that creates it (CREATE SCHEMA IF NOT "
+                f"EXISTS) and what it holds, then `{REFRESH}` and `nucleus-provision apply`; if "
+                "not, its owner drops it once nothing uses it (this tool never drops a schema)",
             )
         )
     grouped: dict[str, list[Difference]] = defaultdict(list)

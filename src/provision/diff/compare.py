@@ -47,7 +47,15 @@ Value = str | bool | list[str] | None
 # The categories `--ignore` accepts, each with the kinds of difference it covers.
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "schemas": ("schema",),
-    "tables": ("table", "partitioned table", "foreign table", "relation-kind", "table-definition"),
+    "tables": (
+        "table",
+        "partitioned table",
+        "foreign table",
+        "relation-kind",
+        "table-definition",
+        "table-options",
+        "replica-identity",
+    ),
     "columns": (
         "column",
         "column-type",
@@ -57,6 +65,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "column-generated",
         "column-collation",
         "column-position",
+        "column-storage",
+        "column-statistics",
     ),
     "constraints": ("constraint", "constraint-definition"),
     "indexes": ("index", "index-definition", "index-validity"),
@@ -324,6 +334,8 @@ class _Comparer:
                 continue
             # A sequence owned by a column has its table's owner: the table's difference says it.
             self.ownership(obj, lr.owned, rr.owned, owner=not (lr.owned_by and rr.owned_by))
+            # Storage parameters, and a view's security_invoker: whose rights its reads use.
+            self.add("table-options", obj, list(lr.options), list(rr.options))
             if rr.kind in ("view", "materialized view"):
                 self.add("view-definition", obj, lr.definition, rr.definition)
             elif rr.kind == "sequence":
@@ -331,6 +343,9 @@ class _Comparer:
             else:
                 self.add("table-definition", obj, _storage(lr), _storage(rr))
                 self.add("row-security", obj, _rls(lr), _rls(rr))
+                # What logical replication sends for an UPDATE or DELETE (a publication of the
+                # table fails writes without one).
+                self.add("replica-identity", obj, lr.replica_identity, rr.replica_identity)
 
     def columns(self) -> None:
         only_left, only_right, both = _split(
@@ -353,6 +368,14 @@ class _Comparer:
             self.add("column-identity", obj, lc.identity, rc.identity, group)
             self.add("column-generated", obj, lc.generated, rc.generated, group)
             self.add("column-collation", obj, lc.collation, rc.collation, group)
+            self.add("column-storage", obj, lc.storage, rc.storage, group)
+            self.add(
+                "column-statistics",
+                obj,
+                None if lc.statistics is None else str(lc.statistics),
+                None if rc.statistics is None else str(rc.statistics),
+                group,
+            )
             # The order `SELECT *` and COPY show; only a changed column is listed, not each one
             # a dropped column moved up (a column missing on one side is its own difference).
             if self._positions_comparable(s, t):

@@ -119,7 +119,14 @@ SELECT coalesce(json_agg(json_build_array(
         format_type(s.seqtypid, NULL) || ' start ' || s.seqstart || ' increment ' || s.seqincrement
         || ' minimum ' || s.seqmin || ' maximum ' || s.seqmax || ' cache ' || s.seqcache
         || CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END END,
-    CASE WHEN c.relkind = 'S' THEN owned.by END)), '[]')
+    CASE WHEN c.relkind = 'S' THEN owned.by END,
+    ARRAY(SELECT o FROM unnest(c.reloptions) o ORDER BY o),
+    CASE WHEN c.relkind NOT IN ('r', 'p') THEN 'default'
+         WHEN c.relreplident = 'n' THEN 'nothing' WHEN c.relreplident = 'f' THEN 'full'
+         WHEN c.relreplident = 'i' THEN 'index ' || coalesce((
+             SELECT ri.relname FROM pg_index x JOIN pg_class ri ON ri.oid = x.indexrelid
+             WHERE x.indrelid = c.oid AND x.indisreplident), '?')
+         ELSE 'default' END)), '[]')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      -- Joined, not looked up per row: a correlated subquery per sequence cost more than
      -- half of this query at 10,000 sequences.
@@ -147,7 +154,11 @@ SELECT coalesce(json_agg(json_build_array(
          THEN (SELECT co.collname FROM pg_collation co WHERE co.oid = a.attcollation) END,
     CAST(a.attacl AS text[]),
     (SELECT count(*) FROM pg_attribute b WHERE b.attrelid = a.attrelid AND b.attnum > 0
-       AND b.attnum <= a.attnum AND NOT b.attisdropped))), '[]')
+       AND b.attnum <= a.attnum AND NOT b.attisdropped),
+    CASE WHEN a.attstorage <> t.typstorage THEN CASE a.attstorage WHEN 'p' THEN 'plain'
+         WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' ELSE 'extended' END END,
+    -- -1 (PostgreSQL 16) or NULL (17): the default target
+    CASE WHEN a.attstattarget >= 0 THEN a.attstattarget END)), '[]')
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
      JOIN pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_type t ON t.oid = a.atttypid
@@ -383,12 +394,26 @@ def read_objects(
                 r[10],
                 r[11],
                 (r[12][0], r[12][1], r[12][2]) if r[12] else None,
+                tuple(r[13] or ()),
+                r[14],
             )
             for r in relation_rows
         },
         columns={
             (r[0], r[1], r[2]): Column(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _acl(r[9]), r[10]
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                _acl(r[9]),
+                r[10],
+                r[11],
+                r[12],
             )
             for r in column_rows
         },

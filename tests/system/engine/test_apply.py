@@ -56,8 +56,9 @@ def legacy_fingerprint(db) -> dict[str, object]:
 
 def count_ddl(db):
     """An event trigger (as the emulated cloudsqladmin) that counts every DDL command."""
+    # No grant: the function runs as its owner, the superuser (a table in public that
+    # PUBLIC may write would itself be access-unexpected for the runtime logins).
     db.query("CREATE TABLE public.ddl_seen (tag text)")
-    db.query("GRANT INSERT ON public.ddl_seen TO PUBLIC")
     db.query(
         "CREATE FUNCTION public.note_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS "
         "$$ BEGIN INSERT INTO public.ddl_seen VALUES (tg_tag); END $$"
