@@ -214,10 +214,45 @@ class GroupConfig(_Model):
     """privileges on every sequence of the new layout, existing and later"""
 
 
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
+
+
+class LegacyConfig(_Model):
+    """The legacy layout the live services still use: protected (apply never alters these
+    schemas or their rows, and never revokes their grants: what only a person may change is
+    reported with its remedy), and what replaces each old name, for the reports."""
+
+    schemas: tuple[str, ...] = ()
+    """the legacy schemas, protected"""
+    replaced_by: dict[str, str] = Field(default_factory=dict)
+    """an old schema or `schema.table` -> the new one the code uses instead"""
+
+    @field_validator("schemas")
+    @classmethod
+    def _schema_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_"):
+                raise ValueError(f"legacy schema {name!r} is not a plain lower-case schema name")
+        return value
+
+    @model_validator(mode="after")
+    def _replaced_names_are_legacy(self) -> LegacyConfig:
+        for old, new in self.replaced_by.items():
+            if old.split(".", 1)[0] not in self.schemas:
+                raise ValueError(f"replaced_by names {old!r}, which is not in a legacy schema")
+            if old.count(".") != new.count(".") or new.split(".", 1)[0] in self.schemas:
+                raise ValueError(
+                    f"replaced_by {old!r} = {new!r}: a schema maps to a new schema, a "
+                    "schema.table to a new schema.table"
+                )
+        return self
+
+
 class PrivilegesConfig(_Model):
     """The declaration of privileges.toml: the same in every environment."""
 
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
+    legacy: LegacyConfig = Field(default_factory=LegacyConfig)
 
     @field_validator("groups")
     @classmethod

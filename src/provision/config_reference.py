@@ -28,6 +28,7 @@ from provision.config import (
     DatabaseFlag,
     Environment,
     GroupConfig,
+    LegacyConfig,
     MaintenanceConfig,
     PasswordValidationPolicy,
     PgauditConfig,
@@ -63,6 +64,9 @@ _SECTIONS: tuple[tuple[str, type[BaseModel], str], ...] = (
     ("privileges.toml: [groups.NAME]", GroupConfig,
      "A group role of the privileges declaration (the file `privileges` names), the same in "
      "every environment that names it."),
+    ("privileges.toml: [legacy]", LegacyConfig,
+     "The legacy layout: protected schemas, and the new names of old ones. Managed schemas "
+     "are not declared: they are the ones the migrations create (schema.lock)."),
 )  # fmt: skip
 
 

@@ -3,28 +3,29 @@
 Everything the engine compares against lives here and is built by one function,
 `desired_state(environment, migrations)`: the roles come from the environment's `users` in
 environments.toml (so `inspect`, `plan`, `apply`, `verify` and the stacks' hook agree on the
-owner), the layout of schemas and tables is the code's (below), the migrations are the files
-of `bootstrap_sql/`. Nothing here talks to a database; `fingerprint()` is what the stacks'
-hook hashes to know when to run again.
+owner), the legacy layout from the privileges declaration (privileges.toml `[legacy]`), the
+managed schemas and tables from the migrations of `bootstrap_sql/` through their lock. Nothing
+here talks to a database; `fingerprint()` is what the stacks' hook hashes to know when to run
+again.
 
-Adding a migration touches `bootstrap_sql/` and its lock (`nucleus-provision lock` rewrites
-`bootstrap_sql/schema.lock`): nothing else. The tables of the new layout, and every column,
-index and constraint, are the lock's, derived from the migrations; what stays written here is
-what no migration can say: the managed schemas and the legacy names they replace, the
-protected legacy schemas, the version table's adoption, the extensions.
+Adding a migration, even one that creates a schema, touches `bootstrap_sql/` and its lock
+(`nucleus-provision lock` rewrites `bootstrap_sql/schema.lock`): nothing else. The schemas and
+tables of the new layout, and every column, index and constraint, are the lock's, derived from
+the migrations (a file the lock does not know yet is asked for its CREATE SCHEMA statements).
+What stays written here is what no migration can say: the version table's adoption.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
-from provision.config import Environment
-from provision.lockfile import Lock, declaration_digest
-from provision.migrations import Migration
+from provision.config import Environment, load_environment
+from provision.lockfile import LOCK_NAME, Lock, declaration_digest, load
+from provision.migrations import Migration, default_directory, load_migrations, schemas_created
 from provision.sql import ident
 
 
@@ -100,16 +101,11 @@ class VersionTable:
         return f"{self.name}_version_key"
 
 
-# Legacy tables the seed names as the old counterparts of tables of the new layout (a fact
-# about production's history, not about the expected schema): (schema, table) -> old one.
-LEGACY_TABLES: dict[tuple[str, str], tuple[str, str]] = {
-    ("dna", "entity"): ("dna_schema", "entities")
-}
-
-
 @dataclass(frozen=True)
 class Layout:
-    """The objects the code expects, independent of any environment."""
+    """The objects the code expects, independent of any environment's roles: the managed
+    schemas and tables (the migrations', through the lock), the legacy schemas (declared in
+    privileges.toml), the extensions, the version table."""
 
     schemas: tuple[Schema, ...]
     tables: tuple[Table, ...]
@@ -118,43 +114,80 @@ class Layout:
     version_table: VersionTable
 
 
-LAYOUT = Layout(
-    schemas=(
-        Schema("dna", "001", legacy="dna_schema"),
-        Schema("tasks", "001", legacy="tasks_schema"),
-        Schema("agents", "001", legacy="agents_schema"),
-        Schema("results", "001", legacy="results_schema"),
-        Schema("memory", "001"),
-        Schema("assembly", "001"),
-        Schema("execution", "001"),
+# The version table, adopted in place: a fact of production's history (the legacy tooling's
+# table) and of this tool's bookkeeping, not something a migration makes.
+VERSION_TABLE = VersionTable(
+    schema="public",
+    name="migrations",
+    # What production's legacy tooling created (the seed: `id, migration_name, applied_at`).
+    legacy_columns=(
+        Column("id", "serial PRIMARY KEY"),
+        Column("migration_name", "varchar(255) NOT NULL UNIQUE"),
+        Column("applied_at", "timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP"),
     ),
-    # The tables are the lock's (bootstrap_sql/schema.lock): `with_lock` fills them in.
-    tables=(),
-    extensions=("vector",),  # per environment: Environment.required_extensions
-    protected_schemas=("dna_schema", "tasks_schema", "agents_schema", "results_schema"),
-    version_table=VersionTable(
-        schema="public",
-        name="migrations",
-        # What production's legacy tooling created (the seed: `id, migration_name, applied_at`).
-        legacy_columns=(
-            Column("id", "serial PRIMARY KEY"),
-            Column("migration_name", "varchar(255) NOT NULL UNIQUE"),
-            Column("applied_at", "timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP"),
-        ),
-        # What the code expects (the seed: `id, version, description, executed_at`).
-        expected_columns=(
-            Column("id", "serial PRIMARY KEY"),
-            Column("version", "varchar(50)"),
-            Column("description", "text"),
-            Column("executed_at", "timestamptz DEFAULT CURRENT_TIMESTAMP"),
-        ),
-        # Kept as Flyway keeps them: detect edited files, show how long each migration took.
-        bookkeeping_columns=(
-            Column("checksum", "varchar(64)"),
-            Column("execution_time_ms", "integer"),
-        ),
+    # What the code expects (the seed: `id, version, description, executed_at`).
+    expected_columns=(
+        Column("id", "serial PRIMARY KEY"),
+        Column("version", "varchar(50)"),
+        Column("description", "text"),
+        Column("executed_at", "timestamptz DEFAULT CURRENT_TIMESTAMP"),
+    ),
+    # Kept as Flyway keeps them: detect edited files, show how long each migration took.
+    bookkeeping_columns=(
+        Column("checksum", "varchar(64)"),
+        Column("execution_time_ms", "integer"),
     ),
 )
+
+
+def managed_schemas(
+    migrations: Sequence[Migration], lock: Lock | None, excluded: Iterable[str] = ()
+) -> dict[str, str]:
+    """The schemas the migrations create, each with the version of the first that does: the
+    lock's, and for the files the lock does not know as they are (new or edited, or every file
+    where there is no lock) the names their CREATE SCHEMA statements give. A fresh lock costs
+    no parse. `excluded` (the version table's schema, the legacy ones) is never managed: a
+    migration that names a legacy schema is refused when it would run."""
+    found: dict[str, str] = {}
+    known: dict[str, str] = dict(lock.files) if lock is not None else {}
+    if lock is not None:
+        for name in lock.schemas:
+            found[name] = lock.created_by.get(name, "")
+    for migration in migrations:
+        if known.get(migration.filename) == migration.checksum:
+            continue
+        for name in schemas_created(migration):
+            found.setdefault(name, migration.version)
+    skip = set(excluded)
+    return {name: version for name, version in found.items() if name not in skip}
+
+
+def layout_of(
+    environment: Environment, migrations: Sequence[Migration], lock: Lock | None
+) -> Layout:
+    """The layout of an environment's declaration, these migrations and their lock: no schema
+    or table is named in Python (a migration that adds one needs no edit here)."""
+    legacy = environment.privileges.legacy
+    replaced = legacy.replaced_by
+    old_schema = {new: old for old, new in replaced.items() if "." not in old}
+    old_table = {
+        (new.split(".", 1)[0], new.split(".", 1)[1]): (old.split(".", 1)[0], old.split(".", 1)[1])
+        for old, new in replaced.items()
+        if "." in old
+    }
+    managed = managed_schemas(migrations, lock, (VERSION_TABLE.schema, *legacy.schemas))
+    return Layout(
+        schemas=tuple(
+            Schema(name, version, old_schema.get(name))
+            for name, version in sorted(managed.items(), key=lambda kv: (kv[1], kv[0]))
+        ),
+        tables=tables_of(lock, old_table),
+        # pgvector everywhere; pgaudit where the environment's instance loads it (the
+        # cloudsql.enable_pgaudit flag), which the local emulation cannot.
+        extensions=environment.required_extensions,
+        protected_schemas=tuple(legacy.schemas),
+        version_table=VERSION_TABLE,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,7 +245,7 @@ class DesiredState:
 
     owner: str  # owns every object of the new layout (users.owner)
     admin: str  # the run's admin session (users.admin, or the IAM login's role)
-    layout: Layout = LAYOUT
+    layout: Layout
     migrations: tuple[Migration, ...] = field(default=())
     privileges: Privileges = field(default_factory=Privileges)
     # The expected schema (bootstrap_sql/schema.lock), None where the directory has none.
@@ -253,8 +286,11 @@ class DesiredState:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def tables_of(lock: Lock | None) -> tuple[Table, ...]:
-    """The tables of the new layout: the lock's, each with the migration that first made it."""
+def tables_of(
+    lock: Lock | None, legacy: Mapping[tuple[str, str], tuple[str, str]] | None = None
+) -> tuple[Table, ...]:
+    """The tables of the new layout: the lock's, each with the migration that first made it
+    and the legacy table it replaces, if any."""
     if lock is None:
         return ()
     return tuple(
@@ -262,18 +298,19 @@ def tables_of(lock: Lock | None) -> tuple[Table, ...]:
             schema,
             name,
             lock.created_by.get(f"{schema}.{name}", ""),
-            LEGACY_TABLES.get((schema, name)),
+            (legacy or {}).get((schema, name)),
         )
         for schema, name in lock.tables
     )
 
 
 def default_layout() -> Layout:
-    """The layout with the tables of the default migrations directory's lock."""
-    from provision.lockfile import LOCK_NAME, load
-    from provision.migrations import default_directory
-
-    return replace(LAYOUT, tables=tables_of(load(default_directory() / LOCK_NAME)))
+    """The layout of the default environment (prod), the default migrations directory and its
+    lock: for readers that are handed no desired state (a move file read on its own)."""
+    directory = default_directory()
+    return layout_of(
+        load_environment("prod"), load_migrations(directory), load(directory / LOCK_NAME)
+    )
 
 
 def desired_privileges(environment: Environment, *, manage_iam: bool = True) -> Privileges:
@@ -318,11 +355,7 @@ def desired_state(
     return DesiredState(
         owner=environment.users.owner.name,
         admin=environment.users.admin.name,
-        # pgvector everywhere; pgaudit where the environment's instance loads it (the
-        # cloudsql.enable_pgaudit flag), which the local emulation cannot.
-        layout=replace(
-            LAYOUT, extensions=environment.required_extensions, tables=tables_of(expected)
-        ),
+        layout=layout_of(environment, migrations, expected),
         migrations=tuple(migrations),
         privileges=desired_privileges(environment, manage_iam=manage_iam),
         expected=expected,

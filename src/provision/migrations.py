@@ -119,6 +119,21 @@ class Migration:
         return tuple(statements)
 
 
+def schemas_created(migration: Migration) -> tuple[str, ...]:
+    """The schemas a migration's CREATE SCHEMA statements name: where the managed schemas come
+    from when no fresh lock says it (a new migration, a directory without a lock). Parsed with
+    PostgreSQL's own parser; what a migration then does is still proven by the database."""
+    ast = _ast()
+    found = []
+    for statement in migration.statements:
+        node = statement.tree
+        if isinstance(node, ast.CreateSchemaStmt):
+            name = node.schemaname or (node.authrole.rolename if node.authrole else None)
+            if name:
+                found.append(name)
+    return tuple(dict.fromkeys(found))
+
+
 class _LineIndex:
     """Line and column of an offset, in O(log n): counting newlines from the start for every
     statement made parsing quadratic in the file's size."""

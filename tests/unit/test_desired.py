@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from provision.config import load_environment, load_environments
-from provision.desired import LAYOUT, desired_state
+from provision.desired import VERSION_TABLE, desired_state
 from provision.findings import FAILING, Finding, Severity, verify
 from provision.migrations import load_migrations
 
@@ -47,7 +47,7 @@ def test_owner_and_admin_come_from_the_environments_users():
 
 
 def test_the_version_table_names_each_column_once_with_its_type():
-    vt = LAYOUT.version_table
+    vt = VERSION_TABLE
     assert vt.column_names == (
         "id",
         "migration_name",

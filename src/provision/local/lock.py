@@ -72,8 +72,18 @@ def build(instance: LocalInstance, desired: DesiredState, database: str = SCRATC
     steps = [desired.migrations[: n + 1] for n in range(len(desired.migrations))] or [()]
     for migrations in steps:
         target = target_of()
+        # The schemas of the migrations run so far: a later one's schema is not expected yet.
+        ran = {m.version for m in migrations}
+        step = replace(
+            base,
+            migrations=tuple(migrations),
+            layout=replace(
+                base.layout,
+                schemas=tuple(s for s in base.layout.schemas if s.migration in ran),
+            ),
+        )
         try:
-            executor.apply(target, replace(base, migrations=tuple(migrations)))
+            executor.apply(target, step)
             with db.connect(target.admin, target.description) as conn:
                 snapshot = read_snapshot(conn, scope, (vt.schema, vt.name))
         finally:

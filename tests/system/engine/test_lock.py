@@ -160,3 +160,35 @@ def test_diff_takes_the_lock_as_a_side(converged):
         "left": "text",
         "right": None,
     } in run.json
+
+
+def test_a_migration_that_adds_a_schema_and_a_table_needs_no_python_edit(converged, tmp_path):
+    """The managed schemas and tables are the migrations' (through the lock): a new one is a
+    file and `lock`, then apply manages it (grants, drift) like the others."""
+    migrations = tmp_path / "bootstrap_sql"
+    shutil.copytree(ROOT / "bootstrap_sql", migrations)
+    (migrations / "003_add_billing.sql").write_text(
+        "CREATE SCHEMA IF NOT EXISTS billing;\n"
+        "CREATE TABLE IF NOT EXISTS billing.invoice (\n"
+        "    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+        "    total numeric NOT NULL\n);\n"
+    )
+    stale = cli("verify", *converged.targets, "--migrations", str(migrations))
+    assert stale.code != 0 and "lock-stale" in stale.out
+    made = cli("lock", "--migrations", str(migrations))
+    assert made.code == 0, made.err
+    lock_text = (migrations / LOCK_NAME).read_text(encoding="utf-8")
+    assert "schema billing " in lock_text and "relation billing.invoice " in lock_text
+
+    applied = cli("apply", *converged.targets, "--migrations", str(migrations))
+    assert applied.code == 0, applied.err
+    run = cli("verify", *converged.targets, "--migrations", str(migrations))
+    assert run.code == 0, run.out
+    assert converged.query(
+        "SELECT has_table_privilege('nucleus_readonly', 'billing.invoice', 'SELECT'), "
+        "has_table_privilege('nucleus_readonly', 'billing.invoice', 'INSERT')"
+    ) == [[True, False]]
+
+    converged.query("ALTER TABLE billing.invoice ADD COLUMN note text", user=OWNER_USER)
+    drift = cli("verify", *converged.targets, "--migrations", str(migrations))
+    assert drift.code != 0 and "column billing.invoice.note" in drift.out
