@@ -367,8 +367,9 @@ SELECT n.nspname, c.relname, CAST(c.relkind AS text), pg_get_userbyid(c.relowner
                            AND d.refobjid = c.oid AND s.relkind = 'S' AND d.deptype IN ('a', 'i')
                          LIMIT 1)) END,
        c.relkind IN ('i', 'I') OR (c.relkind = 'S' AND EXISTS (
+           -- LIMIT 1: looked up by index per sequence, not a hash of all of pg_depend
            SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
        -- indexes only where the layout names one (the version table's); the rest follow their tables
@@ -411,11 +412,15 @@ UNION ALL
 SELECT 'column', n.nspname, c.relname || '.' || at.attname, pg_get_userbyid(c.relowner),
        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
        a.privilege_type, a.is_grantable
-FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+-- each table's columns by index (OFFSET 0: not pulled up into a scan of all of pg_attribute)
+CROSS JOIN LATERAL (
+    SELECT x.attname, x.attacl FROM pg_attribute x
+    WHERE x.attrelid = c.oid AND x.attacl IS NOT NULL AND x.attnum > 0 AND NOT x.attisdropped
+    OFFSET 0) at
 CROSS JOIN LATERAL aclexplode(at.attacl) a
 WHERE (n.nspname = ANY(CAST(:managed AS text[])) OR c.oid IN (SELECT oid FROM vt))
-  AND at.attacl IS NOT NULL AND at.attnum > 0 AND NOT at.attisdropped
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 """)
 
 # Roles, memberships of the managed groups and default privileges, in one query.
@@ -767,13 +772,18 @@ WITH r AS MATERIALIZED (
               JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = :mschema AND c.relname = :mtable AND d.classid = 'pg_class'::regclass
            AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')),
+     reach AS MATERIALIZED (
+         -- (role, schema) pairs first: a schema no runtime role may use costs one call per
+         -- role, not one per table
+         SELECT r.name, r.oid, s.oid AS nsp, s.nspname
+         FROM r CROSS JOIN spaces s
+         WHERE s.protected OR has_schema_privilege(r.oid, s.oid, 'USAGE')),
      candidates AS MATERIALIZED (
          SELECT r.name AS role, r.oid AS roid, c.oid, c.relkind, c.relowner, c.relacl,
-                quote_ident(s.nspname) || '.' || quote_ident(c.relname) AS object
-         FROM r CROSS JOIN spaces s JOIN pg_class c ON c.relnamespace = s.oid
+                quote_ident(r.nspname) || '.' || quote_ident(c.relname) AS object
+         FROM reach r JOIN pg_class c ON c.relnamespace = r.nsp
          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
            AND c.oid NOT IN (SELECT oid FROM vt)
-           AND (s.protected OR has_schema_privilege(r.oid, s.oid, 'USAGE'))
            AND (c.relowner IN (SELECT h.oid FROM heirs h WHERE h.name = r.name)
                 OR EXISTS (SELECT 1 FROM aclexplode(c.relacl) a
                            JOIN heirs h ON h.name = r.name AND h.oid = a.grantee)
