@@ -21,6 +21,8 @@ from pathlib import Path
 
 from provision.config import CONFIG_ENV_VAR, CONFIG_FILE_NAME, Environment
 from provision.desired import desired_state
+from provision.lockfile import LOCK_NAME
+from provision.lockfile import load as load_lock
 from provision.migrations import MIGRATIONS_ENV_VAR, load_migrations
 
 # The migrations directory, relative to the repository root.
@@ -51,5 +53,8 @@ def hook_working_dir(repo_root: Path, stack_dir: Path) -> str:
 
 def desired_state_sha256(environment: Environment, repo_root: Path) -> str:
     """The fingerprint of the environment's desired state with the repository's migrations."""
-    migrations = load_migrations(repo_root / MIGRATIONS_DIR)
-    return desired_state(environment, migrations).fingerprint()
+    directory = repo_root / MIGRATIONS_DIR
+    # With the lock: its schemas and tables are the layout (without it, the files' CREATE
+    # SCHEMA statements would be parsed at every synth).
+    lock = load_lock(directory / LOCK_NAME)
+    return desired_state(environment, load_migrations(directory), expected=lock).fingerprint()
