@@ -823,6 +823,10 @@ SELECT f.role, CASE WHEN f.relkind = 'S' THEN 'sequence ' ELSE 'table ' END || f
            JOIN heirs h ON h.name = f.role AND h.oid = a.grantee
            WHERE a.privilege_type = f.privilege) v ORDER BY 1) AS via
 FROM found f
+-- an extension's own relations (pg_stat_statements' view, granted to PUBLIC by the extension)
+-- stand with their extension (LIMIT 1: looked up per row found, not an anti-join of pg_depend)
+WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                    AND d.objid = f.oid AND d.deptype = 'e' LIMIT 1)
 UNION ALL
 SELECT r.name, 'schema ' || quote_ident(n.nspname), 'CREATE', ARRAY[]::text[]
 FROM r CROSS JOIN pg_namespace n
