@@ -94,3 +94,60 @@ def test_each_kind_of_difference_has_its_own_finding_code(kind, left, right, cod
     from provision.diff.compare import Difference
 
     assert finding_code(Difference(kind, "x", left, right)) == code
+
+
+def test_storage_parameters_replica_identity_and_column_storage_survive_the_round_trip():
+    from provision.diff.compare import compare
+
+    lock = parse(LOCK_PATH.read_text(encoding="utf-8"))
+    s = lock.snapshot
+    rel = s.relations[("dna", "entity")]._replace(
+        options=("fillfactor=70",), replica_identity="full"
+    )
+    col = s.columns[("dna", "entity", "email")]._replace(storage="external", statistics=500)
+    changed = replace(
+        s,
+        relations={**s.relations, ("dna", "entity"): rel},
+        columns={**s.columns, ("dna", "entity", "email"): col},
+    )
+    text = render(replace(lock, snapshot=changed))
+    assert parse(text).snapshot == changed
+    kinds = {d.kind: d.object for d in compare(changed, s)}
+    assert kinds == {
+        "table-options": "table dna.entity",
+        "replica-identity": "table dna.entity",
+        "column-storage": "column dna.entity.email",
+        "column-statistics": "column dna.entity.email",
+    }
+
+
+def test_the_managed_schemas_are_the_lock_s_and_a_new_file_s_create_schema(tmp_path):
+    """No schema is named in Python: the lock's, plus what a file it does not know creates."""
+    import shutil
+
+    from provision.desired import managed_schemas
+
+    shutil.copytree(ROOT / "bootstrap_sql", tmp_path / "m")
+    (tmp_path / "m" / "003_billing.sql").write_text("CREATE SCHEMA billing;\n")
+    migrations = load_migrations(tmp_path / "m")
+    lock = load(LOCK_PATH)
+    found = managed_schemas(migrations, lock, ("public", "dna_schema"))
+    assert found == {
+        **{s: "001" for s in ("agents", "assembly", "dna", "execution", "memory")},
+        **{s: "001" for s in ("results", "tasks")},
+        "billing": "003",
+    }
+    # Without a lock, the files say it; the legacy schemas and public are never managed.
+    assert set(managed_schemas(migrations, None, ("public",))) == set(found)
+    prod = desired_state(load_environment("prod"), migrations, expected=lock)
+    assert prod.layout.protected_schemas == (
+        "dna_schema",
+        "tasks_schema",
+        "agents_schema",
+        "results_schema",
+    )
+    assert {s.name: s.legacy for s in prod.layout.schemas}["dna"] == "dna_schema"
+    assert next(t for t in prod.layout.tables if t.qualified == "dna.entity").legacy == (
+        "dna_schema",
+        "entities",
+    )
