@@ -98,11 +98,13 @@ def apply(
     listener: executor.Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
     policy: LockPolicy = DEFAULT_POLICY,
+    gate: executor.Gate = lambda reading, desired: None,
 ) -> executor.ApplyResult:
-    """Run the plan under the run's locks, then check the result."""
+    """Run the plan under the run's locks (`gate` sees it first and may stop it), then check
+    the result."""
     with session(target, desired or load_desired()) as seen:
         return executor.apply(
-            target, seen, listener=listener, accept_changed=accept_changed, policy=policy
+            target, seen, listener=listener, accept_changed=accept_changed, policy=policy, gate=gate
         )
 
 

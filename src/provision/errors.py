@@ -73,7 +73,14 @@ class SessionMismatch(ProvisionError):
 
 class ManualActionRequired(ProvisionError):
     """Raised when the database differs from the desired state in a way `apply` cannot fix;
-    the message says what a person must do."""
+    the message says what a person must do. Exit 3 (`provision.exitcodes.ExitCode.MANUAL`)."""
+
+    exit_code = 3
+
+
+class PlanRefused(ProvisionError):
+    """Raised when `apply` will not run: a saved plan no longer matches the declaration or the
+    live database, or nobody approved the plan. Nothing was changed."""
 
 
 class VerifyFailed(ProvisionError):

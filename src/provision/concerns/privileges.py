@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog, Membership
 from provision.desired import DesiredState, MemberKind, Privileges
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.sql import ident
 
 PUBLIC = "PUBLIC"
@@ -251,6 +251,22 @@ def _describe(keys: Iterable[Key]) -> tuple[str, ...]:
     )
 
 
+def _items(keys: Iterable[Key], *, missing: bool) -> tuple[Item, ...]:
+    """One item per object and grantee: the privileges declared and those granted."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind, schema, name, grantee, privilege in keys:
+        where = schema if name is None else f"{schema}.{name}"
+        grouped[(f"{kind} {where}", grantee)].append(privilege)
+    return tuple(
+        Item(
+            obj,
+            f"{', '.join(sorted(privileges))} to {grantee}" if missing else None,
+            None if missing else f"{', '.join(sorted(privileges))} to {grantee}",
+        )
+        for (obj, grantee), privileges in sorted(grouped.items())
+    )
+
+
 def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     p, facts = desired.privileges, catalog.privileges
     found: list[Finding] = []
@@ -376,6 +392,14 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "logins have other privileges than declared",
                     tuple(f"{r} {verb} {g}" for g, r in sorted(pairs)),
                     remedy=_admin_remedy(desired, blocked) if blocked else None,
+                    items=tuple(
+                        Item(
+                            f"role {r}",
+                            f"member of {g}" if code == "membership-missing" else None,
+                            None if code == "membership-missing" else f"member of {g}",
+                        )
+                        for g, r in sorted(pairs)
+                    ),
                 )
             )
     for (group, member), grantors in sorted(stuck.items()):
@@ -420,6 +444,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"{len(want - have)} declared privilege(s) are not granted",
                 "members of the groups get permission denied",
                 _describe(want - have),
+                items=_items(want - have, missing=True),
             )
         )
     if have - want:
@@ -430,6 +455,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"{len(have - want)} privilege(s) in the new schemas are not declared",
                 "someone can do more than the declaration allows",
                 _describe(have - want),
+                items=_items(have - want, missing=False),
             )
         )
     if public_executes_new_functions(desired, catalog) and any(
@@ -460,6 +486,16 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "tables a later migration creates get other privileges than declared",
                     tuple(
                         f"{grantee}: {priv} on {_ON[objtype].lower()} in {schema}"
+                        for schema, objtype, grantee, priv in sorted(keys)
+                    ),
+                    items=tuple(
+                        Item(
+                            f"default privileges of {desired.owner} on "
+                            f"{_ON[objtype].lower()} in "
+                            f"{'every schema' if schema == '*' else 'schema ' + schema}",
+                            f"{priv} to {grantee}" if what == "missing" else None,
+                            None if what == "missing" else f"{priv} to {grantee}",
+                        )
                         for schema, objtype, grantee, priv in sorted(keys)
                     ),
                 )

@@ -26,7 +26,7 @@ from provision.catalog import Catalog
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
 from provision.diff.snapshot import Owned, Snapshot
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.lockfile import LOCK_NAME, REFRESH, stale
 from provision.sql import ident
 
@@ -190,6 +190,14 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "the database differs from what the migrations make (schema.lock)",
                 details,
                 remedy=None if name == "index-invalid" else _remedy(desired, name, objects),
+                items=tuple(
+                    Item(
+                        f"{d.kind} {d.object}",
+                        None if d.right is None else _value(d.right),
+                        None if d.left is None else _value(d.left),
+                    )
+                    for d in diffs
+                ),
             )
         )
     return out

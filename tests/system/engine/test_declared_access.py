@@ -19,7 +19,7 @@ API_SA = "nucleus-api@local-project.iam"  # local's declared service account
 @pytest.fixture
 def converged(legacy_db):
     create_iam_role(legacy_db.instance, ANALYSTS, group=True)
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert cli("verify", *legacy_db.targets).code == 0
     return legacy_db
 
@@ -64,7 +64,7 @@ def test_an_escalation_in_the_new_schemas_is_verified_planned_and_revoked(conver
     details = [d for f in detail["findings"] for d in f.get("details", [])]
     assert any(named in d for d in details), details
     assert statement in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 
@@ -98,7 +98,7 @@ def test_a_membership_granted_by_cloudsqladmin_is_reported_with_its_route_never_
     ]
     assert "cloudsqladmin" in manual["remedy"] and "Cloud SQL Admin API" in manual["remedy"]
 
-    applied = cli("apply", *converged.targets)
+    applied = cli("apply", "--auto-approve", *converged.targets)
     assert applied.code == 1
     assert "cloudsqladmin" in applied.err and "bug" not in applied.err
 
@@ -109,7 +109,7 @@ def test_a_membership_granted_by_cloudsqladmin_is_reported_with_its_route_never_
 
 def test_a_declared_group_that_exists_as_a_login_becomes_a_plain_group(legacy_db):
     # Roles belong to the server: the group exists once any test applied; made a login here.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("ALTER ROLE nucleus_readonly LOGIN CREATEDB", user="postgres")
     verify = cli("verify", *legacy_db.targets)
     assert verify.code == 1 and "group-is-not-a-plain-group" in verify.out
@@ -117,7 +117,7 @@ def test_a_declared_group_that_exists_as_a_login_becomes_a_plain_group(legacy_db
         "ALTER ROLE nucleus_readonly NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL"
         in planned_sql(legacy_db)
     )
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert legacy_db.query(
         "SELECT rolcanlogin, rolcreatedb FROM pg_roles WHERE rolname = 'nucleus_readonly'"
     ) == [[False, False]]
@@ -167,7 +167,7 @@ def test_a_runtime_login_with_role_attributes_is_verified_and_stripped(converged
     assert verify.code == 1 and "login-has-role-attributes" in verify.out
     assert "nucleus_app has CREATEDB, CREATEROLE" in verify.out
     assert "ALTER ROLE nucleus_app NOCREATEDB NOCREATEROLE" in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert converged.query(
         "SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'nucleus_app'"
     ) == [[False, False]]

@@ -6,7 +6,7 @@ from helpers import assert_clean_error, cli
 
 
 def test_the_local_environment_wants_no_pgaudit_and_converges(legacy_db):
-    assert cli("apply", "--env", "local", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", "--env", "local", *legacy_db.targets).code == 0
     assert cli("verify", "--env", "local", *legacy_db.targets).code == 0
     assert legacy_db.query("SELECT extname FROM pg_extension ORDER BY 1") == [
         ["plpgsql"],

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 def converged(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert cli("verify", *legacy_db.targets).code == 0
     return legacy_db
 
@@ -101,7 +101,7 @@ def test_hand_made_drift_fails_verify_naming_the_object_and_shows_in_plan(conver
 
 
 def test_a_converged_empty_database_verifies_clean(empty_db):
-    assert cli("apply", *empty_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *empty_db.targets).code == 0
     run = cli("verify", *empty_db.targets)
     assert run.code == 0, run.out
 
@@ -116,7 +116,7 @@ def test_an_invalid_index_is_rebuilt_concurrently(converged):
     assert verify.code == 1 and "index-invalid" in verify.out
     plan = cli("plan", *converged.targets)
     assert plan.code == 2 and "REINDEX INDEX CONCURRENTLY dna.raw_data_entity_id_idx" in plan.out
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 
@@ -142,7 +142,10 @@ def test_following_the_remedy_of_a_dropped_index_clears_it(converged, instance, 
     (migrations / LOCK_NAME).write_text(
         render(build(instance, desired, database="lock_remedy")), encoding="utf-8"
     )
-    assert cli("apply", *converged.targets, "--migrations", str(migrations)).code == 0
+    assert (
+        cli("apply", "--auto-approve", *converged.targets, "--migrations", str(migrations)).code
+        == 0
+    )
     run = cli("verify", *converged.targets, "--migrations", str(migrations))
     assert run.code == 0, run.out
 
