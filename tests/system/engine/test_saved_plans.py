@@ -59,8 +59,10 @@ def test_a_saved_plan_is_applied_exactly(legacy_db, tmp_path):
 def test_a_saved_plan_after_a_concurrent_change_is_refused_and_nothing_changes(legacy_db, tmp_path):
     saved = tmp_path / "legacy.plan"
     assert cli("plan", *legacy_db.targets, "--out", str(saved)).code == 2
-    # Someone creates a group the plan creates, between plan and apply.
-    legacy_db.query("CREATE ROLE nucleus_readonly NOLOGIN")
+    # Between plan and apply, the legacy tooling records a migration and someone grants
+    # CREATE on schema public to everyone (what the plan saw is no longer what is there).
+    legacy_db.query("INSERT INTO public.migrations (migration_name) VALUES ('legacy_hotfix')")
+    legacy_db.query("GRANT CREATE ON SCHEMA public TO PUBLIC")
     state = (
         "SELECT (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace), "
         "(SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles)"
