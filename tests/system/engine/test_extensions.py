@@ -18,8 +18,8 @@ def test_prods_desired_state_on_a_server_without_pgaudit_names_the_flag_to_turn_
     """The emulated server cannot load pgaudit: prod's desired state on it is drift that only
     a person (a flag and a deploy) can fix; plan says so and still plans the rest."""
     plan = cli("plan", "--env", "prod", *legacy_db.targets, "--format", "json")
-    assert_clean_error(plan, "apply cannot fix", "extension-missing")
+    assert_clean_error(plan, "apply cannot fix", "extension-missing", code=3)
     assert [m["code"] for m in plan.json["manual"]] == ["extension-missing"]
     assert "cloudsql.enable_pgaudit" in plan.json["manual"][0]["remedy"]
     assert plan.json["changes"] > 0  # the rest of the convergence is still planned
-    assert cli("verify", "--env", "prod", *legacy_db.targets).code == 1
+    assert cli("verify", "--env", "prod", *legacy_db.targets).code == 3

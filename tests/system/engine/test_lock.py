@@ -88,13 +88,15 @@ def test_hand_made_drift_fails_verify_naming_the_object_and_shows_in_plan(conver
     converged.query(sql, user=OWNER_USER)
 
     verify = cli("verify", *converged.targets, "--format", "json")
-    assert verify.code == 1
-    assert any(d.startswith(f"{code}:") and obj in d for d in verify.json["differences"]), (
-        verify.out
-    )
+    assert verify.code == 3  # only a person can fix it (a new migration)
+    # Itemised: the code, the object, what the lock expects and what is there.
+    assert any(
+        d["code"] == code and obj in d["object"] and d["manual"] and d["expected"] != d["actual"]
+        for d in verify.json["differences"]
+    ), verify.out
 
     plan = cli("plan", *converged.targets, "--format", "json")
-    assert plan.code == 1, plan.out + plan.err  # apply cannot fix it: a person must
+    assert plan.code == 3, plan.out + plan.err  # apply cannot fix it: a person must
     manual = {f["code"]: f for f in plan.json["manual"]}
     assert code in manual and any(obj in d for d in manual[code]["details"]), plan.out
     assert "new migration" in manual[code]["remedy"]
@@ -113,7 +115,7 @@ def test_an_invalid_index_is_rebuilt_concurrently(converged):
         "WHERE indexrelid = 'dna.raw_data_entity_id_idx'::regclass"
     )
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "index-invalid" in verify.out
+    assert verify.code == 2 and "index-invalid" in verify.out
     plan = cli("plan", *converged.targets)
     assert plan.code == 2 and "REINDEX INDEX CONCURRENTLY dna.raw_data_entity_id_idx" in plan.out
     assert cli("apply", "--auto-approve", *converged.targets).code == 0
@@ -125,7 +127,7 @@ def test_a_deleted_migration_file_is_named(converged, tmp_path):
     shutil.copytree(ROOT / "bootstrap_sql", migrations)
     (migrations / "002_add_entity_integrations.sql").unlink()
     verify = cli("verify", *converged.targets, "--migrations", str(migrations))
-    assert verify.code == 1
+    assert verify.code == 3
     assert "migration-file-missing" in verify.out and "002_add_entity_integrations" in verify.out
     assert "lock-stale" in verify.out
 

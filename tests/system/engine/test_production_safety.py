@@ -328,15 +328,15 @@ def test_a_table_dropped_by_hand_is_reported_by_plan_verify_and_apply_with_what_
     assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("DROP TABLE dna.goals", user="nucleus")
     plan = cli("plan", *legacy_db.targets)
-    assert_clean_error(plan, "apply cannot fix", "table-missing")
+    assert_clean_error(plan, "apply cannot fix", "table-missing", code=3)
     assert "No changes. The database matches" not in plan.out
     assert "what to do:" in plan.out and "dna.goals" in plan.out
     assert cli("plan", *legacy_db.targets, "--format", "json").json["manual"][0]["code"] == (
         "table-missing"
     )
-    assert cli("verify", *legacy_db.targets).code == 1
+    assert cli("verify", *legacy_db.targets).code == 3
     apply = cli("apply", "--auto-approve", *legacy_db.targets)
-    assert_clean_error(apply, "apply cannot fix", "dna.goals")
+    assert_clean_error(apply, "apply cannot fix", "dna.goals", code=3)
 
 
 # -- inputs -----------------------------------------------------------------------------------
