@@ -434,10 +434,15 @@ def accept_changed_option(func: F) -> F:
     )(func)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_TABLE)
 @target_options
 @migrations_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option(
+    "--exit-zero",
+    is_flag=True,
+    help="Exit 0 whatever the findings (a report, not a gate); errors still exit 1.",
+)
 @click.pass_obj
 def inspect(
     ctx: Context,
@@ -446,17 +451,19 @@ def inspect(
     env_name: str | None,
     migrations_dir: Path | None,
     fmt: str,
+    exit_zero: bool,
 ) -> None:
     """Report the live database against the layout the code expects.
 
     Reads the catalog with a few set-based queries (read-only) and lists schemas,
     tables and owners, the migrations table, extensions, the role memberships that
     decide ownership changes, and findings with stable codes (JSON: code, severity,
-    message). Exit 0 whether or not there are findings; use `verify` to gate.
+    message). Exit 0: no findings; 2: findings `apply` fixes; 3: findings only a
+    person can fix; 1: error (--exit-zero: 0 unless an error).
 
     \b
     Examples:
-      nucleus-provision inspect --env prod --format markdown > analysis.md
+      nucleus-provision inspect --env prod --format markdown --exit-zero > analysis.md
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
@@ -469,6 +476,9 @@ def inspect(
         click.echo(render.report_markdown(report))
     else:
         click.echo(render.report_text(report))
+    if exit_zero or not report.findings:
+        sys.exit(EXIT_OK)
+    sys.exit(ExitCode.MANUAL if any(f.manual for f in report.findings) else EXIT_CHANGES)
 
 
 @cli.command(epilog=EXIT_TABLE)
@@ -1062,7 +1072,7 @@ _control_command(
 )
 
 
-@move.command("verify")
+@move.command("verify", epilog=EXIT_TABLE)
 @target_options
 @_moves_options
 @click.option(
@@ -1087,7 +1097,9 @@ def move_verify(
 ) -> None:
     """Compare the mapped legacy rows with the new tables: counts and hashes per key range.
 
-    Exit 0 equal; 1 different (the ranges and keys listed); 2 a move has not finished.
+    Exit 0 equal; 2 a move has not finished (`move run` continues it); 3 different
+    (the ranges and keys listed: the move never overwrites a row, so a person
+    decides); 1 error.
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision import render
@@ -1100,16 +1112,18 @@ def move_verify(
     else:
         click.echo(move_render.verify_text(verdicts))
     outcomes = {v.outcome for v in verdicts}
+    # A difference is for a person: the move never overwrites a row of the new tables (it may
+    # be a service's write), so no rerun fixes it (3). Unfinished: `move run` continues (2).
     sys.exit(
-        EXIT_CHANGES
-        if "unfinished" in outcomes
-        else EXIT_ERROR
+        ExitCode.MANUAL
         if "different" in outcomes
+        else EXIT_CHANGES
+        if "unfinished" in outcomes
         else EXIT_OK
     )
 
 
-@cli.command("diff")
+@cli.command("diff", epilog=EXIT_TABLE)
 @click.option(
     "--env",
     "envs",
