@@ -707,6 +707,65 @@ def verify(
     sys.exit(EXIT_OK if verdict.matches else ExitCode.MANUAL if verdict.manual else EXIT_CHANGES)
 
 
+# -- digest (Terraform's `external` data source) ---------------------------------------------
+
+
+@cli.command(epilog=EXIT_TABLE)
+@click.option("--env", "env_name", metavar="NAME", help="An environment of environments.toml.")
+@migrations_option
+@click.pass_obj
+def digest(ctx: Context, env_name: str | None, migrations_dir: Path | None) -> None:
+    """A digest of the live pending plan, for Terraform's `external` data source.
+
+    Speaks the external program protocol: reads a JSON object on stdin (a `query`;
+    {"env": NAME} names the environment when --env does not), writes one JSON
+    object of strings on stdout: `digest` (sha256 over the plan's canonical
+    actions: it changes when the live database drifts, and returns to the
+    converged value once `apply` repaired it), `instance` ("present" or
+    "absent") and `pending_actions`. Nothing secret is in it. When the Admin API
+    says the instance does not exist (404), the digest is the stable value
+    "absent"; any other failure (network, credentials, permissions) is an error
+    on stderr with exit 1, so that `cdktf diff` fails loudly instead of reading
+    it as "absent". Exit 0 whether or not changes are pending.
+
+    \b
+    Examples:
+      echo '{"env": "staging"}' | nucleus-provision digest
+      nucleus-provision digest --env local < /dev/null
+    """
+    query: dict[str, object] = {}
+    if not sys.stdin.isatty():
+        raw = sys.stdin.read().strip()
+        if raw:
+            try:
+                loaded = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"stdin is not JSON ({exc})",
+                    hint='give a JSON object of strings, e.g. {"env": "prod"} (Terraform\'s '
+                    "external data source `query`)",
+                ) from None
+            if not isinstance(loaded, dict):
+                raise ConfigError("stdin must hold a JSON object", hint='e.g. {"env": "prod"}')
+            query = loaded
+    named = env_name or query.get("env")
+    if not isinstance(named, str) or not named:
+        raise ConfigError(
+            "digest needs an environment", hint='--env NAME, or {"env": "NAME"} on stdin'
+        )
+    from provision import commands
+    from provision.errors import InstanceAbsent
+
+    desired = commands.load_desired(named, config=ctx.config, migrations_dir=migrations_dir)
+    try:
+        target = resolve_target(ctx, None, None, named)
+        value, pending = commands.digest(target, desired, ctx.policy)
+        result = {"digest": value, "instance": "present", "pending_actions": str(pending)}
+    except InstanceAbsent:
+        result = {"digest": "absent", "instance": "absent", "pending_actions": "0"}
+    click.echo(json.dumps(result, sort_keys=True))
+
+
 # -- rotate -----------------------------------------------------------------------------------
 
 

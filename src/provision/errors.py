@@ -33,6 +33,11 @@ class ConnectionFailed(ProvisionError):
     """Raised when the database cannot be reached or refuses the credentials."""
 
 
+class InstanceAbsent(ConnectionFailed):
+    """Raised when the Cloud SQL Admin API answers that the instance does not exist (404):
+    not yet created, or deleted. `digest` reports it as the stable value "absent"."""
+
+
 class CredentialsMissing(ProvisionError):
     """Raised when no password (or IAM identity) could be found for a database user."""
 
