@@ -596,10 +596,12 @@ def apply(
       nucleus-provision apply --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --auto-approve
       nucleus-provision apply --env prod --accept-changed 002   # an edited, applied file
     """
-    from provision import planfile
+    _check_target_options(dsn, owner_dsn, env_name)  # a usage error first, loading nothing
+    saved = None
+    if plan_file is not None:
+        from provision import planfile
 
-    saved = planfile.load(plan_file) if plan_file is not None else None
-    if saved is not None:
+        saved = planfile.load(plan_file)
         if accept_changed:
             raise ConfigError(
                 "--accept-changed goes with `plan --out`, not with a saved plan",

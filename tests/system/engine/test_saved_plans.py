@@ -4,6 +4,10 @@ exactly or is refused, and apply asks before it changes anything."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
 
@@ -101,3 +105,35 @@ def test_a_file_that_is_not_a_plan_is_refused(legacy_db, tmp_path):
     bogus.write_text('{"actions": []}')
     run = cli("apply", str(bogus), *legacy_db.targets)
     assert_clean_error(run, "is not a nucleus-provision plan")
+
+
+def _on_a_terminal(answer: str, *args: str) -> subprocess.CompletedProcess:
+    """`nucleus-provision ARGS` with stdin a pseudo-terminal that types `answer`."""
+    main, replica = pty.openpty()
+    try:
+        os.write(main, answer.encode())
+        return subprocess.run(
+            [sys.executable, "-m", "provision", *args],
+            stdin=replica,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(main)
+        os.close(replica)
+
+
+def test_on_a_terminal_apply_shows_the_plan_and_asks(legacy_db):
+    declined = _on_a_terminal("n\n", "apply", *legacy_db.targets)
+    assert declined.returncode == 1, declined.stderr
+    assert "Run these" in declined.stderr and "apply cancelled: nothing was changed" in (
+        declined.stderr
+    )
+    assert "Plan:" in declined.stdout  # shown before the question
+    assert legacy_db.query("SELECT to_regclass('dna.entity') IS NULL") == [[True]]
+
+    approved = _on_a_terminal("y\n", "apply", *legacy_db.targets)
+    assert approved.returncode == 0, approved.stderr
+    assert "Apply complete" in approved.stdout
+    assert legacy_db.query("SELECT to_regclass('dna.entity') IS NOT NULL") == [[True]]
