@@ -60,6 +60,18 @@ def test_a_saved_plan_is_applied_exactly(legacy_db, tmp_path):
     assert _shown(run.json["actions"]) == _shown(document["actions"])
 
 
+def test_live_writes_between_plan_and_apply_do_not_invalidate_a_saved_plan(legacy_db, tmp_path):
+    """The catalog fingerprint covers what the plan depends on (objects, owners, privileges,
+    roles, migration records), not the rows services keep writing."""
+    saved = tmp_path / "legacy.plan"
+    assert cli("plan", *legacy_db.targets, "--out", str(saved)).code == 2
+    legacy_db.query(
+        "INSERT INTO dna_schema.entities (external_id, name) VALUES (gen_random_uuid(), 'live')"
+    )
+    run = cli("apply", str(saved), *legacy_db.targets)
+    assert run.code == 0, run.err
+
+
 def test_a_saved_plan_after_a_concurrent_change_is_refused_and_nothing_changes(legacy_db, tmp_path):
     saved = tmp_path / "legacy.plan"
     assert cli("plan", *legacy_db.targets, "--out", str(saved)).code == 2
