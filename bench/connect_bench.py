@@ -134,8 +134,8 @@ def main() -> None:
             # inspect runs first, while the database is still in the legacy state; the first
             # apply does the work, the later ones are no-ops; verify gates.
             plan = [("inspect", ["inspect", "--format", "json"])] * args.runs
-            plan += [("apply (first)", ["apply"])]
-            plan += [("apply (rerun)", ["apply"])] * (args.runs - 1)
+            plan += [("apply (first)", ["apply", "--auto-approve"])]
+            plan += [("apply (rerun)", ["apply", "--auto-approve"])] * (args.runs - 1)
             plan += [("verify", ["verify"])] * args.runs
             per_command: dict[str, list[Measured]] = {}
             for label, verb in plan:

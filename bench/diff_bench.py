@@ -81,7 +81,7 @@ def main() -> None:
         # which prod declares) and an app login password of this run's own: the bench needs
         # nothing set in the shell.
         applied = subprocess.run(
-            [sys.executable, "-m", "provision", "apply", "--env", "local"]
+            [sys.executable, "-m", "provision", "apply", "--auto-approve", "--env", "local"]
             + ["--dsn", instance.admin_dsn, "--owner-dsn", instance.owner_dsn],
             capture_output=True,
             text=True,

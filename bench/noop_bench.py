@@ -206,7 +206,12 @@ def main() -> None:
                 if args.declaration == "local"
                 else ["--dsn", emu.admin_dsn, "--owner-dsn", emu.owner_dsn]
             )
-            check(run([CLI, "apply", *target], env, stderr=errors), ours, "first apply", errors)
+            check(
+                run([CLI, "apply", "--auto-approve", *target], env, stderr=errors),
+                ours,
+                "first apply",
+                errors,
+            )
             alembic_env = dict(
                 env,
                 BENCH_ALEMBIC_URL=emu.admin_dsn.replace("postgresql://", "postgresql+pg8000://", 1),
@@ -234,12 +239,16 @@ def main() -> None:
                     errors=errors,
                 )
 
-            applies = pair([CLI, "apply", *target], [*alembic, "upgrade", "head"])
+            applies = pair([CLI, "apply", "--auto-approve", *target], [*alembic, "upgrade", "head"])
             plans = pair([CLI, "plan", *target], [*alembic, "current"])
 
             two, many = migrations_dirs(base, args.files)
             check(
-                run([CLI, "apply", *target, "--migrations", str(many)], env, stderr=errors),
+                run(
+                    [CLI, "apply", "--auto-approve", *target, "--migrations", str(many)],
+                    env,
+                    stderr=errors,
+                ),
                 ours,
                 f"apply of the {args.files} files",
                 errors,
@@ -250,7 +259,12 @@ def main() -> None:
                 expect=(ours, ours),
             )
             explained = explain_imports(
-                [CLI, "apply", *target], [*alembic, "upgrade", "head"], alembic_env, base, 5, ours
+                [CLI, "apply", "--auto-approve", *target],
+                [*alembic, "upgrade", "head"],
+                alembic_env,
+                base,
+                5,
+                ours,
             )
             loading = load_times([two, many])
     finally:

@@ -67,7 +67,12 @@ def main() -> None:
     try:
         with Emulation(base / "state") as emu:
             target = emu.target()
-            check(run([CLI, "apply", *target], env, stderr=errors), 0, "first apply", errors)
+            check(
+                run([CLI, "apply", "--auto-approve", *target], env, stderr=errors),
+                0,
+                "first apply",
+                errors,
+            )
             plan = [CLI, "plan", *target, "--migrations"]
             for _ in range(2):  # warm-up: bytecode cache, page cache
                 check(run([*plan, str(BOOTSTRAP_SQL)], env, stderr=errors), 0, "plan", errors)

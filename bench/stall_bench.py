@@ -339,7 +339,7 @@ def main() -> None:
             # Warm the bytecode cache, so that `apply`'s start-up is the same in every phase.
             subprocess.run([CLI, "--help"], capture_output=True, env=env, check=False)
             lock = ["--lock-timeout", args.lock_timeout]
-            apply = ["apply", *emu.target(), "--migrations"]
+            apply = ["apply", "--auto-approve", *emu.target(), "--migrations"]
             phases.append(
                 run_phase(
                     emu,

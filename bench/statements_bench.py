@@ -66,7 +66,12 @@ def main() -> None:
             assert instance is not None
             log = Path(instance.pgdata) / "server.log"
             target = ["--dsn", emu.admin_dsn, "--owner-dsn", emu.owner_dsn]
-            check(run([CLI, "apply", *target], env, stderr=errors), 1, "first apply", errors)
+            check(
+                run([CLI, "apply", "--auto-approve", *target], env, stderr=errors),
+                1,
+                "first apply",
+                errors,
+            )
             conn = superuser_connection(instance, instance.database)
             try:
                 conn.run("CREATE SCHEMA IF NOT EXISTS bench_alembic AUTHORIZATION postgres")
@@ -82,7 +87,12 @@ def main() -> None:
                 run([*alembic, "upgrade", "head"], alembic_env, stderr=errors), 0, "alembic", errors
             )
             commands = [
-                ("no-op `apply`", [CLI, "apply", *target], "nucleus-provision", 1),
+                (
+                    "no-op `apply`",
+                    [CLI, "apply", "--auto-approve", *target],
+                    "nucleus-provision",
+                    1,
+                ),
                 ("no-op `plan`", [CLI, "plan", *target], "nucleus-provision", 1),
                 ("`verify`", [CLI, "verify", *target], "nucleus-provision", 1),
                 (

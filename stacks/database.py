@@ -49,6 +49,8 @@ from cdktf import (
     TerraformOutput,
     TerraformStack,
 )
+from cdktf_cdktf_provider_external.data_external import DataExternal
+from cdktf_cdktf_provider_external.provider import ExternalProvider
 from cdktf_cdktf_provider_google.project_service import ProjectService
 from cdktf_cdktf_provider_google.provider import GoogleProvider
 from cdktf_cdktf_provider_google.secret_manager_secret import (
@@ -170,6 +172,7 @@ class NucleusDatabaseStack(TerraformStack):
         GoogleProvider(self, "google", project=env.project, region=env.region)
         # Only for the ephemeral random_password (3.7+): nothing of it reaches the state.
         RandomProvider(self, "random")
+        ExternalProvider(self, "external")
 
         services = {
             name: ProjectService(
@@ -241,6 +244,26 @@ class NucleusDatabaseStack(TerraformStack):
             admin_user.import_from(ids["admin_user"])
             owner_user.import_from(ids["owner_user"])
 
+        # The hook reads the passwords from Secret Manager, so the secret versions the
+        # stack writes must exist before it runs, not only the users.
+        hook_needs = [
+            instance,
+            database,
+            admin_user,
+            owner_user,
+            *[v for v in (admin_version, owner_version, app_version) if v is not None],
+            *iam_users,
+        ]
+        # Terraform sees the database: the live pending plan's digest (stacks.hook). Its read
+        # waits for what the hook needs (on a first deploy: until the apply created them).
+        live_plan = DataExternal(
+            self,
+            "live_plan",
+            program=hook.digest_program(env.name),
+            query={"env": env.name},
+            working_dir=hook_working_dir,
+            depends_on=hook_needs,
+        )
         DataResource(
             self,
             "post_provision",
@@ -248,17 +271,10 @@ class NucleusDatabaseStack(TerraformStack):
                 "desired_state_sha256": desired_state_sha256,
                 # A replaced instance is a new, empty server: run the hook again.
                 "instance": instance.id,
+                # A live database that drifted from the plan: run the hook to repair it.
+                "live_plan_digest": live_plan.result.lookup("digest"),
             },
-            # The hook reads the passwords from Secret Manager, so the secret versions the
-            # stack writes must exist before it runs, not only the users.
-            depends_on=[
-                instance,
-                database,
-                admin_user,
-                owner_user,
-                *[v for v in (admin_version, owner_version, app_version) if v is not None],
-                *iam_users,
-            ],
+            depends_on=hook_needs,
             provisioners=[
                 LocalExecProvisioner(
                     type="local-exec",

@@ -42,9 +42,12 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
-def assert_clean_error(run: Run, *fragments: str, secrets: tuple[str, ...] = ()) -> None:
-    """One clear error line (plus an optional hint), exit 1, no traceback, and none of `secrets`."""
-    assert run.code == 1, (run.code, run.out, run.err)
+def assert_clean_error(
+    run: Run, *fragments: str, secrets: tuple[str, ...] = (), code: int = 1
+) -> None:
+    """One clear error line (plus an optional hint), exit `code` (1, or 3 when only a person
+    can fix it: provision.exitcodes), no traceback, and none of `secrets`."""
+    assert run.code == code, (run.code, run.out, run.err)
     for secret in secrets:
         assert secret not in run.out + run.err
     assert "Traceback" not in run.err and "Traceback" not in run.out

@@ -46,6 +46,10 @@ class Phase(IntEnum):
     MIGRATIONS = 6  # each pending file, as the owner, with its record
     REPAIRS = 7  # what the lock expects and apply may restore (an invalid index)
     GRANTS = 8  # on the existing objects of the new schemas
+    # What the pending migrations create gets its privileges here: the default privileges in
+    # the schemas they create and the grants on their objects, planned again once they ran
+    # (Terraform's "known after apply"). The plan shows these actions; apply runs exactly them.
+    AFTER_MIGRATIONS = 9
 
 
 PHASE_OF: dict[ActionKind, Phase] = {
@@ -102,15 +106,19 @@ class Action:
     record: Sql | None = None
     # Indexes a no-transaction step builds: each must be valid before the step is recorded.
     indexes: tuple[tuple[str, str], ...] = ()
+    # Known after apply: its statements are planned once the pending migrations ran (the
+    # objects they create do not exist before). `plan` shows it with what the schema lock says
+    # those migrations create; `apply` runs it with the statements planned at that point.
+    deferred: bool = False
 
     @property
     def phase(self) -> Phase:
-        return PHASE_OF[self.kind]
+        return Phase.AFTER_MIGRATIONS if self.deferred else PHASE_OF[self.kind]
 
     @property
     def known_after_migrations(self) -> bool:
         """Planned again once the migrations ran: privileges of what they created."""
-        return self.phase in (Phase.DEFAULT_PRIVILEGES, Phase.GRANTS)
+        return PHASE_OF[self.kind] in (Phase.DEFAULT_PRIVILEGES, Phase.GRANTS)
 
     @property
     def proven(self) -> bool:

@@ -1,9 +1,9 @@
 """The `nucleus-provision` command line.
 
 This layer only parses arguments, calls one function per verb and turns `ProvisionError`
-into a message, a hint and an exit code. Exit codes (like `terraform plan -detailed-exitcode`):
-0 success / nothing to do, 1 error (including bad usage), 2 changes pending (`plan`).
-`--debug` shows tracebacks.
+into a message, a hint and an exit code. Exit codes (`provision.exitcodes`, one table for
+every verb, like `terraform plan -detailed-exitcode`): 0 same / done, 1 error (including bad
+usage), 2 different / pending, 3 only a person can fix this. `--debug` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ from provision.errors import (
     ManualActionRequired,
     ProvisionError,
 )
+from provision.exitcodes import TABLE as EXIT_TABLE
+from provision.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from provision import db
     from provision.desired import DesiredState
+    from provision.executor import Gate, Reading
     from provision.locks import LockPolicy
+    from provision.planfile import SavedPlan
 
 # `--help`, `--version` and every usage error must answer before anything heavy is loaded
 # (SQLAlchemy, pg8000, pydantic, the Connector, our engine: about 0.4 s together). So this
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 # command imports what it needs inside its body. tests/unit/test_house.py checks the top-level
 # imports, tests/system/test_cli_startup.py what a `--help` or a usage error really loads.
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = ExitCode.OK, ExitCode.ERROR, ExitCode.CHANGES
 
 # provision.locks.LockPolicy's defaults, written here so that building the options imports
 # nothing (tests/unit/test_cli_defaults.py proves they are the same values).
@@ -430,10 +434,15 @@ def accept_changed_option(func: F) -> F:
     )(func)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_TABLE)
 @target_options
 @migrations_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option(
+    "--exit-zero",
+    is_flag=True,
+    help="Exit 0 whatever the findings (a report, not a gate); errors still exit 1.",
+)
 @click.pass_obj
 def inspect(
     ctx: Context,
@@ -442,17 +451,19 @@ def inspect(
     env_name: str | None,
     migrations_dir: Path | None,
     fmt: str,
+    exit_zero: bool,
 ) -> None:
     """Report the live database against the layout the code expects.
 
     Reads the catalog with a few set-based queries (read-only) and lists schemas,
     tables and owners, the migrations table, extensions, the role memberships that
     decide ownership changes, and findings with stable codes (JSON: code, severity,
-    message). Exit 0 whether or not there are findings; use `verify` to gate.
+    message). Exit 0: no findings; 2: findings `apply` fixes; 3: findings only a
+    person can fix; 1: error (--exit-zero: 0 unless an error).
 
     \b
     Examples:
-      nucleus-provision inspect --env prod --format markdown > analysis.md
+      nucleus-provision inspect --env prod --format markdown --exit-zero > analysis.md
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
@@ -465,12 +476,22 @@ def inspect(
         click.echo(render.report_markdown(report))
     else:
         click.echo(render.report_text(report))
+    if exit_zero or not report.findings:
+        sys.exit(EXIT_OK)
+    sys.exit(ExitCode.MANUAL if any(f.manual for f in report.findings) else EXIT_CHANGES)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_TABLE)
 @target_options
 @migrations_option
 @accept_changed_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also save the plan (JSON, with fingerprints of the declaration and of the live "
+    "catalog) to this file, for `apply FILE`.",
+)
 @click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
 @click.pass_obj
 def plan(
@@ -480,28 +501,44 @@ def plan(
     env_name: str | None,
     migrations_dir: Path | None,
     accept_changed: tuple[str, ...],
+    out: Path | None,
     fmt: str,
 ) -> None:
     """Show the ordered actions `apply` would run, each with its SQL and reason.
 
-    Read-only. Exit 0: nothing to do; 2: changes pending; 1: error, or a difference
-    `apply` cannot fix (listed with what a person must do), as `terraform plan
-    -detailed-exitcode`. Never says "matches" when `verify` would fail.
+    Read-only. Every action `apply` will run is listed, those on what a pending
+    migration creates too, marked "(known after apply)": their SQL is planned once
+    the migration ran. Exit 0: nothing to do; 2: changes pending; 3: a difference
+    `apply` cannot fix (listed with what a person must do); 1: error. The JSON
+    format is documented in docs/plans.md.
 
     \b
     Examples:
       nucleus-provision plan --env staging
+      nucleus-provision plan --env prod --out prod.plan   # then: apply prod.plan --env prod
       nucleus-provision plan --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --format json
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
-    from provision import commands, render
+    from provision import commands, planfile, render
 
     reading = commands.plan(target, desired, accept_changed, ctx.policy)
     plan, manual = reading.plan, reading.manual
+    document = planfile.plan_document(
+        plan,
+        manual,
+        desired=reading.desired,
+        catalog=reading.catalog,
+        accept_changed=accept_changed,
+    )
+    if out is not None:
+        saved = {**document, "environment": env_name}
+        out.write_text(render.to_json(saved) + "\n", encoding="utf-8")
     if fmt == "json":
-        click.echo(render.to_json(render.plan_dict(plan, manual)))
+        click.echo(render.to_json(document))
     else:
         click.echo(render.plan_text(plan, manual))
+        if out is not None:
+            click.echo(f"\nSaved the plan to {out}: `apply {out}` runs exactly it, or refuses.")
     if manual:
         raise ManualActionRequired(
             f"{len(manual)} difference(s) apply cannot fix: {', '.join(f.code for f in manual)}",
@@ -510,26 +547,43 @@ def plan(
     sys.exit(EXIT_OK if plan.empty else EXIT_CHANGES)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_TABLE)
+@click.argument(
+    "plan_file",
+    metavar="[PLAN_FILE]",
+    required=False,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
 @target_options
 @migrations_option
 @accept_changed_option
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Do not ask before changing the database (CI, the cdktf hook). Without it, apply asks "
+    "on a terminal and refuses elsewhere.",
+)
 @click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
 @click.pass_obj
 def apply(
     ctx: Context,
+    plan_file: Path | None,
     dsn: str | None,
     owner_dsn: str | None,
     env_name: str | None,
     migrations_dir: Path | None,
     accept_changed: tuple[str, ...],
+    auto_approve: bool,
     fmt: str,
 ) -> None:
     """Run the plan: under an advisory lock, each step in its own transaction.
 
-    The plan is computed after the lock is taken, printed, and executed exactly;
-    afterwards the catalog is read again and the run fails if the database does not
-    match the desired state. A rerun is a no-op. Exit 0 on success, 1 on error.
+    The plan is computed after the lock is taken and shown; on a terminal apply asks
+    before it changes anything (--auto-approve does not ask; without a terminal it
+    refuses, as Terraform does). With PLAN_FILE (from `plan --out`), it runs exactly
+    that plan, without asking, and refuses if the declaration or the live database
+    changed since. Afterwards the catalog is read again and the run fails if the
+    database does not match. A rerun is a no-op (and asks nothing).
 
     \b
     Needs two sessions on Cloud SQL (PostgreSQL 16): postgres, and nucleus for the
@@ -537,22 +591,90 @@ def apply(
     \b
     Examples:
       nucleus-provision apply --env local
-      nucleus-provision apply --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"
+      nucleus-provision apply --env prod --auto-approve             # CI
+      nucleus-provision plan --env prod --out prod.plan && nucleus-provision apply prod.plan --env prod
+      nucleus-provision apply --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN" --auto-approve
       nucleus-provision apply --env prod --accept-changed 002   # an edited, applied file
     """
+    _check_target_options(dsn, owner_dsn, env_name)  # a usage error first, loading nothing
+    saved = None
+    if plan_file is not None:
+        from provision import planfile
+
+        saved = planfile.load(plan_file)
+        if accept_changed:
+            raise ConfigError(
+                "--accept-changed goes with `plan --out`, not with a saved plan",
+                hint=f"the saved plan was made with --accept-changed "
+                f"{' '.join(saved.accept_changed) or '(none)'}; plan again to change it",
+            )
+        accept_changed = saved.accept_changed
+        if saved.environment is not None and env_name != saved.environment:
+            raise ConfigError(
+                f"{plan_file} is a plan for --env {saved.environment}, not "
+                f"{'--env ' + env_name if env_name else 'this --dsn target'}",
+                hint=f"apply {plan_file} --env {saved.environment}",
+            )
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
 
     text = fmt == "text"
     listener = render.progress(click.echo, show_plan=text, show_steps=text)
-    result = commands.apply(target, desired, listener, accept_changed, ctx.policy)
+    gate = _apply_gate(saved, auto_approve, show_plan=not text)
+    result = commands.apply(target, desired, listener, accept_changed, ctx.policy, gate)
     if fmt == "json":
         click.echo(render.to_json(render.apply_dict(result)))
     elif (summary := render.apply_summary(result)) is not None:
         click.echo(summary)
 
 
-@cli.command()
+def _apply_gate(saved: SavedPlan | None, auto_approve: bool, *, show_plan: bool) -> Gate:
+    """What `apply` checks between making its plan (under its lock) and running it: a saved
+    plan's fingerprints, else a person's yes on a terminal (Terraform's rule: no terminal
+    and no --auto-approve is a refusal, with the way out in the hint)."""
+    from provision import planfile
+    from provision.errors import PlanRefused
+
+    def gate(reading: Reading, desired: DesiredState) -> None:
+        if saved is not None:
+            current = planfile.plan_document(
+                reading.plan,
+                reading.manual,
+                desired=desired,
+                catalog=reading.catalog,
+                accept_changed=saved.accept_changed,
+            )
+            reasons = planfile.stale(saved, current)
+            if reasons:
+                raise PlanRefused(
+                    f"the saved plan {saved.path} no longer applies: {'; '.join(reasons)} since "
+                    "it was made. Nothing was changed",
+                    hint=f"run `plan --out {saved.path}` again, review it, then `apply "
+                    f"{saved.path}`",
+                )
+            return
+        if reading.plan.empty or auto_approve:
+            return
+        if not sys.stdin.isatty():
+            raise PlanRefused(
+                f"apply would run {len(reading.plan.actions)} action(s) and needs approval, but "
+                "stdin is not a terminal. Nothing was changed",
+                hint="review `plan`, then run apply with --auto-approve (CI, the cdktf hook), or "
+                "save it with `plan --out FILE` and run `apply FILE`",
+            )
+        if show_plan:
+            from provision import render
+
+            click.echo(render.plan_text(reading.plan), err=True)
+        if not click.confirm(
+            f"\nRun these {len(reading.plan.actions)} action(s)?", default=False, err=True
+        ):
+            raise PlanRefused("apply cancelled: nothing was changed")
+
+    return gate
+
+
+@cli.command(epilog=EXIT_TABLE)
 @target_options
 @migrations_option
 @click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)
@@ -567,12 +689,14 @@ def verify(
 ) -> None:
     """Check that the live database matches the desired state (a CI/CD gate).
 
-    Read-only. Exit 0 when it matches; 1 with the differences listed (findings of
-    `inspect`, and anything `plan` would still do).
+    Read-only. Lists each difference: its code, the object, what is expected and
+    what is there (findings of `inspect`, and anything `plan` would still do).
+    Exit 0 when it matches; 2 when it differs and `apply` would fix it; 3 when a
+    person must fix something (what to do is listed); 1 on error.
 
     \b
     Example (in CI, after deploy):
-      nucleus-provision verify --env staging --format json
+      nucleus-provision verify --env staging --format json | jq '.differences[].code'
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
@@ -582,7 +706,66 @@ def verify(
         click.echo(render.to_json(render.verdict_dict(verdict)))
     else:
         click.echo(render.verdict_text(verdict))
-    sys.exit(EXIT_OK if verdict.matches else EXIT_ERROR)
+    sys.exit(EXIT_OK if verdict.matches else ExitCode.MANUAL if verdict.manual else EXIT_CHANGES)
+
+
+# -- digest (Terraform's `external` data source) ---------------------------------------------
+
+
+@cli.command(epilog=EXIT_TABLE)
+@click.option("--env", "env_name", metavar="NAME", help="An environment of environments.toml.")
+@migrations_option
+@click.pass_obj
+def digest(ctx: Context, env_name: str | None, migrations_dir: Path | None) -> None:
+    """A digest of the live pending plan, for Terraform's `external` data source.
+
+    Speaks the external program protocol: reads a JSON object on stdin (a `query`;
+    {"env": NAME} names the environment when --env does not), writes one JSON
+    object of strings on stdout: `digest` (sha256 over the plan's canonical
+    actions: it changes when the live database drifts, and returns to the
+    converged value once `apply` repaired it), `instance` ("present" or
+    "absent") and `pending_actions`. Nothing secret is in it. When the Admin API
+    says the instance does not exist (404), the digest is the stable value
+    "absent"; any other failure (network, credentials, permissions) is an error
+    on stderr with exit 1, so that `cdktf diff` fails loudly instead of reading
+    it as "absent". Exit 0 whether or not changes are pending.
+
+    \b
+    Examples:
+      echo '{"env": "staging"}' | nucleus-provision digest
+      nucleus-provision digest --env local < /dev/null
+    """
+    query: dict[str, object] = {}
+    if not sys.stdin.isatty():
+        raw = sys.stdin.read().strip()
+        if raw:
+            try:
+                loaded = json.loads(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"stdin is not JSON ({exc})",
+                    hint='give a JSON object of strings, e.g. {"env": "prod"} (Terraform\'s '
+                    "external data source `query`)",
+                ) from None
+            if not isinstance(loaded, dict):
+                raise ConfigError("stdin must hold a JSON object", hint='e.g. {"env": "prod"}')
+            query = loaded
+    named = env_name or query.get("env")
+    if not isinstance(named, str) or not named:
+        raise ConfigError(
+            "digest needs an environment", hint='--env NAME, or {"env": "NAME"} on stdin'
+        )
+    from provision import commands
+    from provision.errors import InstanceAbsent
+
+    desired = commands.load_desired(named, config=ctx.config, migrations_dir=migrations_dir)
+    try:
+        target = resolve_target(ctx, None, None, named)
+        value, pending = commands.digest(target, desired, ctx.policy)
+        result = {"digest": value, "instance": "present", "pending_actions": str(pending)}
+    except InstanceAbsent:
+        result = {"digest": "absent", "instance": "absent", "pending_actions": "0"}
+    click.echo(json.dumps(result, sort_keys=True))
 
 
 # -- rotate -----------------------------------------------------------------------------------
@@ -950,7 +1133,7 @@ _control_command(
 )
 
 
-@move.command("verify")
+@move.command("verify", epilog=EXIT_TABLE)
 @target_options
 @_moves_options
 @click.option(
@@ -975,7 +1158,9 @@ def move_verify(
 ) -> None:
     """Compare the mapped legacy rows with the new tables: counts and hashes per key range.
 
-    Exit 0 equal; 1 different (the ranges and keys listed); 2 a move has not finished.
+    Exit 0 equal; 2 a move has not finished (`move run` continues it); 3 different
+    (the ranges and keys listed: the move never overwrites a row, so a person
+    decides); 1 error.
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
     from provision import render
@@ -988,16 +1173,18 @@ def move_verify(
     else:
         click.echo(move_render.verify_text(verdicts))
     outcomes = {v.outcome for v in verdicts}
+    # A difference is for a person: the move never overwrites a row of the new tables (it may
+    # be a service's write), so no rerun fixes it (3). Unfinished: `move run` continues (2).
     sys.exit(
-        EXIT_CHANGES
-        if "unfinished" in outcomes
-        else EXIT_ERROR
+        ExitCode.MANUAL
         if "different" in outcomes
+        else EXIT_CHANGES
+        if "unfinished" in outcomes
         else EXIT_OK
     )
 
 
-@cli.command("diff")
+@cli.command("diff", epilog=EXIT_TABLE)
 @click.option(
     "--env",
     "envs",

@@ -43,7 +43,12 @@ from sqlalchemy.engine import URL
 from provision import __version__, credentials, db
 from provision.config import Environment, load_environment
 from provision.connector_plugin import ConnectorOverrides, overrides_for
-from provision.errors import ConnectionFailed, CredentialsMissing, ProvisionError
+from provision.errors import (
+    ConnectionFailed,
+    CredentialsMissing,
+    InstanceAbsent,
+    ProvisionError,
+)
 from provision.sql import error_fields
 
 if TYPE_CHECKING:
@@ -244,7 +249,7 @@ def describe_connector_error(
                 if overrides is not None and overrides.serves
                 else ""
             )
-            return ConnectionFailed(
+            return InstanceAbsent(
                 f"{where}: the Cloud SQL Admin API does not know this instance (404: {detail})",
                 hint=f"check project, region and instance in {section}{served}",
             )

@@ -98,11 +98,13 @@ def apply(
     listener: executor.Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
     policy: LockPolicy = DEFAULT_POLICY,
+    gate: executor.Gate = lambda reading, desired: None,
 ) -> executor.ApplyResult:
-    """Run the plan under the run's locks, then check the result."""
+    """Run the plan under the run's locks (`gate` sees it first and may stop it), then check
+    the result."""
     with session(target, desired or load_desired()) as seen:
         return executor.apply(
-            target, seen, listener=listener, accept_changed=accept_changed, policy=policy
+            target, seen, listener=listener, accept_changed=accept_changed, policy=policy, gate=gate
         )
 
 
@@ -112,3 +114,16 @@ def verify(
     """Does the live database match the desired state? (read-only)"""
     with session(target, desired or load_desired()) as seen:
         return executor.read(target, seen, assume_owner_session=True, policy=policy).verdict
+
+
+def digest(
+    target: db.Target, desired: DesiredState | None = None, policy: LockPolicy = DEFAULT_POLICY
+) -> tuple[str, int]:
+    """The live pending plan's digest (`provision.planfile.digest`) and its number of actions
+    (read-only). Planned as if the owner session were there, like `verify`: the digest says
+    what differs, not which route a run would take, so it does not change with the login."""
+    from provision import planfile
+
+    with session(target, desired or load_desired()) as seen:
+        reading = executor.read(target, seen, assume_owner_session=True, policy=policy)
+        return planfile.digest(reading.plan), len(reading.plan.actions)

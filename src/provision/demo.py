@@ -57,7 +57,7 @@ def run(
         banner("3. plan")
         reading = commands.plan(target(state_dir), desired)
         echo(render.plan_text(reading.plan, reading.manual))
-        banner("4. apply")
+        banner("4. apply --auto-approve (the plan of step 3, approved; run exactly)")
         commands.apply(
             target(state_dir), desired, render.progress(echo, show_plan=False, show_steps=True)
         )

@@ -33,6 +33,11 @@ class ConnectionFailed(ProvisionError):
     """Raised when the database cannot be reached or refuses the credentials."""
 
 
+class InstanceAbsent(ConnectionFailed):
+    """Raised when the Cloud SQL Admin API answers that the instance does not exist (404):
+    not yet created, or deleted. `digest` reports it as the stable value "absent"."""
+
+
 class CredentialsMissing(ProvisionError):
     """Raised when no password (or IAM identity) could be found for a database user."""
 
@@ -73,7 +78,14 @@ class SessionMismatch(ProvisionError):
 
 class ManualActionRequired(ProvisionError):
     """Raised when the database differs from the desired state in a way `apply` cannot fix;
-    the message says what a person must do."""
+    the message says what a person must do. Exit 3 (`provision.exitcodes.ExitCode.MANUAL`)."""
+
+    exit_code = 3
+
+
+class PlanRefused(ProvisionError):
+    """Raised when `apply` will not run: a saved plan no longer matches the declaration or the
+    live database, or nobody approved the plan. Nothing was changed."""
 
 
 class VerifyFailed(ProvisionError):

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from provision import db, safety, scram
-from provision.actions import APP_VERIFIER_SLOT, Action, ActionKind, Session, Sql
+from provision.actions import APP_VERIFIER_SLOT, Action, Session, Sql
 from provision.catalog import Catalog, read_access, read_catalog
 from provision.desired import DesiredState
 from provision.errors import (
@@ -93,6 +93,7 @@ class Reading:
     catalog: Catalog
     plan: Plan
     findings: tuple[Finding, ...]
+    desired: DesiredState | None = None  # as the run's login saw it (its fingerprint's input)
 
     @property
     def manual(self) -> list[Finding]:
@@ -101,6 +102,10 @@ class Reading:
     @property
     def verdict(self) -> Verdict:
         return verify(self.findings, self.plan.actions)
+
+
+# Called by `apply` with the plan it made under its lock, before anything runs: raises to stop.
+Gate = Callable[[Reading, DesiredState], None]
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -292,7 +297,7 @@ def _read(run: _Run, *, owner_session: bool, accept_changed: tuple[str, ...]) ->
     plan = make_plan(
         run.desired, catalog, owner_session=owner_session, accept_changed=accept_changed
     )
-    return Reading(catalog, plan, tuple(findings(run.desired, catalog)))
+    return Reading(catalog, plan, tuple(findings(run.desired, catalog)), run.desired)
 
 
 def snapshot(
@@ -835,6 +840,19 @@ def _secret_slots(target: db.Target, actions: tuple[Action, ...]) -> dict[str, o
     return {APP_VERIFIER_SLOT: scram.verifier(target.app_password())}
 
 
+def realise(action: Action, now: Plan) -> Action:
+    """A deferred action with the statements planned once the migrations ran: those of the
+    plan's actions of its kind and session (none: nothing was left to do)."""
+    found = [
+        a
+        for a in now.actions
+        if not a.deferred
+        and a.known_after_migrations
+        and (a.kind, a.session) == (action.kind, action.session)
+    ]
+    return replace(action, statements=tuple(sql for a in found for sql in a.statements))
+
+
 def apply(
     target: db.Target,
     desired: DesiredState,
@@ -842,7 +860,10 @@ def apply(
     listener: Listener = lambda e: None,
     accept_changed: tuple[str, ...] = (),
     policy: LockPolicy = DEFAULT_POLICY,
+    gate: Gate = lambda reading, desired: None,
 ) -> ApplyResult:
+    """Plan under the run's locks, pass the plan through `gate` (a saved plan's check, a
+    person's approval: it raises to stop, before anything ran), run it, check the result."""
     with ExitStack() as stack:
         run = _Run(stack, target, desired, policy, listener, writes=True)
         with _run_locks(run):
@@ -853,32 +874,35 @@ def apply(
             if uses_owner and run.has_owner_session:
                 run.owner()  # connect and check who and where it is before anything runs
             listener(Event(EventKind.PLAN, plan=plan))
+            gate(reading, run.desired)
             result = ApplyResult(plan)
 
-            def execute(actions: tuple[Action, ...], via_set_role: bool) -> None:
+            def execute(action: Action, via_set_role: bool) -> None:
                 owner_direct = not via_set_role and run.has_owner_session
-                for action in actions:
-                    if action.session == Session.OWNER and owner_direct:
-                        conn, pid, role = run.owner(), run.owner_pid or 0, None
-                    else:
-                        conn, pid = run.admin, run.admin_pid
-                        role = desired.owner if action.session == Session.OWNER else None
-                    listener(Event(EventKind.ACTION_START, action=action))
-                    seconds = _execute(run, action, conn, pid, role, slots)
-                    result.timings.append((action, seconds))
-                    listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
+                if action.session == Session.OWNER and owner_direct:
+                    conn, pid, role = run.owner(), run.owner_pid or 0, None
+                else:
+                    conn, pid = run.admin, run.admin_pid
+                    role = desired.owner if action.session == Session.OWNER else None
+                listener(Event(EventKind.ACTION_START, action=action))
+                seconds = (
+                    _execute(run, action, conn, pid, role, slots) if action.statements else 0.0
+                )
+                result.timings.append((action, seconds))
+                listener(Event(EventKind.ACTION_DONE, action=action, seconds=seconds))
 
-            execute(plan.actions, plan.owner_via_set_role)
+            for action in plan.actions:
+                if action.deferred:
+                    # Known after apply: plan this action's statements now that the migrations
+                    # ran, and run them under the action the plan showed.
+                    now = _read(run, owner_session=run.has_owner_session, accept_changed=())
+                    realised = realise(action, now.plan)
+                    execute(realised, now.plan.owner_via_set_role)
+                else:
+                    execute(action, plan.owner_via_set_role)
             after = reading
             if plan.actions:
                 after = _read(run, owner_session=run.has_owner_session, accept_changed=())
-            if any(a.kind == ActionKind.MIGRATE for a in plan.actions):
-                # Privileges of what the migrations created were not known before they ran.
-                known_now = tuple(a for a in after.plan.actions if a.known_after_migrations)
-                if known_now:
-                    listener(Event(EventKind.PLAN, plan=replace(after.plan, actions=known_now)))
-                    execute(known_now, after.plan.owner_via_set_role)
-                    after = _read(run, owner_session=run.has_owner_session, accept_changed=())
             needs_person = after.manual
             remaining = verify([f for f in after.findings if not f.manual], after.plan.actions)
             if not remaining.matches:

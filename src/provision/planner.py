@@ -16,9 +16,14 @@ one order that works, and decides how owner work reaches the database:
 8. grants and revokes on the existing objects of the new schemas.
 
 These are the phases of `provision.actions.Phase`: each action carries its own, the planner
-sorts by it. Privileges of objects that pending migrations create are known only once they
-ran: the executor plans the default-privilege and grant phases again after the migrations
-(`Action.known_after_migrations`, Terraform's "known after apply").
+sorts by it.
+
+9. privileges of what the pending migrations create: known only once they ran. The plan holds
+   one deferred action per session and kind that can arise then (default privileges in the
+   schemas they create, grants on their objects), described from the schema lock, which knows
+   what each migration creates; the executor plans their statements at that point and runs
+   them under these actions (Terraform's "(known after apply)"). So the list `plan` shows is
+   the list `apply` runs, one for one.
 """
 
 from __future__ import annotations
@@ -70,14 +75,61 @@ def make_plan(
         context = replace(context, owner_work=True)
         planned = _actions(desired, catalog, context)
     route = ownership.route_for(desired, catalog, context)
+    pending = tuple(
+        a.migration.version for a in planned if a.kind == ActionKind.MIGRATE and a.migration
+    )
+    if pending:
+        planned += known_after(desired, pending)
     return Plan(
         actions=tuple(planned),
         route=route,
         owner_via_set_role=not owner_session and route is not None and route.via_set_role,
-        pending=tuple(
-            a.migration.version for a in planned if a.kind == ActionKind.MIGRATE and a.migration
-        ),
+        pending=pending,
     )
+
+
+# How many names a deferred action's reason lists before it counts the rest.
+_NAMES_SHOWN = 8
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
+
+
+def known_after(desired: DesiredState, pending: tuple[str, ...]) -> list[Action]:
+    """The deferred actions of a plan with pending migrations: what they create, from the
+    schema lock (`created_by`); their statements are planned once the migrations ran."""
+    after = ", ".join(pending)
+    created = desired.expected.created_by if desired.expected is not None else {}
+    schemas = sorted(k for k, v in created.items() if v in pending and "." not in k)
+    tables = sorted(k for k, v in created.items() if v in pending and "." in k)
+    if desired.expected is None:
+        what, where = "what they create", "the schemas they create"
+    else:
+        what = (
+            f"the {len(tables)} table(s) they create ({_names(tables)}) and their sequences"
+            if tables
+            else "what they change (the lock lists no new table)"
+        )
+        where = f"the schema(s) they create ({_names(schemas)})" if schemas else "no new schema"
+    known = "(known after apply: planned once they ran, from the catalog then)"
+    return [
+        Action(
+            ActionKind.DEFAULT_PRIVILEGES,
+            Session.OWNER,
+            f"after {after}: the declared default privileges in {where} {known}",
+            (),
+            deferred=True,
+        ),
+        Action(
+            ActionKind.GRANTS,
+            Session.OWNER,
+            f"after {after}: GRANT the declared privileges on {what}, and on their schemas {known}",
+            (),
+            deferred=True,
+        ),
+    ]
 
 
 def _actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[Action]:

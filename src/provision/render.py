@@ -12,11 +12,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import click
-from pg8000.native import literal
 
-from provision.actions import APP_VERIFIER_SLOT, Session, Sql
+from provision import planfile
+from provision.actions import Session
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
+from provision.planfile import display_sql
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
 
@@ -209,43 +210,9 @@ def report_text(report: Report) -> str:
 # -- plan and apply ---------------------------------------------------------------------------
 
 
-def display_sql(sql: Sql) -> str:
-    """A statement as printed by `plan`: bound values shown as literals. Plans never carry
-    passwords (the engine sets none), so nothing here needs masking."""
-    shown = sql.text
-    if sql.secret:
-        return shown.replace(
-            "{" + APP_VERIFIER_SLOT + "}",
-            "<SCRAM-SHA-256 verifier of the password in users.app's secret: never shown>",
-        )
-    for name, value in sorted(sql.params.items(), key=lambda kv: -len(kv[0])):
-        shown = shown.replace(f":{name}", literal(value))
-    return shown
-
-
 def plan_dict(plan: Plan, manual: Sequence[Finding] = ()) -> dict[str, Any]:
-    return {
-        "changes": len(plan.actions),
-        "manual": [
-            {"code": f.code, "message": f.message, "details": list(f.details), "remedy": f.remedy}
-            for f in manual
-        ],
-        "route": {"name": plan.route.name.value, "reason": plan.route.reason}
-        if plan.route
-        else None,
-        "pending_migrations": list(plan.pending),
-        "actions": [
-            {
-                "kind": a.kind.value,
-                "session": a.session.value,
-                "reason": a.reason,
-                "transactional": a.transactional,
-                "migration": a.migration.filename if a.migration else None,
-                "sql": [display_sql(s) for s in a.all_statements],
-            }
-            for a in plan.actions
-        ],
-    }
+    """The JSON plan without fingerprints (docs/plans.md; `provision.planfile`)."""
+    return planfile.plan_document(plan, manual)
 
 
 def apply_dict(result: ApplyResult) -> dict[str, Any]:
@@ -255,6 +222,9 @@ def apply_dict(result: ApplyResult) -> dict[str, Any]:
             {
                 "kind": a.kind.value,
                 "migration": a.migration.filename if a.migration else None,
+                "known_after_apply": a.deferred,
+                # A deferred action's statements as planned once the migrations ran.
+                "sql": [display_sql(x) for x in a.all_statements] if a.deferred else None,
                 "seconds": round(s, 3),
             }
             for a, s in result.timings
@@ -285,12 +255,16 @@ def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
         tx = "one transaction" if action.transactional else "NOT transactional"
         lines.append(click.style(f"{n}. {action.kind.value}", bold=True) + f" ({session}, {tx})")
         lines.append(f"   why: {action.reason}")
+        if action.deferred:
+            lines.append("   (known after apply)")
         for sql in action.all_statements:
             shown = display_sql(sql)
             if action.migration and not sql.params and len(shown) > 100:
                 shown = shown.splitlines()[0][:100] + " ..."
             lines.append(f"   {shown};")
-    lines += ["", f"Plan: {len(plan.actions)} action(s). Run `apply` to execute exactly these."]
+    later = sum(a.deferred for a in plan.actions)
+    known = f", {later} known after apply" if later else ""
+    lines += ["", f"Plan: {len(plan.actions)} action(s){known}. `apply` runs exactly these."]
     if manual:
         lines += ["", manual_text(manual)]
     return "\n".join(lines)
@@ -321,8 +295,16 @@ def progress(
         elif event.kind == EventKind.ACTION_START and show_steps and event.action is not None:
             migration = f" {event.action.migration.filename}" if event.action.migration else ""
             echo(f"  - {event.action.kind.value}{migration} ...", nl=False)
-        elif event.kind == EventKind.ACTION_DONE and show_steps:
-            echo(f" done ({event.seconds:.2f}s)")
+        elif event.kind == EventKind.ACTION_DONE and show_steps and event.action is not None:
+            action = event.action
+            if not action.deferred:
+                echo(f" done ({event.seconds:.2f}s)")
+            elif not action.statements:
+                echo(" nothing left to do (known after apply: none needed)")
+            else:
+                echo(f" done ({event.seconds:.2f}s); known after apply, ran:")
+                for sql in action.all_statements:
+                    echo(f"      {display_sql(sql)};")
 
     return listener
 
@@ -331,14 +313,36 @@ def progress(
 
 
 def verdict_dict(verdict: Verdict) -> dict[str, Any]:
-    return {"matches": verdict.matches, "differences": list(verdict.differences)}
+    return {
+        "matches": verdict.matches,
+        "manual": verdict.manual,
+        "differences": [
+            {
+                "code": d.code,
+                "object": d.object,
+                "expected": d.expected,
+                "actual": d.actual,
+                "severity": d.severity or None,
+                "manual": d.manual,
+                "remedy": d.remedy,
+            }
+            for d in verdict.items
+        ],
+    }
 
 
 def verdict_text(verdict: Verdict) -> str:
     if verdict.matches:
         return "OK: the database matches the desired state."
-    lines = [f"The database differs from the desired state ({len(verdict.differences)}):"]
-    lines += [f"  - {d}" for d in verdict.differences]
+    lines = [f"The database differs from the desired state ({len(verdict.items)}):"]
+    for d in verdict.items:
+        lines.append(f"  - {d.code}  {d.object}")
+        lines.append(f"      expected: {'absent' if d.expected is None else d.expected}")
+        lines.append(f"      actual:   {'absent' if d.actual is None else d.actual}")
+    remedies = sorted({d.remedy for d in verdict.items if d.remedy})
+    if remedies:
+        lines += ["", "Only a person can fix some of these:"]
+        lines += [f"  - {r}" for r in remedies]
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ def applied(instance: LocalInstance, database_from) -> Iterator[dict[str, str]]:
     for scenario in ("empty", "legacy-nucleus-v12"):
         janitor, side = database_from(instance, f"tmpl_{scenario.replace('-', '_')}")
         janitors.append(janitor)
-        run = cli("apply", "--dsn", side.admin_dsn, "--owner-dsn", side.owner_dsn)
+        run = cli("apply", "--auto-approve", "--dsn", side.admin_dsn, "--owner-dsn", side.owner_dsn)
         assert run.code == 0, run.err
         names[scenario] = side.name
     yield names
@@ -444,7 +444,7 @@ def test_two_emulations_through_the_connector_then_a_membership_changed_by_hand(
     second_emulation, clone
 ):
     env, staging_instance = second_emulation
-    assert cli("apply", "--env", "local", env=env).code == 0
+    assert cli("apply", "--auto-approve", "--env", "local", env=env).code == 0
     prod = clone("legacy-nucleus-v12")
     args = ("--from-dsn", prod.admin_dsn, "--to-env", "local", "--schema", MANAGED)
     args += ("--ignore", "legacy-migrations")

@@ -26,7 +26,7 @@ KINDS = ("person", "organization", "agent")
 def moved_db(legacy_db):
     """The legacy scenario with the new layout and the declared privileges applied: postgres
     writes the new tables through its membership in nucleus_readwrite (users.admin.member_of)."""
-    applied = cli("apply", *legacy_db.targets)
+    applied = cli("apply", "--auto-approve", *legacy_db.targets)
     assert applied.code == 0, applied.err
     assert legacy_db.query("SELECT has_table_privilege('postgres', 'dna.entity', 'INSERT')") == [
         [True]
@@ -139,7 +139,7 @@ def wait_until(condition, what: str, bound: float = 120.0) -> None:
 
 def test_verify_says_unfinished_before_the_move_and_names_missing_privileges(legacy_db):
     db = legacy_db
-    applied = cli("apply", *db.targets)
+    applied = cli("apply", "--auto-approve", *db.targets)
     assert applied.code == 0, applied.err
     # Without the declared membership (revoked by hand): a clear error before anything is
     # written; apply repairs it (an undeclared change to a declared membership).
@@ -147,7 +147,7 @@ def test_verify_says_unfinished_before_the_move_and_names_missing_privileges(leg
     refused = move(db, "run")
     assert_clean_error(refused, "lacks USAGE on schema", "nucleus_readwrite")
     assert state(db) == []
-    assert cli("apply", *db.targets).code == 0
+    assert cli("apply", "--auto-approve", *db.targets).code == 0
     unfinished = move(db, "verify")
     assert unfinished.code == 2, unfinished.out + unfinished.err
     assert "entities: not finished (not started)" in unfinished.out
@@ -172,7 +172,7 @@ def test_verify_locates_differences_and_run_never_overwrites_them(moved_db):
     db.query("INSERT INTO dna.entity (name) VALUES ('stray')")
 
     verify = move(db, "verify", "--range-size", "100", "--format", "json")
-    assert verify.code == 1, verify.out + verify.err
+    assert verify.code == 3, verify.out + verify.err  # a person decides: never overwritten
     verdicts = {v["name"]: v for v in verify.json}
     entities = verdicts["entities"]
     assert entities["outcome"] == "different"

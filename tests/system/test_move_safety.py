@@ -31,7 +31,7 @@ MOVES = Path(__file__).resolve().parents[2] / "moves"
 
 @pytest.fixture
 def moved_db(legacy_db):
-    applied = cli("apply", *legacy_db.targets)
+    applied = cli("apply", "--auto-approve", *legacy_db.targets)
     assert applied.code == 0, applied.err
     return legacy_db
 

@@ -109,7 +109,7 @@ def test_inspect_plan_apply_verify_work_without_the_extras(legacy_db):
     block = ("provision.local",)
     assert lean("--help", block=block).code == 0
     assert lean("plan", *legacy_db.targets, block=block).code == 2
-    applied = lean("apply", *legacy_db.targets, block=block)
+    applied = lean("apply", "--auto-approve", *legacy_db.targets, block=block)
     assert applied.code == 0, applied.err
     assert lean("verify", *legacy_db.targets, block=block).code == 0
     inspected = lean("inspect", "--dsn", legacy_db.admin_dsn, "--format", "json", block=block)

@@ -44,7 +44,7 @@ from provision.catalog import (
 )
 from provision.catalog import runtime_roles as catalog_runtime_roles
 from provision.desired import DesiredState, MemberKind, Privileges
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.sql import ident
 
 PUBLIC = "PUBLIC"
@@ -381,6 +381,22 @@ def _describe(keys: Iterable[Key]) -> tuple[str, ...]:
     )
 
 
+def _items(keys: Iterable[Key], *, missing: bool) -> tuple[Item, ...]:
+    """One item per object and grantee: the privileges declared and those granted."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind, schema, name, grantee, privilege in keys:
+        where = schema if name is None else f"{schema}.{name}"
+        grouped[(f"{kind} {where}", grantee)].append(privilege)
+    return tuple(
+        Item(
+            obj,
+            f"{', '.join(sorted(privileges))} to {grantee}" if missing else None,
+            None if missing else f"{', '.join(sorted(privileges))} to {grantee}",
+        )
+        for (obj, grantee), privileges in sorted(grouped.items())
+    )
+
+
 def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
     p, facts = desired.privileges, catalog.privileges
     found: list[Finding] = []
@@ -507,6 +523,14 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "logins have other privileges than declared",
                     tuple(f"{r} {verb} {g}" for g, r in sorted(pairs)),
                     remedy=_admin_remedy(desired, blocked) if blocked else None,
+                    items=tuple(
+                        Item(
+                            f"role {r}",
+                            f"member of {g}" if code == "membership-missing" else None,
+                            None if code == "membership-missing" else f"member of {g}",
+                        )
+                        for g, r in sorted(pairs)
+                    ),
                 )
             )
     for (group, member), grantors in sorted(stuck.items()):
@@ -573,6 +597,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 + _naming(_describe(want - have)),
                 "members of the groups get permission denied",
                 _describe(want - have),
+                items=_items(want - have, missing=True),
             )
         )
     if have - want:
@@ -584,6 +609,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 + _naming(_describe(have - want)),
                 "someone can do more than the declaration allows",
                 _describe(have - want),
+                items=_items(have - want, missing=False),
             )
         )
     if public_executes_new_functions(desired, catalog) and any(
@@ -614,6 +640,16 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "tables a later migration creates get other privileges than declared",
                     tuple(
                         f"{grantee}: {priv} on {_ON[objtype].lower()} in {schema}"
+                        for schema, objtype, grantee, priv in sorted(keys)
+                    ),
+                    items=tuple(
+                        Item(
+                            f"default privileges of {desired.owner} on "
+                            f"{_ON[objtype].lower()} in "
+                            f"{'every schema' if schema == '*' else 'schema ' + schema}",
+                            f"{priv} to {grantee}" if what == "missing" else None,
+                            None if what == "missing" else f"{priv} to {grantee}",
+                        )
                         for schema, objtype, grantee, priv in sorted(keys)
                     ),
                 )

@@ -25,7 +25,7 @@ from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import Catalog, runtime_roles
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.lockfile import LOCK_NAME, REFRESH, stale
 from provision.model import Owned, Snapshot
 from provision.sql import ident
@@ -219,6 +219,14 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 "the database differs from what the migrations make (schema.lock)",
                 details,
                 remedy=None if name == "index-invalid" else _remedy(desired, name, objects),
+                items=tuple(
+                    Item(
+                        f"{d.kind} {d.object}",
+                        None if d.right is None else _value(d.right),
+                        None if d.left is None else _value(d.left),
+                    )
+                    for d in diffs
+                ),
             )
         )
     return out

@@ -173,6 +173,7 @@ def test_a_proxy_lost_in_the_middle_of_a_run_is_one_line_and_nothing_half_applie
             "-m",
             "provision",
             "apply",
+            "--auto-approve",
             "--env",
             "local",
             "--migrations",

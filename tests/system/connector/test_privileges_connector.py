@@ -27,7 +27,7 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulation]:
     try:
         emulation = Emulation(instance)
         server.create_iam_user(instance, STRANGER)
-        run = nucleus("apply", "--env", "local", env=emulation.env())
+        run = nucleus("apply", "--auto-approve", "--env", "local", env=emulation.env())
         assert run.code == 0, run.err
         # The run created the app login from its secret and printed neither.
         assert "CREATE ROLE nucleus_app LOGIN PASSWORD <SCRAM-SHA-256 verifier" in run.out
@@ -107,7 +107,9 @@ def test_an_undeclared_iam_user_can_do_nothing_in_the_new_schemas(converged):
 
 def test_verify_through_the_connector_is_clean_and_a_rerun_changes_nothing(converged):
     assert nucleus("verify", "--env", "local", env=converged.env()).code == 0
-    again = nucleus("apply", "--env", "local", "--format", "json", env=converged.env())
+    again = nucleus(
+        "apply", "--auto-approve", "--env", "local", "--format", "json", env=converged.env()
+    )
     assert again.code == 0 and '"applied": []' in again.out
 
 

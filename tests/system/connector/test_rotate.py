@@ -53,7 +53,7 @@ def rotation_emulation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emu
 
 @pytest.fixture(scope="module")
 def applied(rotation_emulation: Emulation) -> Emulation:
-    run = nucleus("apply", "--env", "local", env=rotation_emulation.env())
+    run = nucleus("apply", "--auto-approve", "--env", "local", env=rotation_emulation.env())
     assert run.code == 0, run.err
     return rotation_emulation
 

@@ -63,7 +63,7 @@ def test_rotate_again_repairs_an_admin_rotation_killed_before_the_store(
     own_emulation: Emulation,
 ) -> None:
     env = own_emulation.env()
-    assert nucleus("apply", "--env", "local", env=env).code == 0
+    assert nucleus("apply", "--auto-approve", "--env", "local", env=env).code == 0
     _lose_admin_password(own_emulation)
     lost = nucleus("verify", "--env", "local", env=env)
     assert lost.code != 0 and "password authentication failed" in lost.err

@@ -74,7 +74,7 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
     db = make_db(scenario)
     before = legacy_fingerprint(db) if scenario != "empty" else None
 
-    first = cli("apply", *db.targets)
+    first = cli("apply", "--auto-approve", *db.targets)
     assert first.code == 0, first.err
     assert "Apply complete" in first.out
     assert cli("verify", "--dsn", db.admin_dsn).code == 0
@@ -82,7 +82,7 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
     ddl = count_ddl(db)
     plan = cli("plan", *db.targets, "--format", "json")
     assert plan.code == 0 and plan.json["changes"] == 0
-    again = cli("apply", *db.targets, "--format", "json")
+    again = cli("apply", "--auto-approve", *db.targets, "--format", "json")
     assert again.code == 0 and again.json["applied"] == []
     assert ddl() == 0
 
@@ -103,7 +103,7 @@ def test_apply_converges_and_a_rerun_changes_nothing(make_db, scenario):
 
 
 def test_legacy_migration_rows_are_kept_and_backfilled_without_a_version(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     rows = legacy_db.query(
         "SELECT migration_name, version, description, executed_at = applied_at "
         "FROM public.migrations ORDER BY id"
@@ -136,7 +136,7 @@ def test_a_hand_written_row_claiming_001_does_not_stop_001_from_converging(parti
         "json",
     )
     assert plan.code == 2 and plan.json["pending_migrations"] == VERSIONS
-    assert cli("apply", *partial_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *partial_db.targets).code == 0
     assert partial_db.query(
         "SELECT count(*) FROM pg_class WHERE relname IN ('values', 'raw_data', 'memory')"
     ) == [[3]]
@@ -158,12 +158,12 @@ def test_pg16_two_step_route_is_chosen_when_postgres_holds_no_admin_on_nucleus(l
     assert legacy_db.query(
         "SELECT pg_has_role('postgres', 'nucleus', 'MEMBER WITH ADMIN OPTION')"
     ) == [[False]]
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
 
 
 def test_without_an_owner_session_the_two_step_route_asks_for_one_and_changes_nothing(legacy_db):
     before = legacy_db.query(LEGACY_STATE)
-    run = cli("apply", "--dsn", legacy_db.admin_dsn)
+    run = cli("apply", "--auto-approve", "--dsn", legacy_db.admin_dsn)
     assert (
         run.code == 1
         and "needs a session logged in as nucleus" in run.err
@@ -181,7 +181,7 @@ def test_an_owner_role_postgres_created_is_granted_then_handed_objects_directly(
     config = ("--config", config_with_owner(tmp_path, owner))
     plan = cli(*config, "plan", "--dsn", partial_db.admin_dsn, "--format", "json")
     assert plan.json["route"]["name"] == "grant-then-direct"
-    assert cli(*config, "apply", "--dsn", partial_db.admin_dsn).code == 0
+    assert cli(*config, "apply", "--auto-approve", "--dsn", partial_db.admin_dsn).code == 0
     assert cli(*config, "verify", "--dsn", partial_db.admin_dsn).code == 0
     # inspect reads the same desired state: no --owner-role to drift from the others.
     assert (

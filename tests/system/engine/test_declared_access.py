@@ -19,7 +19,7 @@ API_SA = "nucleus-api@local-project.iam"  # local's declared service account
 @pytest.fixture
 def converged(legacy_db):
     create_iam_role(legacy_db.instance, ANALYSTS, group=True)
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert cli("verify", *legacy_db.targets).code == 0
     return legacy_db
 
@@ -59,12 +59,12 @@ def test_an_escalation_in_the_new_schemas_is_verified_planned_and_revoked(conver
     sql, named, statement = REPAIRED[case]
     converged.query(sql, user=OWNER_USER)
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "privilege-unexpected" in verify.out
+    assert verify.code == 2 and "privilege-unexpected" in verify.out
     detail = cli("inspect", *converged.targets, "--format", "json").json
     details = [d for f in detail["findings"] for d in f.get("details", [])]
     assert any(named in d for d in details), details
     assert statement in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 
@@ -87,19 +87,19 @@ def test_a_membership_granted_by_cloudsqladmin_is_reported_with_its_route_never_
     converged.query(sql, user=BOOTSTRAP_SUPERUSER)
 
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "membership-granted-by-another-role" in verify.out
+    assert verify.code == 3 and "membership-granted-by-another-role" in verify.out
     assert member in verify.out and group in verify.out
 
     plan = cli("plan", *converged.targets, "--format", "json")
-    assert plan.code == 1  # a person must act; nothing apply could send would help
+    assert plan.code == 3  # a person must act; nothing apply could send would help
     assert not [s for a in plan.json["actions"] for s in a["sql"] if "REVOKE" in s]
     (manual,) = [
         m for m in plan.json["manual"] if m["code"] == "membership-granted-by-another-role"
     ]
     assert "cloudsqladmin" in manual["remedy"] and "Cloud SQL Admin API" in manual["remedy"]
 
-    applied = cli("apply", *converged.targets)
-    assert applied.code == 1
+    applied = cli("apply", "--auto-approve", *converged.targets)
+    assert applied.code == 3  # only a person can fix it
     assert "cloudsqladmin" in applied.err and "bug" not in applied.err
 
     # The route, as the Admin API takes it: cloudsqladmin revokes its own grant.
@@ -109,15 +109,15 @@ def test_a_membership_granted_by_cloudsqladmin_is_reported_with_its_route_never_
 
 def test_a_declared_group_that_exists_as_a_login_becomes_a_plain_group(legacy_db):
     # Roles belong to the server: the group exists once any test applied; made a login here.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("ALTER ROLE nucleus_readonly LOGIN CREATEDB", user="postgres")
     verify = cli("verify", *legacy_db.targets)
-    assert verify.code == 1 and "group-is-not-a-plain-group" in verify.out
+    assert verify.code == 3 and "group-is-not-a-plain-group" in verify.out
     assert (
         "ALTER ROLE nucleus_readonly NOLOGIN NOCREATEDB NOCREATEROLE PASSWORD NULL"
         in planned_sql(legacy_db)
     )
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert legacy_db.query(
         "SELECT rolcanlogin, rolcreatedb FROM pg_roles WHERE rolname = 'nucleus_readonly'"
     ) == [[False, False]]
@@ -142,10 +142,10 @@ def test_effective_write_on_a_legacy_table_is_reported_and_the_remedy_clears_it(
     """Legacy schemas are never changed by apply: their owner removes what it granted."""
     converged.query("GRANT DELETE ON dna_schema.entities TO nucleus_app", user="postgres")
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "access-unexpected" in verify.out
+    assert verify.code == 3 and "access-unexpected" in verify.out
     assert "DELETE on table dna_schema.entities" in verify.out
     plan = cli("plan", *converged.targets, "--format", "json")
-    assert plan.code == 1 and not plan.json["actions"]
+    assert plan.code == 3 and not plan.json["actions"]
     (manual,) = [m for m in plan.json["manual"] if m["code"] == "access-unexpected"]
     # The remedy names the statement and who runs it (the grantor); followed, it clears it.
     statement = "REVOKE DELETE ON TABLE dna_schema.entities FROM nucleus_app"
@@ -157,7 +157,7 @@ def test_effective_write_on_a_legacy_table_is_reported_and_the_remedy_clears_it(
 def test_a_column_grant_on_a_legacy_table_is_effective_access_too(converged):
     converged.query("GRANT UPDATE (name) ON dna_schema.entities TO nucleus_app", user="postgres")
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "UPDATE on table dna_schema.entities" in verify.out
+    assert verify.code == 3 and "UPDATE on table dna_schema.entities" in verify.out
     converged.query("REVOKE UPDATE (name) ON dna_schema.entities FROM nucleus_app", user="postgres")
     assert cli("verify", *converged.targets).code == 0
 
@@ -166,10 +166,10 @@ def test_a_runtime_login_with_role_attributes_is_verified_and_stripped(converged
     """CREATEDB / CREATEROLE show in no grant and no has_*_privilege: the role's own flags."""
     converged.query("ALTER ROLE nucleus_app CREATEDB CREATEROLE", user="postgres")
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "login-has-role-attributes" in verify.out
+    assert verify.code == 2 and "login-has-role-attributes" in verify.out
     assert "nucleus_app has CREATEDB, CREATEROLE" in verify.out
     assert "ALTER ROLE nucleus_app NOCREATEDB NOCREATEROLE" in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert converged.query(
         "SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = 'nucleus_app'"
     ) == [[False, False]]
@@ -181,7 +181,7 @@ def test_an_iam_login_with_role_attributes_is_reported_and_the_remedy_clears_it(
     converged.query(f'ALTER ROLE "{API_SA}" CREATEROLE', user=BOOTSTRAP_SUPERUSER)
     try:
         verify = cli("verify", *converged.targets)
-        assert verify.code == 1 and f"{API_SA} has CREATEROLE" in verify.out
+        assert verify.code == 3 and f"{API_SA} has CREATEROLE" in verify.out
         plan = cli("plan", *converged.targets, "--format", "json")
         (manual,) = [m for m in plan.json["manual"] if m["code"] == "login-has-role-attributes"]
         remedy = f'ALTER ROLE "{API_SA}" NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS'

@@ -31,7 +31,7 @@ def test_apply_and_verify_over_env_local_go_through_the_connector(local_env):
     env, state_dir = local_env
     before = len(records(state_dir))
     assert cli("plan", "--env", "local", env=env).code == 2
-    applied = cli("apply", "--env", "local", env=env)
+    applied = cli("apply", "--auto-approve", "--env", "local", env=env)
     assert applied.code == 0, applied.err
     assert "two-step-via-cloudsqlsuperuser" in applied.out
     assert cli("verify", "--env", "local", env=env).code == 0

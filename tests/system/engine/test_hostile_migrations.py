@@ -191,13 +191,15 @@ HOSTILE = {
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_migration_is_rolled_back_and_nothing_outside_changes(legacy_db, tmp_path, case):
     sql, named = HOSTILE[case]
-    assert cli("apply", *legacy_db.targets).code == 0  # the repository's files first
+    assert (
+        cli("apply", "--auto-approve", *legacy_db.targets).code == 0
+    )  # the repository's files first
     # Some production grants are broad (GRANT ALL): with REFERENCES, PostgreSQL lets a new
     # table's foreign key put its triggers on the legacy table.
     legacy_db.query("GRANT REFERENCES ON dna_schema.entities TO nucleus")
     before = everything_outside(legacy_db)
     extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", named)
     assert "report it" not in run.err
     assert everything_outside(legacy_db) == before
@@ -211,12 +213,12 @@ def test_a_legacy_sequence_advanced_by_a_migration_stops_the_run_naming_it(legac
     # Sequences are not transactional: the ids drawn stay drawn (a gap, as any rolled-back
     # insert of a service leaves), but the run stops, names the sequence, and nothing else of
     # the file remains.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     before = everything_outside(legacy_db)
     extra = migrations_copy(
         tmp_path, {"900_hostile.sql": dynamic("SELECT nextval('dna_schema.entities_id_seq')")}
     )
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", "dna_schema.entities_id_seq")
     assert everything_outside(legacy_db) == before
 
@@ -226,7 +228,7 @@ def test_a_legacy_sequence_moved_back_in_a_swallowed_error_is_set_forward_again(
 ):
     # The subtransaction's lock is gone with it and currval() is not set by setval(.., false):
     # only the second session's read sees it, and moving it forward again is always safe.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     before = legacy_db.query(SEQUENCES)
     sql = (
         "CREATE FUNCTION dna.hostile() RETURNS void LANGUAGE plpgsql AS\n"
@@ -241,7 +243,7 @@ def test_a_legacy_sequence_moved_back_in_a_swallowed_error_is_set_forward_again(
     )
     legacy_db.query("GRANT UPDATE ON SEQUENCE dna_schema.entities_id_seq TO nucleus")
     extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", "dna_schema.entities_id_seq moved back")
     assert legacy_db.query(SEQUENCES) == before
 
@@ -263,12 +265,12 @@ def test_a_concurrent_index_calling_a_falsely_immutable_function_is_refused_befo
             "CREATE INDEX CONCURRENTLY entity_evil ON dna.entity (dna.evil(name));\n",
         },
     )
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query(
         "INSERT INTO dna.entity (name) SELECT name FROM dna_schema.entities LIMIT 3", user="nucleus"
     )
     before = everything_outside(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "901_index.sql:2: refused", "dna.evil(text)")
     assert everything_outside(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'entity_evil'") == [[0]]
@@ -286,7 +288,7 @@ def test_a_concurrent_index_on_built_in_expressions_runs(legacy_db, tmp_path):
         },
     )
     before = everything_outside(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert run.code == 0, run.err
     assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'entity_lower'") == [[1]]
     after = everything_outside(legacy_db)
@@ -300,7 +302,7 @@ def test_functions_a_migration_creates_are_not_executable_by_public(legacy_db, t
             "900_helper.sql": "CREATE FUNCTION dna.helper() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
         },
     )
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert run.code == 0, run.err
     assert legacy_db.query(
         "SELECT has_function_privilege('nucleus_app', 'dna.helper()', 'EXECUTE')"
@@ -323,12 +325,12 @@ def test_code_left_for_later_is_a_finding_naming_it(legacy_db, tmp_path):
             "GRANT EXECUTE ON FUNCTION dna.open() TO PUBLIC;\n"
         },
     )
-    cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     run = cli("verify", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
-    assert run.code == 1, run.err
+    assert run.code == 3, run.err
     assert "code-names-legacy" in run.out and "code-public-execute" in run.out
     report = cli("inspect", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
-    assert report.code == 0, report.err
+    assert report.code == 3, report.err  # only a person can fix code that names legacy schemas
     assert "dna.audit.spill names dna_schema" in report.out and "dna.open()" in report.out
 
 
@@ -339,7 +341,7 @@ def test_a_migration_that_catches_the_lock_guards_cancel_is_ended_and_stops_hold
     # its row locks on legacy rows, so live traffic would wait for as long as it loops. The
     # guard ends a backend that still runs with the lock after one cancel. Each cancel it
     # caught draws from a managed sequence (sequences outlive the rollback): one at most.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     before = everything_outside(legacy_db)
     drawn = "SELECT coalesce(last_value, 0) FROM pg_sequences WHERE sequencename = 'goals_id_seq'"
     start = legacy_db.query(drawn)
@@ -358,7 +360,7 @@ def test_a_migration_that_catches_the_lock_guards_cancel_is_ended_and_stops_hold
         "SELECT dna.hostile();\n"
     )
     extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", "dna_schema.entities")
     assert legacy_db.query(drawn)[0][0] - start[0][0] <= 1
     assert everything_outside(legacy_db) == before
@@ -392,9 +394,9 @@ def test_a_concurrent_reindex_of_an_index_calling_a_user_function_is_refused_bef
             "901_reindex.sql": f"-- nucleus-provision: no-transaction\nREINDEX {target};\n",
         },
     )
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     before = everything_outside(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "901_reindex.sql:2: refused", "dna.sleeper(integer)")
     assert everything_outside(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '901'") == [[0]]
@@ -418,10 +420,10 @@ def test_a_view_or_rule_reaching_legacy_tables_with_its_owners_rights_is_rolled_
     # A view's (or rule's) relations are checked with its owner's rights: `nucleus` may
     # delete legacy rows, and the default privileges give nucleus_readwrite every new
     # relation, so the app login (no right on dna_schema) would delete them through it.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     before = everything_outside(legacy_db)
     extra = migrations_copy(tmp_path, {"900_hostile.sql": sql})
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_hostile.sql", "with its owner's rights")
     assert everything_outside(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
@@ -433,5 +435,5 @@ def test_a_security_invoker_view_over_legacy_tables_is_allowed(legacy_db, tmp_pa
         "SELECT * FROM dna_schema.interests;\n"
     )
     extra = migrations_copy(tmp_path, {"900_view.sql": sql})
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert run.code == 0, run.err

@@ -21,7 +21,7 @@ def _no_password(db) -> str:
 
 def test_a_password_in_the_query_works_and_is_never_printed(legacy_db):
     base, password = _no_password(legacy_db)
-    run = cli("inspect", "--dsn", f"{base}?password={password}")
+    run = cli("inspect", "--exit-zero", "--dsn", f"{base}?password={password}")
     assert run.code == 0, run.err
     assert password not in run.out + run.err
     wrong = cli("inspect", "--dsn", f"{base}?password=wrong-secret-in-query")
@@ -60,7 +60,7 @@ def test_an_app_password_saslprep_refuses_logs_in_as_postgresql_accepts_it(legac
     login = f"app_tab_{legacy_db.name}"
     config = config_replacing(tmp_path, 'name = "nucleus_app"', f'name = "{login}"')
     env = {**os.environ, "NUCLEUS_APP_PASSWORD": password}
-    run = cli("--config", config, "apply", *legacy_db.targets, env=env)
+    run = cli("--config", config, "apply", "--auto-approve", *legacy_db.targets, env=env)
     assert run.code == 0, run.err
     assert password not in run.out + run.err
     with psycopg.connect(

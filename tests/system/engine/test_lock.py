@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 def converged(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert cli("verify", *legacy_db.targets).code == 0
     return legacy_db
 
@@ -88,20 +88,22 @@ def test_hand_made_drift_fails_verify_naming_the_object_and_shows_in_plan(conver
     converged.query(sql, user=OWNER_USER)
 
     verify = cli("verify", *converged.targets, "--format", "json")
-    assert verify.code == 1
-    assert any(d.startswith(f"{code}:") and obj in d for d in verify.json["differences"]), (
-        verify.out
-    )
+    assert verify.code == 3  # only a person can fix it (a new migration)
+    # Itemised: the code, the object, what the lock expects and what is there.
+    assert any(
+        d["code"] == code and obj in d["object"] and d["manual"] and d["expected"] != d["actual"]
+        for d in verify.json["differences"]
+    ), verify.out
 
     plan = cli("plan", *converged.targets, "--format", "json")
-    assert plan.code == 1, plan.out + plan.err  # apply cannot fix it: a person must
+    assert plan.code == 3, plan.out + plan.err  # apply cannot fix it: a person must
     manual = {f["code"]: f for f in plan.json["manual"]}
     assert code in manual and any(obj in d for d in manual[code]["details"]), plan.out
     assert "new migration" in manual[code]["remedy"]
 
 
 def test_a_converged_empty_database_verifies_clean(empty_db):
-    assert cli("apply", *empty_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *empty_db.targets).code == 0
     run = cli("verify", *empty_db.targets)
     assert run.code == 0, run.out
 
@@ -113,10 +115,10 @@ def test_an_invalid_index_is_rebuilt_concurrently(converged):
         "WHERE indexrelid = 'dna.raw_data_entity_id_idx'::regclass"
     )
     verify = cli("verify", *converged.targets)
-    assert verify.code == 1 and "index-invalid" in verify.out
+    assert verify.code == 2 and "index-invalid" in verify.out
     plan = cli("plan", *converged.targets)
     assert plan.code == 2 and "REINDEX INDEX CONCURRENTLY dna.raw_data_entity_id_idx" in plan.out
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 
@@ -125,7 +127,7 @@ def test_a_deleted_migration_file_is_named(converged, tmp_path):
     shutil.copytree(ROOT / "bootstrap_sql", migrations)
     (migrations / "002_add_entity_integrations.sql").unlink()
     verify = cli("verify", *converged.targets, "--migrations", str(migrations))
-    assert verify.code == 1
+    assert verify.code == 3
     assert "migration-file-missing" in verify.out and "002_add_entity_integrations" in verify.out
     assert "lock-stale" in verify.out
 
@@ -142,7 +144,10 @@ def test_following_the_remedy_of_a_dropped_index_clears_it(converged, instance, 
     (migrations / LOCK_NAME).write_text(
         render(build(instance, desired, database="lock_remedy")), encoding="utf-8"
     )
-    assert cli("apply", *converged.targets, "--migrations", str(migrations)).code == 0
+    assert (
+        cli("apply", "--auto-approve", *converged.targets, "--migrations", str(migrations)).code
+        == 0
+    )
     run = cli("verify", *converged.targets, "--migrations", str(migrations))
     assert run.code == 0, run.out
 

@@ -61,7 +61,7 @@ def test_after_apply_the_app_login_reads_and_writes_every_table_and_changes_no_s
     before = legacy_fingerprint(db) if scenario != "empty" else None
     # Roles are the server's, shared by the test databases: the first apply creates the login.
     new_login = db.query("SELECT count(*) FROM pg_roles WHERE rolname = 'nucleus_app'") == [[0]]
-    run = cli("apply", *db.targets)
+    run = cli("apply", "--auto-approve", *db.targets)
     assert run.code == 0, run.err
     if new_login:
         assert "CREATE ROLE nucleus_app LOGIN PASSWORD <SCRAM-SHA-256 verifier" in run.out
@@ -115,7 +115,7 @@ def test_after_apply_the_app_login_reads_and_writes_every_table_and_changes_no_s
 def test_an_undeclared_iam_user_can_do_nothing_in_the_new_schemas(legacy_db):
     # What Cloud SQL's API does for an IAM service account nobody declared.
     create_iam_role(legacy_db.instance, "stranger@local-project.iam", group=False)
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert privileges_of(legacy_db, "stranger@local-project.iam") == {
         "write": False,
         "read": False,
@@ -128,7 +128,7 @@ def test_an_undeclared_iam_user_can_do_nothing_in_the_new_schemas(legacy_db):
 
 
 def test_a_table_a_later_migration_creates_is_granted_by_default_privileges(legacy_db, tmp_path):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     # Created by the owner, outside apply: only default privileges can give the groups access.
     legacy_db.query(
         "CREATE TABLE dna.later (id bigint GENERATED ALWAYS AS IDENTITY, note text)",
@@ -146,9 +146,20 @@ def test_a_table_a_later_migration_creates_is_granted_by_default_privileges(lega
     extra = migrations_copy(
         tmp_path, {"900_more.sql": "CREATE TABLE dna.more (id serial PRIMARY KEY, v text);\n"}
     )
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra), "--format", "json")
+    run = cli(
+        "apply",
+        "--auto-approve",
+        *legacy_db.targets,
+        "--migrations",
+        str(extra),
+        "--format",
+        "json",
+    )
     assert run.code == 0, run.err
-    assert [a["kind"] for a in run.json["applied"]] == ["migrate"]
+    applied = run.json["applied"]
+    assert [a["kind"] for a in applied if not a["known_after_apply"]] == ["migrate"]
+    # The plan's known-after-apply actions ran, and found nothing left to grant.
+    assert [a["sql"] for a in applied if a["known_after_apply"]] == [[], []]
     conn = as_app(legacy_db)
     try:
         conn.run("INSERT INTO dna.more (v) VALUES ('x')")  # the serial's sequence too
@@ -189,33 +200,33 @@ DRIFT = {
 @pytest.mark.parametrize("case", sorted(DRIFT))
 def test_drift_made_by_hand_is_verified_planned_and_repaired(legacy_db, case):
     sql, user, code, statement = DRIFT[case]
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     for part in sql.split("; "):
         legacy_db.query(part, user=user)
     verify = cli("verify", *legacy_db.targets)
-    assert verify.code == 1 and code in verify.out, verify.out
+    assert verify.code == 2 and code in verify.out, verify.out
     plan = cli("plan", *legacy_db.targets, "--format", "json")
     assert plan.code == 2, plan.err
     sql_planned = [s for a in plan.json["actions"] for s in a["sql"]]
     assert any(statement in s for s in sql_planned), sql_planned
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     assert cli("verify", *legacy_db.targets).code == 0
 
 
 def test_a_rerun_sends_no_grant_revoke_or_ddl_and_legacy_acls_stay(legacy_db):
     before = legacy_fingerprint(legacy_db)
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     ddl = count_ddl(legacy_db)
     plan = cli("plan", *legacy_db.targets, "--format", "json")
     assert plan.code == 0 and plan.json["changes"] == 0
-    again = cli("apply", *legacy_db.targets, "--format", "json")
+    again = cli("apply", "--auto-approve", *legacy_db.targets, "--format", "json")
     assert again.code == 0 and again.json["applied"] == []
     assert ddl() == 0
     assert legacy_fingerprint(legacy_db) == before
 
 
 def test_inspect_shows_who_can_do_what(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     report = cli("inspect", *legacy_db.targets, "--format", "json").json
     matrix = {(a["role"], a["schema"]): a for a in report["privileges"]}
     assert matrix[(APP, "dna")] == {
@@ -250,7 +261,7 @@ def test_without_the_app_password_creating_the_login_is_a_clear_error_and_nothin
     monkeypatch.delenv("NUCLEUS_APP_PASSWORD")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")
     before = state(legacy_db)
-    run = cli("--config", config, "apply", *legacy_db.targets)
+    run = cli("--config", config, "apply", "--auto-approve", *legacy_db.targets)
     assert_clean_error(run, login, "NUCLEUS_APP_PASSWORD")
     assert legacy_db.query("SELECT count(*) FROM pg_roles WHERE rolname = :r", r=login) == [[0]]
     assert state(legacy_db) == before

@@ -59,9 +59,11 @@ def test_a_migration_that_changes_legacy_data_by_any_path_is_rolled_back_naming_
 ):
     sql, named = WALK_AROUNDS[case]
     extra = migrations_copy(tmp_path, {"900_walk_around.sql": sql})
-    assert cli("apply", *legacy_db.targets).code == 0  # the repository's files first
+    assert (
+        cli("apply", "--auto-approve", *legacy_db.targets).code == 0
+    )  # the repository's files first
     before = legacy_fingerprint(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     # Named by the proof before COMMIT (rows, objects) or, if the lock guard cancelled the
     # statement first, by the lock the write took: either way the object is named.
     assert_clean_error(
@@ -82,12 +84,12 @@ def test_a_truncate_of_a_legacy_table_through_a_function_is_rolled_back(legacy_d
             "SELECT dna.wipe();\n"
         },
     )
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     # Some production grants are broad: with TRUNCATE, no row counter moves, but the table
     # gets new storage, which the fingerprint sees.
     legacy_db.query("GRANT TRUNCATE ON dna_schema.dna_profiles TO nucleus")
     before = legacy_fingerprint(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "outside the managed schemas", "dna_schema.dna_profiles")
     assert legacy_fingerprint(legacy_db) == before
 
@@ -106,7 +108,7 @@ def test_a_migration_that_only_touches_new_schemas_passes_the_proof(legacy_db, t
         },
     )
     before = legacy_fingerprint(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert run.code == 0, run.err
     assert legacy_fingerprint(legacy_db) == before
     assert legacy_db.query("SELECT count(*) FROM dna.entity") == [[3]]
@@ -129,7 +131,7 @@ def test_a_no_transaction_file_may_hold_only_concurrent_index_work_on_new_schema
         tmp_path, {"900_outside.sql": f"-- nucleus-provision: no-transaction\n{sql}\n"}
     )
     before = state(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_outside.sql:2: refused", why)
     assert state(legacy_db) == before
 
@@ -137,7 +139,7 @@ def test_a_no_transaction_file_may_hold_only_concurrent_index_work_on_new_schema
 def test_an_index_a_failed_concurrent_build_left_invalid_fails_the_step_and_is_rebuilt(
     legacy_db, tmp_path
 ):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("INSERT INTO dna.entity (name) VALUES ('twin'), ('twin')", user="nucleus")
     extra = migrations_copy(
         tmp_path,
@@ -146,7 +148,7 @@ def test_an_index_a_failed_concurrent_build_left_invalid_fails_the_step_and_is_r
             "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS entity_name_key ON dna.entity (name);\n"
         },
     )
-    failed = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    failed = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert failed.code == 1 and "900_unique_name.sql" in failed.err
     assert legacy_db.query("SELECT count(*) FROM public.migrations WHERE version = '900'") == [[0]]
     assert legacy_db.query(
@@ -154,7 +156,7 @@ def test_an_index_a_failed_concurrent_build_left_invalid_fails_the_step_and_is_r
     ) == [[False]]
     # Once the data allows it, the rerun drops the invalid index and builds it again.
     legacy_db.query("DELETE FROM dna.entity WHERE ctid IN (SELECT max(ctid) FROM dna.entity)")
-    rerun = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    rerun = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert rerun.code == 0, rerun.err
     assert legacy_db.query(
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'dna.entity_name_key'::regclass"
@@ -168,7 +170,9 @@ def test_an_index_a_failed_concurrent_build_left_invalid_fails_the_step_and_is_r
 def test_an_owner_dsn_on_another_database_is_refused_before_anything_runs(make_db):
     here, elsewhere = make_db("legacy-nucleus-v12"), make_db("empty")
     before_here, before_elsewhere = state(here), state(elsewhere)
-    run = cli("apply", "--dsn", here.admin_dsn, "--owner-dsn", elsewhere.owner_dsn)
+    run = cli(
+        "apply", "--auto-approve", "--dsn", here.admin_dsn, "--owner-dsn", elsewhere.owner_dsn
+    )
     assert_clean_error(run, "another server or database")
     assert state(here) == before_here and state(elsewhere) == before_elsewhere
 
@@ -176,7 +180,7 @@ def test_an_owner_dsn_on_another_database_is_refused_before_anything_runs(make_d
 def test_a_rerun_waits_for_a_killed_runs_orphan_backend_instead_of_running_twice(
     legacy_db, tmp_path
 ):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     # An index build that waits a few seconds for a session's SHARE lock on its table (a
     # concurrent build's SHARE UPDATE EXCLUSIVE conflicts with it; its lock waits may last the
     # whole budget). Only built-in functions: a no-transaction file may call nothing else.
@@ -189,7 +193,7 @@ def test_a_rerun_waits_for_a_killed_runs_orphan_backend_instead_of_running_twice
         },
     )
     holder = _hold(legacy_db, "LOCK TABLE dna.entity IN SHARE MODE", 4, user="nucleus")
-    args = ("apply", *legacy_db.targets, "--migrations", str(extra))
+    args = ("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     first = start(*args)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not legacy_db.query(
@@ -251,7 +255,7 @@ def _hold(db, sql: str, seconds: float, user: str = "postgres") -> _Holder:
 
 @pytest.mark.parametrize("verb", ["plan", "verify", "apply"])
 def test_a_lock_held_on_the_version_table_bounds_the_wait_and_names_the_holder(legacy_db, verb):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     # The table's owner (a stuck migration of another tool, a VACUUM FULL) holds it.
     holder = _hold(
         legacy_db, "LOCK TABLE public.migrations IN ACCESS EXCLUSIVE MODE", 20, user="nucleus"
@@ -269,14 +273,22 @@ def test_a_lock_held_on_the_version_table_bounds_the_wait_and_names_the_holder(l
 
 
 def test_ddl_waits_short_retries_and_names_the_blocker_then_changes_nothing(legacy_db, tmp_path):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     extra = migrations_copy(
         tmp_path, {"900_note.sql": "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note text;\n"}
     )
     # A service's long transaction, logged in as the owner role like the migration: the
     # watcher (on the owner's login) sees its application and query.
     holder = _hold(legacy_db, "SELECT * FROM dna.entity LIMIT 1", 20, user="nucleus")
-    run = cli("--lock-budget", "1", "apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli(
+        "--lock-budget",
+        "1",
+        "apply",
+        "--auto-approve",
+        *legacy_db.targets,
+        "--migrations",
+        str(extra),
+    )
     assert_clean_error(
         run, "900_note.sql: gave up after", "lock-holder", "SELECT * FROM dna.entity"
     )
@@ -286,16 +298,24 @@ def test_ddl_waits_short_retries_and_names_the_blocker_then_changes_nothing(lega
         "AND attname = 'note'"
     ) == [[0]]
     holder.release()
-    assert cli("apply", *legacy_db.targets, "--migrations", str(extra)).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra)).code == 0
 
 
 def test_a_lock_released_within_the_budget_lets_apply_converge(legacy_db, tmp_path):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     extra = migrations_copy(
         tmp_path, {"900_note.sql": "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note text;\n"}
     )
     holder = _hold(legacy_db, "SELECT * FROM dna.entity LIMIT 1", 2, user="nucleus")
-    run = cli("--lock-budget", "30", "apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli(
+        "--lock-budget",
+        "30",
+        "apply",
+        "--auto-approve",
+        *legacy_db.targets,
+        "--migrations",
+        str(extra),
+    )
     assert run.code == 0, run.err
     assert "retrying" in run.err
     holder.join()
@@ -305,18 +325,18 @@ def test_a_lock_released_within_the_budget_lets_apply_converge(legacy_db, tmp_pa
 
 
 def test_a_table_dropped_by_hand_is_reported_by_plan_verify_and_apply_with_what_to_do(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("DROP TABLE dna.goals", user="nucleus")
     plan = cli("plan", *legacy_db.targets)
-    assert_clean_error(plan, "apply cannot fix", "table-missing")
+    assert_clean_error(plan, "apply cannot fix", "table-missing", code=3)
     assert "No changes. The database matches" not in plan.out
     assert "what to do:" in plan.out and "dna.goals" in plan.out
     assert cli("plan", *legacy_db.targets, "--format", "json").json["manual"][0]["code"] == (
         "table-missing"
     )
-    assert cli("verify", *legacy_db.targets).code == 1
-    apply = cli("apply", *legacy_db.targets)
-    assert_clean_error(apply, "apply cannot fix", "dna.goals")
+    assert cli("verify", *legacy_db.targets).code == 3
+    apply = cli("apply", "--auto-approve", *legacy_db.targets)
+    assert_clean_error(apply, "apply cannot fix", "dna.goals", code=3)
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -326,7 +346,7 @@ def test_a_nul_byte_is_a_clear_error_and_nothing_runs(legacy_db, tmp_path):
     extra = migrations_copy(tmp_path)
     (extra / "900_nul.sql").write_bytes(b"CREATE TABLE dna.a (id int);\n\x00DROP SCHEMA dna;\n")
     before = state(legacy_db)
-    run = cli("apply", *legacy_db.targets, "--migrations", str(extra))
+    run = cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
     assert_clean_error(run, "900_nul.sql:2: contains a NUL byte")
     assert state(legacy_db) == before
 
@@ -352,7 +372,7 @@ def test_near_miss_files_are_reported_not_skipped(legacy_db, tmp_path, name, con
 
 
 def test_a_renumbered_file_is_the_same_migration(legacy_db, tmp_path):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     extra = migrations_copy(tmp_path)
     first = sorted(extra.glob("001_*.sql"))[0]
     first.rename(extra / first.name.replace("001_", "1_", 1))
@@ -368,12 +388,20 @@ def test_two_branches_adding_one_version_is_a_clash_never_accepted(legacy_db, tm
     branch_b = migrations_copy(
         tmp_path / "b", {"900_branch_b.sql": "CREATE TABLE dna.b (id int);\n"}
     )
-    assert cli("apply", *legacy_db.targets, "--migrations", str(branch_a)).code == 0
+    assert (
+        cli("apply", "--auto-approve", *legacy_db.targets, "--migrations", str(branch_a)).code == 0
+    )
     run = cli("plan", *legacy_db.targets, "--migrations", str(branch_b))
     assert_clean_error(run, "version 900 is recorded for another migration (900_branch_a)")
     assert "changed after it was applied" not in run.err
     accepted = cli(
-        "apply", *legacy_db.targets, "--migrations", str(branch_b), "--accept-changed", "900"
+        "apply",
+        "--auto-approve",
+        *legacy_db.targets,
+        "--migrations",
+        str(branch_b),
+        "--accept-changed",
+        "900",
     )
     assert_clean_error(accepted, "two files claim one version")
     assert legacy_db.query("SELECT count(*) FROM pg_class WHERE relname = 'b'") == [[0]]

@@ -33,7 +33,7 @@ def state(db):
 
 
 def test_eight_concurrent_applies_apply_each_migration_once(legacy_db):
-    procs = [start("apply", *legacy_db.targets) for _ in range(8)]
+    procs = [start("apply", "--auto-approve", *legacy_db.targets) for _ in range(8)]
     outputs = [p.communicate(timeout=180) for p in procs]
     results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
     for code, _, err in results:
@@ -56,6 +56,7 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
     )
     args = (
         "apply",
+        "--auto-approve",
         *legacy_db.targets,
         "--migrations",
         str(slow),
@@ -84,16 +85,18 @@ def test_a_session_killed_mid_migration_leaves_nothing_half_applied(legacy_db, t
 
 def test_an_edited_applied_migration_stops_the_run_until_accepted(legacy_db, tmp_path):
     dsns = legacy_db.targets
-    assert cli("apply", *dsns).code == 0
+    assert cli("apply", "--auto-approve", *dsns).code == 0
     edited = migrations_copy(tmp_path)
     (edited / "002_add_entity_integrations.sql").write_text(
         (edited / "002_add_entity_integrations.sql").read_text() + "\n-- edited after it ran\n"
     )
-    run = cli("apply", *dsns, "--migrations", str(edited))
+    run = cli("apply", "--auto-approve", *dsns, "--migrations", str(edited))
     assert_clean_error(
         run, "002_add_entity_integrations.sql changed after it was applied", "--accept-changed 002"
     )
-    accepted = cli("apply", *dsns, "--migrations", str(edited), "--accept-changed", "002")
+    accepted = cli(
+        "apply", "--auto-approve", *dsns, "--migrations", str(edited), "--accept-changed", "002"
+    )
     assert accepted.code == 0, accepted.err
     assert cli("plan", *dsns, "--migrations", str(edited)).code == 0
 
@@ -106,6 +109,7 @@ def test_a_malformed_file_is_named_with_its_position_and_nothing_runs(legacy_db,
     before = state(legacy_db)
     run = cli(
         "apply",
+        "--auto-approve",
         *legacy_db.targets,
         "--migrations",
         str(bad),
@@ -134,6 +138,7 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
     before = state(legacy_db)
     run = cli(
         "apply",
+        "--auto-approve",
         *legacy_db.targets,
         "--migrations",
         str(bad),
@@ -145,7 +150,7 @@ def test_a_migration_touching_a_legacy_schema_is_refused_before_anything_runs(
 def test_a_missing_owner_role_is_a_clear_error(legacy_db, tmp_path):
     before = state(legacy_db)
     config = config_with_owner(tmp_path, "nucleus_gone")
-    run = cli("--config", config, "apply", "--dsn", legacy_db.admin_dsn)
+    run = cli("--config", config, "apply", "--auto-approve", "--dsn", legacy_db.admin_dsn)
     assert_clean_error(
         run, "role nucleus_gone does not exist", "gcloud sql users create nucleus_gone"
     )
@@ -153,7 +158,7 @@ def test_a_missing_owner_role_is_a_clear_error(legacy_db, tmp_path):
 
 
 def test_a_wrong_password_is_one_line_and_never_printed(legacy_db):
-    run = cli("apply", "--dsn", legacy_db.dsn("postgres", "wrong-secret-pw"))
+    run = cli("apply", "--auto-approve", "--dsn", legacy_db.dsn("postgres", "wrong-secret-pw"))
     assert_clean_error(run, "password authentication failed for user", secrets=("wrong-secret-pw",))
 
 
@@ -191,7 +196,9 @@ def test_usage_errors_exit_1_so_that_2_always_means_changes_pending():
 
 def test_an_owner_dsn_that_logs_in_as_someone_else_is_refused_before_anything_runs(empty_db):
     before = state(empty_db)
-    run = cli("apply", "--dsn", empty_db.admin_dsn, "--owner-dsn", empty_db.admin_dsn)
+    run = cli(
+        "apply", "--auto-approve", "--dsn", empty_db.admin_dsn, "--owner-dsn", empty_db.admin_dsn
+    )
     assert_clean_error(run, "the owner session logs in as postgres, not nucleus")
     assert state(empty_db) == before
 
@@ -210,7 +217,7 @@ def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db
         "--migrations",
         str(extra),
     )
-    run = cli("apply", *dsns)
+    run = cli("apply", "--auto-approve", *dsns)
     assert run.code == 0, run.err
     assert "NOT transactional" in run.out
     assert legacy_db.query(
@@ -222,24 +229,25 @@ def test_a_non_transactional_migration_runs_between_transactional_ones(legacy_db
 
 def test_a_version_table_the_admin_cannot_read_is_read_through_the_owner_session(legacy_db):
     dsns = legacy_db.targets
-    assert cli("apply", *dsns).code == 0
+    assert cli("apply", "--auto-approve", *dsns).code == 0
     legacy_db.query("REVOKE SELECT ON public.migrations FROM postgres", user="nucleus")
     alone = cli("plan", "--dsn", legacy_db.admin_dsn)
     assert_clean_error(alone, "cannot read public.migrations", "--owner-dsn")
     plan = cli("plan", *dsns, "--format", "json")
     assert plan.code == 2 and plan.json["pending_migrations"] == []
     assert [a["kind"] for a in plan.json["actions"]] == ["adopt-migrations-table"]
-    assert cli("apply", *dsns).code == 0
+    assert cli("apply", "--auto-approve", *dsns).code == 0
     assert cli("verify", "--dsn", legacy_db.admin_dsn).code == 0
 
 
 def test_accepting_an_edited_file_without_an_owner_session_is_a_clear_error(legacy_db, tmp_path):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     edited = migrations_copy(tmp_path)
     path = edited / "002_add_entity_integrations.sql"
     path.write_text(path.read_text() + "\n-- edited\n")
     run = cli(
         "apply",
+        "--auto-approve",
         "--dsn",
         legacy_db.admin_dsn,
         "--migrations",

@@ -40,7 +40,7 @@ def test_hook_runs_the_cli_for_its_environment_after_instance_database_users_and
     assert data["provisioner"] == [
         {
             "local-exec": {
-                "command": f"nucleus-provision apply --env {name}",
+                "command": f"nucleus-provision apply --env {name} --auto-approve",
                 "working_dir": os.path.relpath(REPO_ROOT, stack_dir),
                 "environment": {
                     "NUCLEUS_PROVISION_CONFIG": "environments.toml",
@@ -81,6 +81,7 @@ def test_hook_is_retriggered_by_the_content_hash_of_the_desired_state(
         assert triggers == {
             "desired_state_sha256": expected,
             "instance": "${google_sql_database_instance.instance.id}",
+            "live_plan_digest": '${data.external.live_plan.result["digest"]}',
         }, name
 
 
@@ -134,7 +135,11 @@ def test_the_hook_command_is_one_the_cli_accepts(stacks: dict[str, Any]) -> None
         "local-exec"
     ]
     program, verb, *options = shlex.split(local_exec["command"])
-    assert (program, verb, options) == ("nucleus-provision", "apply", ["--env", "prod"])
+    assert (program, verb, options) == (
+        "nucleus-provision",
+        "apply",
+        ["--env", "prod", "--auto-approve"],
+    )
     result = subprocess.run(
         [sys.executable, "-m", "provision", verb, "--help"],
         cwd=REPO_ROOT,
@@ -161,3 +166,45 @@ def test_from_its_working_dir_the_hook_reads_the_configuration_the_stack_came_fr
         load_environment("staging").connection_name
         == "nucleus-staging:europe-west1:nucleus-staging-db"
     )
+
+
+@pytest.mark.parametrize("name", REAL_STACKS)
+def test_the_live_plan_digest_is_read_by_the_external_data_source_and_triggers_the_hook(
+    name: str, stacks: dict[str, Any], synth_dir: Path
+) -> None:
+    """Terraform sees the database: `cdktf diff` shows the hook re-running when the digest of
+    the live pending plan changed (a hand-made drift)."""
+    stack = stacks[name]
+    assert "external" in stack["provider"]
+    # "external" is the registry's short form of hashicorp/external (as "google" is).
+    assert stack["terraform"]["required_providers"]["external"]["source"] == "external"
+    live = stack["data"]["external"]["live_plan"]
+    assert live["program"] == [
+        "nucleus-provision",
+        "--config",
+        "environments.toml",
+        "digest",
+        "--migrations",
+        "bootstrap_sql",
+    ]
+    assert live["query"] == {"env": name}
+    assert live["working_dir"] == os.path.relpath(REPO_ROOT, synth_dir / "stacks" / name)
+    hook_data = stack["resource"]["terraform_data"]["post_provision"]
+    # Read after what the hook needs exists (deferred to apply on a first deploy).
+    assert live["depends_on"] == hook_data["depends_on"]
+    assert hook_data["triggers_replace"]["live_plan_digest"] == (
+        '${data.external.live_plan.result["digest"]}'
+    )
+
+
+def test_the_digest_program_is_one_the_cli_accepts() -> None:
+    program, *args = hook.digest_program("prod")
+    result = subprocess.run(
+        [sys.executable, "-m", "provision", *args, "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert program == "nucleus-provision" and result.returncode == 0, result.stderr
+    assert "external" in result.stdout

@@ -49,6 +49,11 @@ def test_staging_differs_from_prod_only_in_the_reviewed_fields(
         ("terraform_data", "depends_on[4]"),
         ("terraform_data", "depends_on[5]"),
         ("terraform_data", "depends_on[6]"),
+        # The digest of the live plan: the environment's, read after what the hook needs.
+        ("data", "external.live_plan.query.env"),
+        ("data", "external.live_plan.depends_on[4]"),
+        ("data", "external.live_plan.depends_on[5]"),
+        ("data", "external.live_plan.depends_on[6]"),
         *(
             ("ephemeral", f"random_password.{role}_password.{field}")
             for role in ("admin", "owner")

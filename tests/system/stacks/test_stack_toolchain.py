@@ -22,12 +22,13 @@ CLI_SYNTH_BUDGET_SECONDS = 60
 
 
 def _without_hook_dir(stack: dict[str, Any]) -> dict[str, Any]:
-    """A stack with the hook's working_dir blanked: it is relative to the output directory,
-    which differs between two synths into two directories, by design."""
+    """A stack with the hook's working_dir (and its digest program's) blanked: it is relative
+    to the output directory, which differs between two synths into two directories, by design."""
     stack = json.loads(json.dumps(stack))
     stack["resource"]["terraform_data"]["post_provision"]["provisioner"][0]["local-exec"][
         "working_dir"
     ] = ""
+    stack["data"]["external"]["live_plan"]["working_dir"] = ""
     return stack
 
 
