@@ -8,11 +8,12 @@ into a message, a hint and an exit code. Exit codes (like `terraform plan -detai
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -22,6 +23,7 @@ from provision.errors import (
     ManualActionRequired,
     ProvisionError,
 )
+from provision.hints import set_target
 
 if TYPE_CHECKING:
     from provision import db
@@ -79,7 +81,24 @@ def _state_dir_option(func: F) -> F:
 
 def target_options(func: F) -> F:
     """TARGET: `--env NAME` (through the Cloud SQL Connector), or `--dsn URL [--owner-dsn URL]`
-    (direct), or both (the environment's desired state, reached at the DSN: a tunnel)."""
+    (direct), or both (the environment's desired state, reached at the DSN: a tunnel).
+    The flags given are recorded for the hints (`provision.hints`): a hint that names a command
+    repeats them, so that following it reaches the same database."""
+
+    command = func
+
+    @functools.wraps(command)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        obj = click.get_current_context().find_object(Context)
+        set_target(
+            env_name=kwargs.get("env_name"),
+            dsn=kwargs.get("dsn"),
+            owner_dsn=kwargs.get("owner_dsn"),
+            config=obj.config if obj is not None else None,
+        )
+        return command(*args, **kwargs)
+
+    func = cast(F, recorded)
     func = click.option(
         "--env",
         "env_name",
@@ -434,6 +453,21 @@ def accept_changed_option(func: F) -> F:
 @target_options
 @migrations_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="NAME",
+    help="Only this role: its rows of who-can-do-what, the findings naming it. Repeatable.",
+)
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    metavar="NAME",
+    help="Only this schema: its tables, its rows of who-can-do-what, the findings naming it. "
+    "Repeatable.",
+)
 @click.pass_obj
 def inspect(
     ctx: Context,
@@ -442,6 +476,8 @@ def inspect(
     env_name: str | None,
     migrations_dir: Path | None,
     fmt: str,
+    roles: tuple[str, ...],
+    schemas: tuple[str, ...],
 ) -> None:
     """Report the live database against the layout the code expects.
 
@@ -454,11 +490,13 @@ def inspect(
     Examples:
       nucleus-provision inspect --env prod --format markdown > analysis.md
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
+      nucleus-provision inspect --env prod --role nucleus_app --schema dna
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
+    from provision.report import narrow
 
-    report = commands.inspect(target, desired, ctx.policy)
+    report = narrow(commands.inspect(target, desired, ctx.policy), roles=roles, schemas=schemas)
     if fmt == "json":
         click.echo(render.to_json(report.to_dict()))
     elif fmt == "markdown":
@@ -543,6 +581,7 @@ def apply(
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
 
+    _interruptible("apply", "step")
     text = fmt == "text"
     listener = render.progress(click.echo, show_plan=text, show_steps=text)
     result = commands.apply(target, desired, listener, accept_changed, ctx.policy)
@@ -614,6 +653,7 @@ def rotate(ctx: Context, env_name: str, role: str, fmt: str) -> None:
       nucleus-provision rotate --env prod --user app
       nucleus-provision rotate --env staging --user admin --format json
     """
+    set_target(env_name=env_name, config=ctx.config)
     from provision import render
     from provision import rotate as rotation
     from provision.config import load_environment
@@ -820,7 +860,14 @@ def move_run(
     try:
         statuses = moves.run(target, desired, moves_dir, only, options, listener)
     except KeyboardInterrupt:
-        click.echo("stopped: every committed batch stays; run again to resume", err=True)
+        from provision.hints import command
+
+        click.echo("stopped: interrupted", err=True)
+        click.echo(
+            "rolled back: the batch that was running, all of it (one transaction); every "
+            f"committed batch and the cursor stay, and `{command('move run')}` again resumes",
+            err=True,
+        )
         sys.exit(EXIT_OK if follow else EXIT_ERROR)
     if fmt == "json":
         click.echo(json.dumps({"event": "done", "moves": [s.to_dict() for s in statuses]}))
@@ -1147,6 +1194,20 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     sys.exit(EXIT_OK if matches else EXIT_ERROR)
 
 
+# What a command that writes says on Ctrl-C (set by `apply` and `move run` as they start).
+_ON_INTERRUPT: Callable[[], str] | None = None
+
+
+def _interruptible(verb: str, unit: str) -> None:
+    global _ON_INTERRUPT
+    from provision.hints import command
+
+    _ON_INTERRUPT = lambda: (  # noqa: E731  # evaluated at the interrupt, with the target flags
+        f"the {unit} that was running, all of it (one transaction); what committed before it "
+        f"stays, and `{command(verb)}` again resumes from there"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -1154,7 +1215,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
+        # Ctrl-C (click turns KeyboardInterrupt into Abort). Every step of apply and every
+        # batch of a move is one transaction, so the one that was running is rolled back by
+        # the server when our connection closes; the commands that write say so.
         click.echo("aborted", err=True)
+        if _ON_INTERRUPT is not None:
+            click.echo(f"rolled back: {_ON_INTERRUPT()}", err=True)
         code = EXIT_ERROR
     except click.ClickException as exc:
         # Bad usage exits 1 (not click's 2), so that 2 always means "changes pending".
@@ -1170,6 +1236,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.rolled_back:
+            click.echo(f"rolled back: {exc.rolled_back}", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         code = exc.exit_code

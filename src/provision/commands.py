@@ -52,9 +52,23 @@ def load_desired(
 def app_password(
     env_name: str | None = None, *, config: str | None = None
 ) -> Callable[[], str] | None:
-    """users.app's password for a direct (`--dsn`) run: its variable, then its secret."""
+    """users.app's password for a direct (`--dsn`) run: its variable, then its secret. An
+    environment with a connector plug-in (`--env local --dsn ...`, the emulation reached at its
+    DSNs) reads it where the plug-in keeps it, as `--env` alone does; the plug-in is asked only
+    when apply must create the login."""
     named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
-    return credentials.app_password_source(load_environment(named or DEFAULT_ENVIRONMENT, config))
+    environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
+    if environment.connector is None:
+        return credentials.app_password_source(environment)
+
+    def read() -> str:
+        from provision.connector_plugin import overrides_for
+
+        source = credentials.app_password_source(environment, overrides=overrides_for(environment))
+        assert source is not None  # app_password_source returned one below
+        return source()
+
+    return read if environment.users.app is not None else None
 
 
 @contextmanager

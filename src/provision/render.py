@@ -17,6 +17,7 @@ from pg8000.native import literal
 from provision.actions import APP_VERIFIER_SLOT, Session, Sql
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
+from provision.hints import command
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
 
@@ -156,6 +157,9 @@ def access_table(report: Report) -> list[str]:
 
 
 def _value(value: object) -> str:
+    """A value as a person reads it: yes/no, never Python's True/False; lists comma-separated."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
 
 
@@ -290,7 +294,10 @@ def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
             if action.migration and not sql.params and len(shown) > 100:
                 shown = shown.splitlines()[0][:100] + " ..."
             lines.append(f"   {shown};")
-    lines += ["", f"Plan: {len(plan.actions)} action(s). Run `apply` to execute exactly these."]
+    lines += [
+        "",
+        f"Plan: {len(plan.actions)} action(s). Run `{command('apply')}` to execute exactly these.",
+    ]
     if manual:
         lines += ["", manual_text(manual)]
     return "\n".join(lines)

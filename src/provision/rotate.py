@@ -51,6 +51,7 @@ from provision.errors import (
     ManualActionRequired,
     ProvisionError,
 )
+from provision.hints import command
 from provision.locks import DEFAULT_POLICY, ROTATE_KEY, LockPolicy, holders
 from provision.sql import ident
 
@@ -238,7 +239,7 @@ def _check_alternate(admin: Engine, login: str, current: str, groups: tuple[str,
         what = "does not exist" if row is None else f"is not a member of {', '.join(missing)}"
         raise ManualActionRequired(
             f"login {login}, which takes over from {current} at this rotation, {what}",
-            hint="run `nucleus-provision apply` for this environment first (it creates both "
+            hint=f"run `{command('apply')}` first (it creates both "
             "logins of users.app and their memberships); nothing was changed",
         )
 

@@ -19,7 +19,13 @@ import pytest
 # models, the Connector and Google's libraries, retries, the SQL parser, and our own modules
 # beyond the CLI and its errors.
 HEAVY = ("sqlalchemy", "pg8000", "pydantic", "pydantic_core", "google", "tenacity", "pglast")
-OUR_LIGHT_MODULES = {"provision", "provision.cli", "provision.errors", "provision.__main__"}
+OUR_LIGHT_MODULES = {
+    "provision",
+    "provision.cli",
+    "provision.errors",
+    "provision.hints",
+    "provision.__main__",
+}
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(?P<module>\S+)\s*$")
 
 

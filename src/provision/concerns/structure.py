@@ -27,6 +27,7 @@ from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
 from provision.diff.snapshot import Owned, Snapshot
 from provision.findings import Finding, Severity
+from provision.hints import command
 from provision.lockfile import LOCK_NAME, REFRESH, stale
 from provision.sql import ident
 
@@ -149,7 +150,7 @@ def _remedy(desired: DesiredState, codes: str, objects: list[str]) -> str:
         f"the migrations of bootstrap_sql/ (and so {LOCK_NAME}) expect otherwise, and an applied "
         "migration never runs again: add a new migration bootstrap_sql/NNN_restore_<what>.sql "
         f"that brings {objects[0]}{' and the others listed' if len(objects) > 1 else ''} back "
-        f"to what the lock says, then `{REFRESH}` and `nucleus-provision apply`; if the live "
+        f"to what the lock says, then `{REFRESH}` and `{command('apply')}`; if the live "
         f"state is the one wanted, write the migration that makes it so and refresh the lock "
         f"({codes})"
     )
