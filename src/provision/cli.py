@@ -325,6 +325,54 @@ def local_status(state_dir: Path | None) -> None:
     click.echo(json.dumps(server.summary(instance), indent=2))
 
 
+@local.command("env")
+@click.option(
+    "--prefix",
+    default="",
+    metavar="PREFIX",
+    help="Name the DSN variables PREFIXADMIN_DSN and PREFIXOWNER_DSN (e.g. STAGING_), and leave "
+    "NUCLEUS_LOCAL_STATE_DIR alone.",
+)
+@_state_dir_option
+def local_env(prefix: str, state_dir: Path | None) -> None:
+    """Print shell exports for the running instance: its DSNs and where it lives.
+
+    \b
+      eval "$(nucleus-provision local env)"
+      nucleus-provision apply --env local --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"
+
+    The DSNs hold the emulation's throwaway passwords (as `local up` prints them);
+    NUCLEUS_LOCAL_STATE_DIR is how `--env local` finds this instance (its Admin API, its
+    Secret Manager with the app login's password). Exit 1 if none runs.
+    """
+    if (
+        prefix
+        and not (prefix[0].isalpha() or prefix[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in prefix)
+    ):
+        raise ConfigError(
+            f"--prefix {prefix!r} cannot start a shell variable name",
+            hint="letters, digits and _, not starting with a digit (e.g. STAGING_)",
+        )
+    _require_emulation()
+    import shlex
+
+    from provision.local import server
+    from provision.local.instance import STATE_ENV_VAR
+
+    emulation = server.Server(state_dir)
+    instance = emulation.status()
+    if instance is None or not instance.is_running():
+        raise LocalInstanceError(
+            f"no local instance runs from {emulation.state_dir}",
+            hint="start one with `nucleus-provision local up`",
+        )
+    if not prefix:
+        click.echo(f"export {STATE_ENV_VAR}={shlex.quote(str(instance.state_dir))}")
+    click.echo(f"export {prefix}ADMIN_DSN={shlex.quote(instance.admin_dsn)}")
+    click.echo(f"export {prefix}OWNER_DSN={shlex.quote(instance.owner_dsn)}")
+
+
 @local.command("down")
 @_state_dir_option
 def local_down(state_dir: Path | None) -> None:
