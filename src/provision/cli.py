@@ -79,6 +79,15 @@ def _state_dir_option(func: F) -> F:
     )(func)
 
 
+def _start_one(state_dir: Path | None) -> str:
+    """The hint of a `local` command that found no instance: the `local up` of the same state
+    directory (without --state-dir it would start one elsewhere)."""
+    import shlex
+
+    where = f" --state-dir {shlex.quote(str(state_dir))}" if state_dir is not None else ""
+    return f"start one with `nucleus-provision local up{where}`"
+
+
 def target_options(func: F) -> F:
     """TARGET: `--env NAME` (through the Cloud SQL Connector), or `--dsn URL [--owner-dsn URL]`
     (direct), or both (the environment's desired state, reached at the DSN: a tunnel).
@@ -320,7 +329,7 @@ def local_status(state_dir: Path | None) -> None:
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {directory}",
-            hint="start one with `nucleus-provision local up`",
+            hint=_start_one(state_dir),
         )
     click.echo(json.dumps(server.summary(instance), indent=2))
 
@@ -365,7 +374,7 @@ def local_env(prefix: str, state_dir: Path | None) -> None:
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {emulation.state_dir}",
-            hint="start one with `nucleus-provision local up`",
+            hint=_start_one(state_dir),
         )
     if not prefix:
         click.echo(f"export {STATE_ENV_VAR}={shlex.quote(str(instance.state_dir))}")
@@ -446,7 +455,7 @@ def local_seed(rows: int, state_dir: Path | None) -> None:
     instance = server.Server(state_dir).status()
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
-            "no local instance runs", hint="start one with `nucleus-provision local up`"
+            "no local instance runs", hint=_start_one(state_dir)
         )
     conn = connect_as(instance, ADMIN_USER, timeout=600)
     try:

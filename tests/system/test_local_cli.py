@@ -144,4 +144,9 @@ def test_up_says_what_a_dsn_run_needs_and_env_exports_it_without_the_app_passwor
         )
     finally:
         assert cli("local", "down", "--state-dir", str(state_dir)).code == 0
-    assert_clean_error(cli("local", "env", "--state-dir", str(state_dir)), "no local instance")
+    # The hint starts the instance it looked for, not one in the default directory.
+    assert_clean_error(
+        cli("local", "env", "--state-dir", str(state_dir)),
+        "no local instance",
+        f"`nucleus-provision local up --state-dir {state_dir}`",
+    )
