@@ -16,7 +16,7 @@ lookup is, in this order:
    environment's project (the secret the stacks create).
 
 The app login's secret holds JSON, `{"username": "nucleus_app", "password": "..."}`: which of
-the two alternating logins is current, and its password (`AppSecret`; README, "Rotating
+the two alternating logins is current, and its password (`AppSecret`; docs/terraform.md, "Rotating
 passwords"). A secret holding a bare password (written by hand, or before rotation existed)
 is read as the password of `users.app.name`.
 

@@ -25,7 +25,7 @@ possible:
   in no secret, and running `rotate` again repairs it. The single window left is a crash
   between `users.update` and the store: running `rotate` again repairs it (the admin's
   rotation holds its lock as the owner, so it does not need the admin's lost password;
-  README, "Rotating passwords").
+  docs/terraform.md, "Rotating passwords").
 
 One rotation at a time per database: an admin session (the owner's, rotating the admin) holds an advisory lock
 (`locks.ROTATE_KEY`) throughout; a second one stops at once and names the holder. Passwords
