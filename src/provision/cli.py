@@ -8,11 +8,12 @@ usage), 2 different / pending, 3 only a person can fix this. `--debug` shows tra
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -24,6 +25,7 @@ from provision.errors import (
 )
 from provision.exitcodes import TABLE as EXIT_TABLE
 from provision.exitcodes import ExitCode
+from provision.hints import set_target
 
 if TYPE_CHECKING:
     from provision import db
@@ -81,9 +83,35 @@ def _state_dir_option(func: F) -> F:
     )(func)
 
 
+def _start_one(state_dir: Path | None) -> str:
+    """The hint of a `local` command that found no instance: the `local up` of the same state
+    directory (without --state-dir it would start one elsewhere)."""
+    import shlex
+
+    where = f" --state-dir {shlex.quote(str(state_dir))}" if state_dir is not None else ""
+    return f"start one with `nucleus-provision local up{where}`"
+
+
 def target_options(func: F) -> F:
     """TARGET: `--env NAME` (through the Cloud SQL Connector), or `--dsn URL [--owner-dsn URL]`
-    (direct), or both (the environment's desired state, reached at the DSN: a tunnel)."""
+    (direct), or both (the environment's desired state, reached at the DSN: a tunnel).
+    The flags given are recorded for the hints (`provision.hints`): a hint that names a command
+    repeats them, so that following it reaches the same database."""
+
+    command = func
+
+    @functools.wraps(command)
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        obj = click.get_current_context().find_object(Context)
+        set_target(
+            env_name=kwargs.get("env_name"),
+            dsn=kwargs.get("dsn"),
+            owner_dsn=kwargs.get("owner_dsn"),
+            config=obj.config if obj is not None else None,
+        )
+        return command(*args, **kwargs)
+
+    func = cast(F, recorded)
     func = click.option(
         "--env",
         "env_name",
@@ -305,9 +333,57 @@ def local_status(state_dir: Path | None) -> None:
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
             f"no local instance runs from {directory}",
-            hint="start one with `nucleus-provision local up`",
+            hint=_start_one(state_dir),
         )
     click.echo(json.dumps(server.summary(instance), indent=2))
+
+
+@local.command("env")
+@click.option(
+    "--prefix",
+    default="",
+    metavar="PREFIX",
+    help="Name the DSN variables PREFIXADMIN_DSN and PREFIXOWNER_DSN (e.g. STAGING_), and leave "
+    "NUCLEUS_LOCAL_STATE_DIR alone.",
+)
+@_state_dir_option
+def local_env(prefix: str, state_dir: Path | None) -> None:
+    """Print shell exports for the running instance: its DSNs and where it lives.
+
+    \b
+      eval "$(nucleus-provision local env)"
+      nucleus-provision apply --env local --dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"
+
+    The DSNs hold the emulation's throwaway passwords (as `local up` prints them);
+    NUCLEUS_LOCAL_STATE_DIR is how `--env local` finds this instance (its Admin API, its
+    Secret Manager with the app login's password). Exit 1 if none runs.
+    """
+    if (
+        prefix
+        and not (prefix[0].isalpha() or prefix[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in prefix)
+    ):
+        raise ConfigError(
+            f"--prefix {prefix!r} cannot start a shell variable name",
+            hint="letters, digits and _, not starting with a digit (e.g. STAGING_)",
+        )
+    _require_emulation()
+    import shlex
+
+    from provision.local import server
+    from provision.local.instance import STATE_ENV_VAR
+
+    emulation = server.Server(state_dir)
+    instance = emulation.status()
+    if instance is None or not instance.is_running():
+        raise LocalInstanceError(
+            f"no local instance runs from {emulation.state_dir}",
+            hint=_start_one(state_dir),
+        )
+    if not prefix:
+        click.echo(f"export {STATE_ENV_VAR}={shlex.quote(str(instance.state_dir))}")
+    click.echo(f"export {prefix}ADMIN_DSN={shlex.quote(instance.admin_dsn)}")
+    click.echo(f"export {prefix}OWNER_DSN={shlex.quote(instance.owner_dsn)}")
 
 
 @local.command("down")
@@ -383,7 +459,7 @@ def local_seed(rows: int, state_dir: Path | None) -> None:
     instance = server.Server(state_dir).status()
     if instance is None or not instance.is_running():
         raise LocalInstanceError(
-            "no local instance runs", hint="start one with `nucleus-provision local up`"
+            "no local instance runs", hint=_start_one(state_dir)
         )
     conn = connect_as(instance, ADMIN_USER, timeout=600)
     try:
@@ -443,6 +519,21 @@ def accept_changed_option(func: F) -> F:
     is_flag=True,
     help="Exit 0 whatever the findings (a report, not a gate); errors still exit 1.",
 )
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="NAME",
+    help="Only this role: its rows of who-can-do-what, the findings naming it. Repeatable.",
+)
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    metavar="NAME",
+    help="Only this schema: its tables, its rows of who-can-do-what, the findings naming it. "
+    "Repeatable.",
+)
 @click.pass_obj
 def inspect(
     ctx: Context,
@@ -452,6 +543,8 @@ def inspect(
     migrations_dir: Path | None,
     fmt: str,
     exit_zero: bool,
+    roles: tuple[str, ...],
+    schemas: tuple[str, ...],
 ) -> None:
     """Report the live database against the layout the code expects.
 
@@ -465,11 +558,13 @@ def inspect(
     Examples:
       nucleus-provision inspect --env prod --format markdown --exit-zero > analysis.md
       nucleus-provision inspect --dsn "$ADMIN_DSN" --format json | jq '.findings[].code'
+      nucleus-provision inspect --env prod --role nucleus_app --schema dna
     """
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
+    from provision.report import narrow
 
-    report = commands.inspect(target, desired, ctx.policy)
+    report = narrow(commands.inspect(target, desired, ctx.policy), roles=roles, schemas=schemas)
     if fmt == "json":
         click.echo(render.to_json(report.to_dict()))
     elif fmt == "markdown":
@@ -618,6 +713,7 @@ def apply(
     target, desired = _inputs(ctx, dsn, owner_dsn, env_name, migrations_dir)
     from provision import commands, render
 
+    _interruptible("apply", "step")
     text = fmt == "text"
     listener = render.progress(click.echo, show_plan=text, show_steps=text)
     gate = _apply_gate(saved, auto_approve, show_plan=not text)
@@ -797,6 +893,7 @@ def rotate(ctx: Context, env_name: str, role: str, fmt: str) -> None:
       nucleus-provision rotate --env prod --user app
       nucleus-provision rotate --env staging --user admin --format json
     """
+    set_target(env_name=env_name, config=ctx.config)
     from provision import render
     from provision import rotate as rotation
     from provision.config import load_environment
@@ -1003,7 +1100,14 @@ def move_run(
     try:
         statuses = moves.run(target, desired, moves_dir, only, options, listener)
     except KeyboardInterrupt:
-        click.echo("stopped: every committed batch stays; run again to resume", err=True)
+        from provision.hints import command
+
+        click.echo("stopped: interrupted", err=True)
+        click.echo(
+            "rolled back: the batch that was running, all of it (one transaction); every "
+            f"committed batch and the cursor stay, and `{command('move run')}` again resumes",
+            err=True,
+        )
         sys.exit(EXIT_OK if follow else EXIT_ERROR)
     if fmt == "json":
         click.echo(json.dumps({"event": "done", "moves": [s.to_dict() for s in statuses]}))
@@ -1337,6 +1441,20 @@ def demo(ctx: Context, scenario: str, keep: bool) -> None:
     sys.exit(EXIT_OK if matches else EXIT_ERROR)
 
 
+# What a command that writes says on Ctrl-C (set by `apply` and `move run` as they start).
+_ON_INTERRUPT: Callable[[], str] | None = None
+
+
+def _interruptible(verb: str, unit: str) -> None:
+    global _ON_INTERRUPT
+    from provision.hints import command
+
+    _ON_INTERRUPT = lambda: (  # noqa: E731  # evaluated at the interrupt, with the target flags
+        f"the {unit} that was running, all of it (one transaction); what committed before it "
+        f"stays, and `{command(verb)}` again resumes from there"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -1344,7 +1462,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
+        # Ctrl-C (click turns KeyboardInterrupt into Abort). Every step of apply and every
+        # batch of a move is one transaction, so the one that was running is rolled back by
+        # the server when our connection closes; the commands that write say so.
         click.echo("aborted", err=True)
+        if _ON_INTERRUPT is not None:
+            click.echo(f"rolled back: {_ON_INTERRUPT()}", err=True)
         code = EXIT_ERROR
     except click.ClickException as exc:
         # Bad usage exits 1 (not click's 2), so that 2 always means "changes pending".
@@ -1360,6 +1483,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.rolled_back:
+            click.echo(f"rolled back: {exc.rolled_back}", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         code = exc.exit_code

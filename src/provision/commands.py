@@ -15,7 +15,7 @@ from pathlib import Path
 from provision import credentials, db, executor
 from provision.config import load_environment
 from provision.desired import DesiredState, desired_state
-from provision.errors import PermissionProblem
+from provision.errors import LocalInstanceError, PermissionProblem
 from provision.findings import Verdict
 from provision.lockfile import LOCK_NAME
 from provision.lockfile import load as load_lock
@@ -52,9 +52,29 @@ def load_desired(
 def app_password(
     env_name: str | None = None, *, config: str | None = None
 ) -> Callable[[], str] | None:
-    """users.app's password for a direct (`--dsn`) run: its variable, then its secret."""
+    """users.app's password for a direct (`--dsn`) run: its variable, then its secret. An
+    environment with a connector plug-in (`--env local --dsn ...`, the emulation reached at its
+    DSNs) reads it where the plug-in keeps it, as `--env` alone does; the plug-in is asked only
+    when apply must create the login, and when it runs no instance, the variable is read."""
     named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
-    return credentials.app_password_source(load_environment(named or DEFAULT_ENVIRONMENT, config))
+    environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
+    if environment.connector is None:
+        return credentials.app_password_source(environment)
+
+    def read() -> str:
+        from provision.connector_plugin import overrides_for
+
+        try:
+            overrides = overrides_for(environment)
+        except LocalInstanceError:
+            # The DSN reaches a server the plug-in does not run (a test's, a tunnel's): the
+            # variable, then Google's Secret Manager, as for an environment without one.
+            overrides = None
+        source = credentials.app_password_source(environment, overrides=overrides)
+        assert source is not None  # users.app is declared: checked below
+        return source()
+
+    return read if environment.users.app is not None else None
 
 
 @contextmanager

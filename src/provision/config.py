@@ -142,7 +142,7 @@ class AppLoginConfig(UserConfig):
     """The least-privilege password login services use where they cannot use IAM. Created in
     the database by `apply` (as users.admin, from the password in its secret), never through
     the Cloud SQL API, which would make it a member of cloudsqlsuperuser, the database's
-    owner (README, "Privileges as code").
+    owner (docs/design.md, "Privileges as code").
 
     Two logins alternate, both members of the same groups (`name` and `alternate`): `rotate`
     gives the one that is not current a new password, then points the secret at it, so that
@@ -307,7 +307,7 @@ class DatabaseFlag(_Model):
     """its value, as text"""
 
 
-# -- hardening (CIS Cloud SQL for PostgreSQL; see the README, "Hardening") -----------------
+# -- hardening (CIS Cloud SQL for PostgreSQL; see docs/terraform.md, "Hardening") -----------------
 
 
 class ConnectorEnforcement(StrEnum):

@@ -16,7 +16,7 @@ lookup is, in this order:
    environment's project (the secret the stacks create).
 
 The app login's secret holds JSON, `{"username": "nucleus_app", "password": "..."}`: which of
-the two alternating logins is current, and its password (`AppSecret`; README, "Rotating
+the two alternating logins is current, and its password (`AppSecret`; docs/terraform.md, "Rotating
 passwords"). A secret holding a bare password (written by hand, or before rotation existed)
 is read as the password of `users.app.name`.
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from provision.errors import ConnectionFailed, CredentialsMissing
+from provision.hints import command
 
 if TYPE_CHECKING:
     import google.auth.credentials
@@ -268,7 +269,7 @@ def parse_app_secret(text: str, default_username: str, where: str) -> AppSecret:
     ):
         raise CredentialsMissing(
             f'{where} is not the app secret\'s JSON {{"username": ..., "password": ...}}',
-            hint="add a version in that shape, or run `nucleus-provision rotate --user app`",
+            hint=f"add a version in that shape, or run `{command('rotate --user app')}`",
         )
     return AppSecret(data["username"], data["password"])
 
@@ -410,7 +411,8 @@ def app_password_source(
                 f"the app secret names {login.user!r} as the current login, but login "
                 f"{app.name!r} (users.app.name) is the one apply must create with its password",
                 hint=f"add a version naming {app.name!r} to the app secret "
-                f'(`{{"username": "{app.name}", "password": ...}}`), run apply, then rotate',
+                f'(`{{"username": "{app.name}", "password": ...}}`), run `{command("apply")}`, then '
+                f"`{command('rotate --user app')}`",
             )
         return login.password
 

@@ -99,16 +99,19 @@ def _diff_with_a_fresh_instance(
     try:
         server.Server(staging_dir).start("empty")
         commands.apply(target(staging_dir), desired)
+        schemas = diff.defaults(desired).managed_schemas
+        # On Google Cloud this is `diff --env prod --env staging`; the README's session runs
+        # the same comparison on two local emulations with --from-dsn/--to-dsn.
         echo(
-            "nucleus-provision diff --env prod --env staging --schema <the new schemas> "
-            "--ignore legacy-migrations"
+            "nucleus-provision diff --env prod --env staging "
+            f"--schema {','.join(schemas)} --ignore legacy-migrations"
         )
         result = diff.run_targets(
             target(prod_dir),
             target(staging_dir),
             diff.defaults(desired),
             diff.Options(ignore=frozenset({"legacy-migrations"})),
-            diff.defaults(desired).managed_schemas,
+            schemas,
         )
         echo(diff_render.text(result))
         return result.identical

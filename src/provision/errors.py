@@ -12,10 +12,16 @@ class ProvisionError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, rolled_back: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # A step or batch that failed: what was rolled back and what a rerun does, which the
+        # CLI prints on a line of its own ("rolled back: ..."), so that a person sees at a
+        # glance that nothing was left half done.
+        self.rolled_back = rolled_back
 
     def __str__(self) -> str:
         return self.message

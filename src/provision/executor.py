@@ -42,6 +42,7 @@ from provision.errors import (
     VerifyFailed,
 )
 from provision.findings import Finding, Verdict, manual, verify
+from provision.hints import command
 from provision.locks import (
     DEFAULT_POLICY,
     RUN_KEY,
@@ -573,11 +574,20 @@ def _held_outside(action: Action, held: list[str]) -> ScopeViolation:
     return _outside(action, [f"lock {h}" for h in held])
 
 
+def _rolled_back(where: str) -> str:
+    """The line a failed transactional step prints on its own (see ProvisionError)."""
+    return (
+        f"{where}, all of it (one transaction); the steps before it stay committed, and "
+        f"`{command('apply')}` again resumes after them"
+    )
+
+
 def _outside(action: Action, found: list[str]) -> ScopeViolation:
     return ScopeViolation(
         f"{_where(action)} changed or locked what is outside the managed schemas: "
         + "; ".join(found[:10])
         + (f"; and {len(found) - 10} more" if len(found) > 10 else ""),
+        rolled_back=_rolled_back(_where(action)),
         hint="its transaction was rolled back, nothing of it remains: legacy schemas, their rows "
         "and public.migrations' legacy rows are never changed, roles, the database and global "
         "objects belong to Terraform, and a migration may read legacy objects but never lock "
@@ -727,7 +737,7 @@ def _autocommit(
                 raise ApplyFailed(
                     f"{_where(action)}: index {', '.join(invalid)} is missing or invalid after "
                     "the build (a CONCURRENTLY build that failed leaves an invalid index)",
-                    hint="the step was not recorded; run apply again: it drops the invalid index "
+                    hint=f"the step was not recorded; run `{command('apply')}` again: it drops the invalid index "
                     "and builds it anew",
                 )
         conn.exec_driver_sql(_PROOF_SEARCH_PATH.replace(", true)", ", false)"))
@@ -790,9 +800,9 @@ def _execute(
             _autocommit(conn, action, set_role, run.policy, run.desired.schema_names)
     except (OperationalError, InterfaceError) as exc:
         raise ApplyFailed(
-            f"{where}: the connection was lost ({db.first_line(exc)}); its transaction was "
-            "rolled back",
-            hint="run apply again: it resumes from what is committed",
+            f"{where}: the connection was lost ({db.first_line(exc)})",
+            hint=f"run `{command('apply')}` again: it resumes from what is committed",
+            rolled_back=_rolled_back(where) if action.transactional else None,
         ) from None
     except DBAPIError as exc:
         fields = error_fields(exc)
@@ -806,10 +816,11 @@ def _execute(
         raise error(
             f"{where}{line}: {server_message(exc)}",
             hint="nothing of this step was applied (its transaction was rolled back); fix and "
-            "run again"
+            f"run `{command('apply')}` again"
             if action.transactional
             else "this step is not transactional: check what it left before rerunning (apply "
             "rebuilds an index a failed build left invalid)",
+            rolled_back=_rolled_back(where) if action.transactional else None,
         ) from None
     return time.monotonic() - started
 
@@ -909,7 +920,7 @@ def apply(
                 raise VerifyFailed(
                     "after apply the database still differs from the desired state: "
                     + "; ".join(remaining.differences),
-                    hint="this is a bug or a concurrent change; run `plan` to see what is left",
+                    hint=f"this is a bug or a concurrent change; run `{command('plan')}` to see what is left",
                 )
             if needs_person:
                 raise _manual_error(needs_person, applied=len(result.timings))

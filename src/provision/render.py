@@ -18,6 +18,7 @@ from provision.actions import Session
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
 from provision.planfile import display_sql
+from provision.hints import command
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
 
@@ -157,6 +158,9 @@ def access_table(report: Report) -> list[str]:
 
 
 def _value(value: object) -> str:
+    """A value as a person reads it: yes/no, never Python's True/False; lists comma-separated."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
 
 
@@ -264,7 +268,10 @@ def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
             lines.append(f"   {shown};")
     later = sum(a.deferred for a in plan.actions)
     known = f", {later} known after apply" if later else ""
-    lines += ["", f"Plan: {len(plan.actions)} action(s){known}. `apply` runs exactly these."]
+    lines += [
+        "",
+        f"Plan: {len(plan.actions)} action(s){known}. `{command('apply')}` runs exactly these.",
+    ]
     if manual:
         lines += ["", manual_text(manual)]
     return "\n".join(lines)

@@ -7,7 +7,9 @@ concern's findings, as typed, frozen data. Rendering it is `provision.render`'s 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -169,4 +171,36 @@ def build_report(desired: DesiredState, catalog: Catalog) -> Report:
         ),
         findings=tuple(all_findings(desired, catalog)),
         privileges=catalog.access,
+    )
+
+
+def _names_any(text: str, names: Collection[str]) -> bool:
+    """Does `text` name one of `names` as a whole identifier (`dna` in `dna.entity`, never in
+    `dna_schema`)?"""
+    return any(re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", text) for n in names)
+
+
+def narrow(report: Report, *, roles: Collection[str] = (), schemas: Collection[str] = ()) -> Report:
+    """`inspect --role NAME --schema NAME`: the report about those roles and schemas only
+    (either empty: no filter on it). Schemas, their tables and the expected schemas keep the
+    named schemas; the who-can-do-what matrix keeps the named roles and schemas; findings are
+    kept when their message or details name one of them as an identifier. The version table,
+    extensions and the role facts are short and always shown."""
+
+    def keep(finding: Finding) -> bool:
+        text = " ".join((finding.message, *finding.details))
+        return (not roles or _names_any(text, roles)) and (not schemas or _names_any(text, schemas))
+
+    return replace(
+        report,
+        schemas=tuple(s for s in report.schemas if not schemas or s.name in schemas),
+        expected_schemas=tuple(
+            s for s in report.expected_schemas if not schemas or s.name in schemas
+        ),
+        privileges=tuple(
+            a
+            for a in report.privileges
+            if (not roles or a.role in roles) and (not schemas or a.schema in schemas)
+        ),
+        findings=tuple(f for f in report.findings if keep(f)),
     )

@@ -25,7 +25,7 @@ possible:
   in no secret, and running `rotate` again repairs it. The single window left is a crash
   between `users.update` and the store: running `rotate` again repairs it (the admin's
   rotation holds its lock as the owner, so it does not need the admin's lost password;
-  README, "Rotating passwords").
+  docs/terraform.md, "Rotating passwords").
 
 One rotation at a time per database: an admin session (the owner's, rotating the admin) holds an advisory lock
 (`locks.ROTATE_KEY`) throughout; a second one stops at once and names the holder. Passwords
@@ -51,6 +51,7 @@ from provision.errors import (
     ManualActionRequired,
     ProvisionError,
 )
+from provision.hints import command
 from provision.locks import DEFAULT_POLICY, ROTATE_KEY, LockPolicy, holders
 from provision.sql import ident
 
@@ -238,7 +239,7 @@ def _check_alternate(admin: Engine, login: str, current: str, groups: tuple[str,
         what = "does not exist" if row is None else f"is not a member of {', '.join(missing)}"
         raise ManualActionRequired(
             f"login {login}, which takes over from {current} at this rotation, {what}",
-            hint="run `nucleus-provision apply` for this environment first (it creates both "
+            hint=f"run `{command('apply')}` first (it creates both "
             "logins of users.app and their memberships); nothing was changed",
         )
 

@@ -24,6 +24,7 @@ OUR_LIGHT_MODULES = {
     "provision.cli",
     "provision.errors",
     "provision.exitcodes",  # the exit-code table of every --help: an IntEnum, stdlib only
+    "provision.hints",
     "provision.__main__",
 }
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(?P<module>\S+)\s*$")

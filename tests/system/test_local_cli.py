@@ -100,3 +100,53 @@ def test_demo_never_touches_an_instance_the_user_is_running(tmp_path):
         assert status.code == 0 and status.json["pid"] == mine.json["pid"]
     finally:
         cli("local", "down", env=env)
+
+
+def test_up_says_what_a_dsn_run_needs_and_env_exports_it_without_the_app_password(tmp_path):
+    state_dir = tmp_path / "state"
+    up = cli("local", "up", "--scenario", "empty", "--state-dir", str(state_dir))
+    try:
+        assert up.code == 0, up.err
+        needs = up.json["dsn_run"]
+        assert needs["env"] == "local"
+        assert needs["state_dir_variable"] == f"NUCLEUS_LOCAL_STATE_DIR={state_dir}"
+        assert "NUCLEUS_APP_PASSWORD" in needs["app_password"]
+        exports = cli("local", "env", "--state-dir", str(state_dir))
+        assert exports.code == 0, exports.err
+        assert exports.out.splitlines() == [
+            f"export NUCLEUS_LOCAL_STATE_DIR={state_dir}",
+            f"export ADMIN_DSN={up.json['admin_dsn']}",
+            f"export OWNER_DSN={up.json['owner_dsn']}",
+        ]
+        staging = cli("local", "env", "--state-dir", str(state_dir), "--prefix", "STAGING_")
+        assert [line.split("=")[0] for line in staging.out.splitlines()] == [
+            "export STAGING_ADMIN_DSN",
+            "export STAGING_OWNER_DSN",
+        ]
+        # The app login's password is in the emulation's Secret Manager, never printed.
+        app_secret = cli(
+            "apply",
+            "--env",
+            "local",
+            "--dsn",
+            up.json["admin_dsn"],
+            "--owner-dsn",
+            up.json["owner_dsn"],
+            env={
+                **os.environ,
+                "NUCLEUS_LOCAL_STATE_DIR": str(state_dir),
+                "NUCLEUS_APP_PASSWORD": "",
+            },
+        )
+        assert app_secret.code == 0, app_secret.err
+        assert_clean_error(
+            cli("local", "env", "--state-dir", str(state_dir), "--prefix", "1x"), "--prefix"
+        )
+    finally:
+        assert cli("local", "down", "--state-dir", str(state_dir)).code == 0
+    # The hint starts the instance it looked for, not one in the default directory.
+    assert_clean_error(
+        cli("local", "env", "--state-dir", str(state_dir)),
+        "no local instance",
+        f"`nucleus-provision local up --state-dir {state_dir}`",
+    )

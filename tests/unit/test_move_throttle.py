@@ -88,7 +88,7 @@ def test_the_gate_waits_while_a_reason_holds_says_it_once_and_says_when_it_resum
     g.boundary("entities")
     assert said == [
         "entities: paused: sessions wait on a lock the move holds: pid 7 (nucleus, psql)",
-        "entities: paused: paused by `move pause` (run `move resume NAME` to go on)",
+        "entities: paused: paused by `move pause` (run `nucleus-provision move resume NAME` to go on)",
         "entities: resumed",
     ]
 

@@ -21,6 +21,7 @@ from provision.catalog import Catalog, MigrationRecord
 from provision.desired import DesiredState, Table
 from provision.errors import ChecksumMismatch, PermissionProblem, ProvisionError, VersionClash
 from provision.findings import Finding, Severity
+from provision.hints import command
 from provision.migrations import (
     Migration,
     check_no_transaction,
@@ -343,7 +344,7 @@ def actions(desired: DesiredState, catalog: Catalog, context: Context) -> list[A
             f"{', '.join(m.filename for m, _ in changed)} changed after it was applied "
             f"(recorded checksum {was}..., file {migration.checksum[:12]}...)",
             hint="restore the applied file and put the change in a new migration, or accept the "
-            f"edited file deliberately with --accept-changed {migration.version} (like Flyway's "
-            "repair)",
+            "edited file deliberately with "
+            f"`{command(f'apply --accept-changed {migration.version}')}` (like Flyway's repair)",
         )
     return planned

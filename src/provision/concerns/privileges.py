@@ -45,6 +45,7 @@ from provision.catalog import (
 from provision.catalog import runtime_roles as catalog_runtime_roles
 from provision.desired import DesiredState, MemberKind, Privileges
 from provision.findings import Finding, Item, Severity
+from provision.hints import command
 from provision.sql import ident
 
 PUBLIC = "PUBLIC"
@@ -460,7 +461,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 tuple(in_group),
                 remedy=f"{desired.admin} cannot revoke {SUPERUSER_GROUP} (it holds no ADMIN "
                 "OPTION on it): delete the user through the Cloud SQL API (`gcloud sql users "
-                f"delete {in_group[0]} --instance=INSTANCE`) and run apply, which creates the "
+                f"delete {in_group[0]} --instance=INSTANCE`) and run `{command('apply')}`, which creates the "
                 "login in SQL from its secret",
             )
         )
@@ -499,7 +500,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 else f"{desired.admin} cannot change {group} (it holds no ADMIN OPTION on it, or "
                 "only a superuser may remove REPLICATION, BYPASSRLS or SUPERUSER): if it is a "
                 "user created through the Cloud SQL API, delete it there (`gcloud sql users "
-                f"delete {group} --instance=INSTANCE`) and run apply, which creates the group; "
+                f"delete {group} --instance=INSTANCE`) and run `{command('apply')}`, which creates the group; "
                 f"otherwise have its creator run ALTER ROLE {ident(group)} NOLOGIN "
                 "NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL",
             )

@@ -26,6 +26,7 @@ from provision.catalog import Catalog, runtime_roles
 from provision.desired import DesiredState
 from provision.diff.compare import Difference, Options, compare
 from provision.findings import Finding, Item, Severity
+from provision.hints import command
 from provision.lockfile import LOCK_NAME, REFRESH, stale
 from provision.model import Owned, Snapshot
 from provision.sql import ident
@@ -162,7 +163,7 @@ def _remedy(desired: DesiredState, codes: str, objects: list[str]) -> str:
         f"the migrations of bootstrap_sql/ (and so {LOCK_NAME}) expect otherwise, and an applied "
         "migration never runs again: add a new migration bootstrap_sql/NNN_restore_<what>.sql "
         f"that brings {objects[0]}{' and the others listed' if len(objects) > 1 else ''} back "
-        f"to what the lock says, then `{REFRESH}` and `nucleus-provision apply`; if the live "
+        f"to what the lock says, then `{REFRESH}` and `{command('apply')}`; if the live "
         f"state is the one wanted, write the migration that makes it so and refresh the lock "
         f"({codes})"
     )

@@ -34,6 +34,7 @@ from provision.local.instance import (
     BOOTSTRAP_SUPERUSER,
     DATABASE,
     OWNER_USER,
+    STATE_ENV_VAR,
     LocalInstance,
     default_state_dir,
 )
@@ -69,6 +70,28 @@ def create_iam_user(instance: LocalInstance, email: str, *, person: bool = False
     return user
 
 
+def dsn_run(instance: LocalInstance) -> dict[str, object]:
+    """What a run with the DSNs above needs besides them (printed by `local up`): the desired
+    state is the `local` environment's (`--env local`; prod's needs pgaudit, which this server
+    cannot load), and the app login's password, which `apply` needs to create the login, is
+    read by `--env local` from this emulation's Secret Manager: the emulation is found through
+    NUCLEUS_LOCAL_STATE_DIR. No password of it is printed here."""
+    environment = _local_environment()
+    app = environment.users.app if environment is not None else None
+    return {
+        "env": LOCAL_ENVIRONMENT,
+        "state_dir_variable": f"{STATE_ENV_VAR}={instance.state_dir}",
+        "app_password": (
+            f"read by --env local from the emulation's Secret Manager (secret {app.secret}); "
+            f"or export {app.password_env}"
+            if app is not None and app.secret and app.password_env
+            else "none: the local environment declares no app login"
+        ),
+        "example": f"{STATE_ENV_VAR}={instance.state_dir} nucleus-provision apply --env local "
+        '--dsn "$ADMIN_DSN" --owner-dsn "$OWNER_DSN"',
+    }
+
+
 def summary(instance: LocalInstance) -> dict[str, object]:
     """The JSON `local up` and `local status` print."""
     return {
@@ -80,6 +103,7 @@ def summary(instance: LocalInstance) -> dict[str, object]:
         "running": instance.is_running(),
         "admin_dsn": instance.admin_dsn,
         "owner_dsn": instance.owner_dsn,
+        "dsn_run": dsn_run(instance),
         "state_dir": instance.state_dir,
         **(instance.extra or {}),
         **({"emulator_running": emulator.running(instance.state_dir)} if instance.extra else {}),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from provision import commands, db
 from provision.desired import DesiredState
+from provision.hints import command
 from provision.locks import DEFAULT_POLICY, LockPolicy
 from provision.move import declare, plan, runner
 from provision.move import verify as compare
@@ -104,7 +105,7 @@ def control(
         if not mover.read("status", started):
             raise MoveFailed(
                 f"move {move.name} has not started: there is nothing to {verb}",
-                hint=f"start it with `nucleus-provision move run --only {move.name}`",
+                hint=f"start it with `{command(f'move run --only {move.name}')}`",
             )
         mover.transaction(
             f"{move.name}: {verb}",

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from provision.hints import command
 from provision.move.plan import CONFLICT_KINDS
 from provision.move.runner import Event, EventKind, Listener, MoveStatus
 from provision.move.verify import MoveVerdict
@@ -132,11 +133,13 @@ def status_text(statuses: Sequence[MoveStatus]) -> str:
         for kind, count in sorted(s.conflicts.items()):
             lines.append(f"{s.name}: {count:,} conflict(s): {CONFLICT_KINDS.get(kind, kind)}")
         if s.control == "paused":
-            lines.append(f"{s.name}: paused by `move pause`; `move resume {s.name}` goes on")
+            lines.append(
+                f"{s.name}: paused by `move pause`; `{command(f'move resume {s.name}')}` goes on"
+            )
         elif s.control == "cancelled":
             lines.append(
                 f"{s.name}: cancelled by `move cancel`; committed batches kept, "
-                "the next `move run` resumes"
+                f"the next `{command('move run')}` resumes"
             )
         if s.cutover_at:
             lines.append(
@@ -171,7 +174,9 @@ def verify_text(verdicts: Sequence[MoveVerdict]) -> str:
     lines = []
     for v in verdicts:
         if v.outcome == "unfinished":
-            lines.append(f"{v.name}: not finished ({v.phase}): run `nucleus-provision move run`")
+            lines.append(
+                f"{v.name}: not finished ({v.phase}): run `{command(f'move run --only {v.name}')}`"
+            )
             continue
         head = (
             f"{v.name}: {v.outcome} ({v.source_rows:,} mapped legacy rows, {v.target_rows:,} rows "

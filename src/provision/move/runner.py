@@ -48,6 +48,7 @@ from provision.errors import (
     PermissionProblem,
     ScopeViolation,
 )
+from provision.hints import command
 from provision.locks import (
     DEFAULT_POLICY,
     Attempts,
@@ -313,7 +314,7 @@ def _check(
         if target_columns is None:
             raise MoveFileError(
                 f"{move.filename}: target {move.target_name} does not exist",
-                hint="run `nucleus-provision apply` first: the migrations create it",
+                hint=f"run `{command('apply')}` first: the migrations create it",
             )
         for column in move.column_names:
             if column not in target_columns:
@@ -434,7 +435,7 @@ def _check_privileges(
     if no_usage:
         raise PermissionProblem(
             f"the move's session ({who}) lacks USAGE on schema {no_usage[0]}",
-            hint=_GRANT_HINT.format(who=who),
+            hint=_GRANT_HINT.format(who=who, apply=command("apply")),
         )
     missing = conn.execute(
         _PRIVILEGES, {"names": [n for n, _ in wanted], "privileges": [p for _, p in wanted]}
@@ -443,7 +444,7 @@ def _check_privileges(
         name, privilege = missing[0]
         raise PermissionProblem(
             f"the move's session ({who}) lacks {privilege} on {name}",
-            hint=_GRANT_HINT.format(who=who),
+            hint=_GRANT_HINT.format(who=who, apply=command("apply")),
         )
 
 
@@ -510,7 +511,7 @@ def _check_target_code(conn: Connection, moves: Sequence[Move]) -> None:
 _GRANT_HINT = (
     "the move writes the new tables through the declared privileges: make {who} a member of "
     "nucleus_readwrite (GRANT nucleus_readwrite TO {who}, with the group's grants created by "
-    "`nucleus-provision apply`); it reads the legacy tables as their owner"
+    "`{apply}`); it reads the legacy tables as their owner"
 )
 
 
@@ -724,7 +725,8 @@ class Mover:
             if time.monotonic() > deadline:
                 raise LockTimeout(
                     f"another move run holds the move lock: {who}",
-                    hint="wait for it to finish (or stop it: a batch is atomic) and run again",
+                    hint="wait for it to finish (or stop it: a batch is atomic) and run "
+                    f"`{command('move run')}` again",
                 )
             if not said:
                 self.listener(Event(EventKind.WAITING, message=f"another move run works: {who}"))
@@ -804,6 +806,12 @@ def _record_error(mover: Mover, move: Move, message: str) -> None:
         mover.conn.rollback()
 
 
+_BATCH_ROLLED_BACK = (
+    "the step that failed, all of it (one transaction); every committed batch and the cursor "
+    "stay, and `{run}` again resumes from there"
+)
+
+
 @contextmanager
 def _failing_as(mover: Mover, move: Move, what: str) -> Iterator[None]:
     """A failed step: recorded as the move's last error, raised as MoveFailed (lock waits
@@ -812,6 +820,7 @@ def _failing_as(mover: Mover, move: Move, what: str) -> Iterator[None]:
         yield
     except (LockTimeout, ScopeViolation) as exc:
         _record_error(mover, move, exc.message)
+        exc.rolled_back = exc.rolled_back or _BATCH_ROLLED_BACK.format(run=command("move run"))
         raise
     except DBAPIError as exc:
         mover.conn.rollback()
@@ -819,8 +828,9 @@ def _failing_as(mover: Mover, move: Move, what: str) -> Iterator[None]:
         _record_error(mover, move, message)
         raise MoveFailed(
             message,
-            hint="that batch was rolled back and the cursor kept; if the target refuses some "
-            "rows, declare a [[skip]] rule for them in the move file, then run again",
+            hint="if the target refuses some rows, declare a [[skip]] rule for them in the "
+            f"move file, then run `{command('move run')}` again",
+            rolled_back=_BATCH_ROLLED_BACK.format(run=command("move run")),
         ) from None
 
 
@@ -1375,7 +1385,7 @@ def run(
         try:
             compared = _start(mover, declaration, moves, facts)
         except throttle.Cancelled:
-            listener(Event(EventKind.NOTE, message=CANCELLED_NOTE))
+            listener(Event(EventKind.NOTE, message=cancelled_note()))
             return mover.read("status", lambda c: _statuses(c, moves))
         for move in moves:
             if move.name not in compared:
@@ -1392,15 +1402,16 @@ def run(
             try:
                 _pass(mover, declaration, moves, facts)
             except throttle.Cancelled:
-                listener(Event(EventKind.NOTE, message=CANCELLED_NOTE))
+                listener(Event(EventKind.NOTE, message=cancelled_note()))
                 break
         return mover.read("status", lambda c: _statuses(c, moves))
 
 
-CANCELLED_NOTE = (
-    "cancelled by `move cancel` at a batch boundary: every committed batch is kept; "
-    "`move run` resumes from there"
-)
+def cancelled_note() -> str:
+    return (
+        "cancelled by `move cancel` at a batch boundary: every committed batch is kept; "
+        f"`{command('move run')}` resumes from there"
+    )
 
 
 def _start(mover: Mover, declaration: Declaration, moves: Sequence[Move], facts: Facts) -> set[str]:
@@ -1447,7 +1458,7 @@ def cutover(
             raise MoveFailed(
                 f"{move.name}: its copy has not finished ({state.phase}); a cut-over now would "
                 "leave legacy rows behind for good",
-                hint=f"run `nucleus-provision move run --only {move.name}` first, then cut over",
+                hint=f"run `{command(f'move run --only {move.name}')}` first, then cut over",
             )
         current = _current(mover, move, Summaries(_keys(declaration)))
         changed = changed_ranges(move, current, _stored(mover, move))

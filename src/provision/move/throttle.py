@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from provision.errors import MoveFailed
+from provision.hints import command
 from provision.move.plan import SCHEMA
 
 # A batch aims at this many seconds: short enough that the locks it takes (its target's rows,
@@ -87,7 +88,7 @@ def next_batch_size(size: int, seconds: float, rows: int, limits: Limits) -> int
 def pause_reason(signals: Signals, control: str | None, limits: Limits) -> str | None:
     """Why the move should wait before its next batch; None: go on."""
     if control == PAUSED:
-        return "paused by `move pause` (run `move resume NAME` to go on)"
+        return f"paused by `move pause` (run `{command('move resume NAME')}` to go on)"
     if signals.waiters:
         shown = "; ".join(signals.waiters[:3])
         more = f" and {len(signals.waiters) - 3} more" if len(signals.waiters) > 3 else ""
@@ -196,8 +197,8 @@ class Gate:
                 if waited > self.limits.max_pause_s:
                     raise MoveFailed(
                         f"{what}: held {waited:.0f} s at a batch boundary, and still: {reason}",
-                        hint="every committed batch is kept; run `move run` again once it "
-                        "clears (or raise --max-pause)",
+                        hint=f"every committed batch is kept; run `{command('move run')}` again "
+                        "once it clears (or raise --max-pause)",
                     )
             else:
                 held_since = self._clock()  # an operator's pause is not bounded
