@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # Never let anything under test reach Google's metadata server or a user's gcloud setup.
 os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:9")
@@ -23,3 +25,24 @@ if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
         "PYTHONPYCACHEPREFIX",
         str(Path(tempfile.gettempdir()) / f"nucleus-provision-pycache-{os.getuid()}"),
     )
+
+
+# `make test` runs the suite on one pytest-xdist worker per core (`-n auto --dist loadgroup`,
+# see the Makefile). Each worker gets whole files, so a module's fixtures (its own emulation,
+# its templates) are built once; the stack tests all go to one worker, because they share
+# session fixtures that cost tens of seconds each (one cdktf synthesis, the scanner gates).
+# Every worker has its own emulations: ports, state and temporary directories are per worker
+# (free ports, tmp_path_factory), so nothing else needs to be told apart.
+_ONE_WORKER_DIRS = {"tests/system/stacks/": "stacks"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next(
+            (name for prefix, name in _ONE_WORKER_DIRS.items() if path.startswith(prefix)), path
+        )
+        item.add_marker(pytest.mark.xdist_group(group))
