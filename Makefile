@@ -51,7 +51,7 @@ test-unit: setup
 # Against the real thing: the emulation, the real CLI, the Connector, cdktf synth. One
 # pytest-xdist worker per core, each with its own emulations; whole files per worker, and the
 # stack tests together on one (tests/conftest.py says why). PYTEST_XDIST= runs them serially.
-PYTEST_XDIST ?= -n auto --dist loadgroup
+PYTEST_XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
 test-system: setup
 	$(VENV)/bin/pytest tests/system $(PYTEST_XDIST) $(PYTEST_ARGS)
 
