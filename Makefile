@@ -48,9 +48,12 @@ lint: setup
 test-unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-# Against the real thing: the emulation, the real CLI, the Connector, cdktf synth.
+# Against the real thing: the emulation, the real CLI, the Connector, cdktf synth. One
+# pytest-xdist worker per core, each with its own emulations; whole files per worker, and the
+# stack tests together on one (tests/conftest.py says why). PYTEST_XDIST= runs them serially.
+PYTEST_XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
 test-system: setup
-	$(VENV)/bin/pytest tests/system $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/system $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The scanner gate: checkov and trivy on every synthesized stack, offline; fails on any
 # failed check not waived in stacks/scan-waivers.toml (see stacks/scan.py).
@@ -61,7 +64,10 @@ scan: setup $(STAMPS)/venv-scan
 lint-workflows: $(STAMPS)/venv-scan
 	PATH="$(CURDIR)/$(SCAN_VENV)/bin:$$PATH" actionlint -no-color .github/workflows/*.yml
 
-test: lint lint-workflows scan test-unit test-system
+# The scanner gate runs inside test-system (tests/system/stacks/test_stack_scan.py runs
+# `stacks.scan.run_gate` on the real environments.toml and asserts more than `make scan`
+# does), so `test` only installs the scanners instead of running the gate a second time.
+test: lint lint-workflows $(STAMPS)/venv-scan test-unit test-system
 
 synth: setup
 	cdktf synth

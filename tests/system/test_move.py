@@ -269,9 +269,12 @@ def _write_legacy(db, stop: threading.Event, done: list[int]) -> None:
 
 def test_a_concurrent_writer_is_caught_up_by_the_next_run(moved_db):
     db = moved_db
+    # The rate keeps the run going for seconds (about 21,000 rows at 4,000 a second), long
+    # enough for the writer to commit during it; batches of 500 keys, not 100, so that the
+    # run is not mostly the proof of 200 tiny batches.
     proc = start(
         "move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES),
-        "--batch-size", "100", "--rate", "4000", "--format", "json",
+        "--batch-size", "500", "--rate", "4000", "--format", "json",
     )  # fmt: skip
     wait_until(lambda: bool(state(db, "copied > 0")), "the copy began")
     stop, done = threading.Event(), []
