@@ -1,0 +1,303 @@
+"""Issue 20: `retire plan | apply | status | verify | unfreeze` against the emulation.
+
+The template: the legacy scenario with the layout applied and every move run and cut over
+(through the real CLI), so each test starts where a retirement can start. Each test writes
+its own retire.toml (a copy of moves/ with short windows): a window of "0s" needs one clean
+interval between two snapshots, i.e. two `apply` runs with no use in between.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pg8000.native
+import pytest
+
+from helpers import APP_PASSWORD, assert_clean_error, cli
+from provision.local import cloudsql_api
+from provision.local.instance import LocalInstance
+
+MOVES = Path(__file__).resolve().parents[2] / "moves"
+# A leaf of the legacy layout: nothing reads it (dna_schema.interests, say, is read by the
+# legacy view dna_schema.entity_summary, which blocks its freeze).
+TABLE = "results_schema.results"
+
+
+@pytest.fixture(scope="module")
+def cut_over(instance: LocalInstance, database_from) -> Iterator[str]:
+    """Template: layout applied, every move run and cut over."""
+    janitor, db = database_from(instance, "tmpl_legacy_nucleus_v12")
+    applied = cli("apply", *db.targets)
+    assert applied.code == 0, applied.err
+    run = cli("move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES), timeout=300)
+    assert run.code == 0, run.err
+    for name in ("entities", "agents", "interests", "tasks", "results"):
+        cut = cli("move", "cutover", name, "--dsn", db.admin_dsn, "--moves", str(MOVES))
+        assert cut.code == 0, cut.err
+    yield db.name
+    janitor.drop()
+
+
+@pytest.fixture
+def db(instance: LocalInstance, cut_over: str, database_from):
+    janitor, database = database_from(instance, cut_over)
+    yield database
+    janitor.drop()
+
+
+def moves_with(tmp_path: Path, body: str) -> Path:
+    directory = tmp_path / "moves"
+    shutil.copytree(MOVES, directory)
+    (directory / "retire.toml").write_text(body)
+    return directory
+
+
+def entry(name: str, observe: str = "0s", move: str | None = None) -> str:
+    line = f'move = "{move}"\n' if move else ""
+    return f'[[table]]\nname = "{name}"\n{line}observe = "{observe}"\n\n'
+
+
+def retire(db, verb: str, moves: Path, *args: str):
+    return cli("retire", verb, "--dsn", db.admin_dsn, "--moves", str(moves), *args, timeout=180)
+
+
+def use(db, sql: str, user: str = "cloudsqladmin") -> None:
+    """Run `sql` as `user`, then make that backend publish its statistics before returning
+    (a backend flushes its counters when it goes idle, at most once a second otherwise)."""
+    conn = db.connect(user)
+    try:
+        conn.run(sql)
+        conn.run("SELECT pg_stat_force_next_flush()")
+        conn.run("SELECT 1")
+    finally:
+        conn.close()
+
+
+def phase(db, name: str):
+    return db.query("SELECT phase FROM nucleus_retire.tables WHERE name = :n", n=name)
+
+
+def test_an_idle_table_is_frozen_after_a_clean_window_and_every_step_is_recorded(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    plan = retire(db, "plan", moves)
+    assert plan.code == 2, plan.out + plan.err
+    assert "[wait] observe window" in plan.out
+    first = retire(db, "apply", moves)
+    assert first.code == 2, first.out + first.err
+    assert phase(db, TABLE) == [["observing"]]
+    second = retire(db, "apply", moves)
+    assert second.code == 0, second.out + second.err
+    assert phase(db, TABLE) == [["frozen"]]
+    events = db.query(
+        "SELECT step, current_user_name, session_user_name, evidence->'gates' IS NOT NULL "
+        "FROM nucleus_retire.events WHERE name = :n ORDER BY id",
+        n=TABLE,
+    )
+    assert events == [["freeze", "postgres", "postgres", True]]
+    assert db.query("SELECT count(*) >= 2 FROM nucleus_retire.snapshots WHERE name = :n", n=TABLE) == [[True]]
+    verify = retire(db, "verify", moves)
+    assert verify.code == 0, verify.out
+    again = retire(db, "apply", moves)  # a rerun changes nothing but a new snapshot
+    assert again.code == 0 and "freezing" not in again.err
+
+
+def test_a_read_between_snapshots_restarts_the_window_and_status_names_it(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    assert retire(db, "apply", moves).code == 2
+    use(db, f"SELECT count(*) FROM {TABLE}", user="nucleus")
+    applied = retire(db, "apply", moves)
+    assert applied.code == 2, applied.out + applied.err
+    assert phase(db, TABLE) == [["observing"]]
+    status = retire(db, "status", moves)
+    assert status.code == 0
+    assert "sequential scan" in status.out and "used:" in status.out, status.out
+
+
+def test_a_counter_reset_restarts_the_window_instead_of_passing_as_no_use(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    assert retire(db, "apply", moves).code == 2
+    use(db, "SELECT pg_stat_reset()")
+    applied = retire(db, "apply", moves)
+    assert applied.code == 2, applied.out
+    assert phase(db, TABLE) == [["observing"]]
+    reason = db.query("SELECT window_reason FROM nucleus_retire.tables WHERE name = :n", n=TABLE)
+    assert "statistics were reset" in reason[0][0]
+
+
+def test_a_move_not_cut_over_holds_the_freeze(instance, database_from, tmp_path):
+    janitor, fresh = database_from(instance, "tmpl_legacy_nucleus_v12")
+    try:
+        moves = moves_with(tmp_path, entry(TABLE))
+        assert retire(fresh, "apply", moves).code == 2
+        second = retire(fresh, "apply", moves)
+        assert second.code == 2
+        assert "move results is not cut over" in second.out
+        assert phase(fresh, TABLE) == [["observing"]]
+    finally:
+        janitor.drop()
+
+
+@pytest.mark.parametrize(
+    ("ddl", "named"),
+    [
+        (f"CREATE VIEW public.legacy_results AS SELECT * FROM {TABLE}", "view public.legacy_results"),
+        (
+            "CREATE TABLE public.notes (id int, result_id int "
+            f"REFERENCES {TABLE} (id))",
+            "foreign key notes",
+        ),
+        (
+            "CREATE FUNCTION public.count_results() RETURNS bigint LANGUAGE plpgsql AS "
+            f"$$BEGIN RETURN (SELECT count(*) FROM {TABLE}); END$$",
+            "function public.count_results()",
+        ),
+        (
+            "CREATE FUNCTION public.n_results() RETURNS bigint LANGUAGE sql "
+            f"BEGIN ATOMIC SELECT count(*) FROM {TABLE}; END",
+            "function public.n_results()",
+        ),
+        (
+            "CREATE TABLE public.guarded (id int); ALTER TABLE public.guarded ENABLE ROW LEVEL "
+            "SECURITY; CREATE POLICY p ON public.guarded USING "
+            f"(EXISTS (SELECT FROM {TABLE} i WHERE i.id = guarded.id))",
+            "policy guarded p",
+        ),
+    ],
+    ids=["view", "foreign-key", "plpgsql-function", "sql-function", "policy"],
+)
+def test_a_dependant_blocks_the_freeze_and_is_named(db, tmp_path, ddl, named):
+    db.query(ddl, user="postgres")
+    moves = moves_with(tmp_path, entry(TABLE))
+    assert retire(db, "apply", moves).code == 3
+    second = retire(db, "apply", moves)
+    assert second.code == 3, second.out + second.err
+    assert named in second.out, second.out
+    assert phase(db, TABLE) == [["observing"]]
+
+
+def _login(instance: LocalInstance, db, user: str, password: str) -> pg8000.native.Connection:
+    return pg8000.native.Connection(
+        user, host=instance.host, port=instance.port, database=db.name, password=password, timeout=30
+    )
+
+
+WRITES = {
+    "INSERT": f"INSERT INTO {TABLE} (task_id, output) VALUES (1, '{{}}')",
+    "UPDATE": f"UPDATE {TABLE} SET score = score WHERE id = 1",
+    "DELETE": f"DELETE FROM {TABLE} WHERE id = -1",
+    "TRUNCATE": f"TRUNCATE {TABLE}",
+    "MERGE": (
+        f"MERGE INTO {TABLE} t USING (SELECT 1 AS id) s ON t.id = s.id "
+        "WHEN MATCHED THEN UPDATE SET score = t.score"
+    ),
+    "COPY": f"COPY {TABLE} (task_id, output) FROM STDIN",
+}
+
+
+def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restores_the_grants(
+    db, instance, tmp_path
+):
+    sa = "retire-writer@nucleus-test.iam"
+    cloudsql_api.create_iam_service_account_user(instance, sa, "iam-secret-1")
+    db.query(
+        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'retire_direct') THEN "
+        "CREATE ROLE retire_direct LOGIN PASSWORD 'direct-secret-1'; END IF; END$$"
+    )
+    grants = (
+        f"GRANT USAGE ON SCHEMA results_schema TO nucleus_app, \"{sa}\", retire_direct; "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO nucleus_app, \"{sa}\"; "
+        f"GRANT UPDATE (score) ON {TABLE} TO retire_direct; "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO retire_direct; "
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA results_schema TO nucleus_app, \"{sa}\", retire_direct"
+    )
+    db.query(grants, user="postgres")
+    acl = (
+        "SELECT coalesce(a.attname, '-'), x.grantee::regrole::text, x.grantor::regrole::text, "
+        "x.privilege_type, x.is_grantable FROM (SELECT NULL::name AS attname, "
+        "coalesce(relacl, acldefault('r', relowner)) AS acl FROM pg_class "
+        f"WHERE oid = '{TABLE}'::regclass UNION ALL SELECT attname, attacl FROM pg_attribute "
+        f"WHERE attrelid = '{TABLE}'::regclass AND attacl IS NOT NULL) a, "
+        "LATERAL aclexplode(a.acl) x ORDER BY 1, 2, 3, 4"
+    )
+    before = db.query(acl)
+    moves = moves_with(tmp_path, entry(TABLE))
+    assert retire(db, "apply", moves).code == 2
+    frozen = retire(db, "apply", moves)
+    assert frozen.code == 0, frozen.out + frozen.err
+    rows_before = db.query(f"SELECT count(*) FROM {TABLE}")
+
+    logins = {
+        "postgres (owner, cloudsqlsuperuser)": ("postgres", instance.passwords["postgres"]),
+        "nucleus (legacy services)": ("nucleus", instance.passwords["nucleus"]),
+        "nucleus_app (app login)": ("nucleus_app", APP_PASSWORD),
+        "IAM service account": (sa, "iam-secret-1"),
+        "retire_direct (direct grant)": ("retire_direct", "direct-secret-1"),
+    }
+    for who, (user, password) in logins.items():
+        conn = _login(instance, db, user, password)
+        try:
+            conn.run("SET application_name = 'legacy-writer'")
+            assert conn.run(f"SELECT count(*) FROM {TABLE}") == rows_before  # reads work
+            for verb, sql in WRITES.items():
+                with pytest.raises(pg8000.native.DatabaseError) as refused:
+                    if verb == "COPY":
+                        import io
+
+                        conn.run(sql, stream=io.StringIO("1\t{}\n"))
+                    else:
+                        conn.run(sql)
+                fields = refused.value.args[0]
+                assert fields["C"] == "42501", (who, verb, fields)
+                if "frozen" in fields["M"]:
+                    assert TABLE.split(".")[1] in fields["M"] and user in fields["M"], fields
+                    assert "legacy-writer" in fields["M"], fields
+        finally:
+            conn.close()
+    # The owner's writes are refused by the trigger (a REVOKE alone never stops an owner).
+    assert db.query(f"SELECT count(*) FROM {TABLE}") == rows_before
+    status = retire(db, "status", moves)
+    assert "frozen" in status.out
+
+    thawed = retire(db, "unfreeze", moves, TABLE)
+    assert thawed.code == 0, thawed.out + thawed.err
+    assert db.query(acl) == before
+    assert phase(db, TABLE) == [["observing"]]
+    conn = _login(instance, db, "nucleus", instance.passwords["nucleus"])
+    try:
+        conn.run(f"UPDATE {TABLE} SET score = score WHERE id = 1")
+    finally:
+        conn.close()
+    steps = db.query("SELECT step FROM nucleus_retire.events WHERE name = :n ORDER BY id", n=TABLE)
+    assert steps == [["freeze"], ["unfreeze"]]
+
+
+def test_verify_names_a_frozen_table_whose_trigger_was_disabled_and_apply_restores_it(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    assert retire(db, "apply", moves).code == 0
+    db.query(f"ALTER TABLE {TABLE} DISABLE TRIGGER nucleus_retire_frozen", user="postgres")
+    verify = retire(db, "verify", moves)
+    assert verify.code == 1, verify.out
+    assert "DRIFT" in verify.out and "nucleus_retire_frozen" in verify.out
+    assert retire(db, "apply", moves).code == 0
+    assert retire(db, "verify", moves).code == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('[[table]]\nname = "dna_schema.interests"\nobserve = "soon"\n', "observe must be a duration"),
+        ('[[table]]\nname = "dna_schema.capabilities"\nobserve = "1d"\n', "not-moved.toml"),
+        ('[[table]]\nname = "dna_schema.interests"\nobserve = "1d"\ncolour = 1\n', "unknown key 'colour'"),
+        ('[[table]]\nname = "results_schema.results"\nmove = "agents"\nobserve = "1d"\n', "move agents reads"),
+        ("[[table]\n", "not valid TOML"),
+    ],
+    ids=["duration", "not-moved", "unknown-key", "wrong-move", "toml"],
+)
+def test_a_bad_retire_file_is_a_clear_error_and_changes_nothing(db, tmp_path, body, fragment):
+    moves = moves_with(tmp_path, body)
+    run = retire(db, "apply", moves)
+    assert_clean_error(run, "retire.toml", fragment)
+    assert db.query("SELECT to_regnamespace('nucleus_retire') IS NULL") == [[True]]
