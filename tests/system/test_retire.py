@@ -96,7 +96,9 @@ def test_an_idle_table_is_frozen_after_a_clean_window_and_every_step_is_recorded
         n=TABLE,
     )
     assert events == [["freeze", "postgres", "postgres", True]]
-    assert db.query("SELECT count(*) >= 2 FROM nucleus_retire.snapshots WHERE name = :n", n=TABLE) == [[True]]
+    assert db.query(
+        "SELECT count(*) >= 2 FROM nucleus_retire.snapshots WHERE name = :n", n=TABLE
+    ) == [[True]]
     verify = retire(db, "verify", moves)
     assert verify.code == 0, verify.out
     again = retire(db, "apply", moves)  # a rerun changes nothing but a new snapshot
@@ -142,11 +144,13 @@ def test_a_move_not_cut_over_holds_the_freeze(instance, database_from, tmp_path)
 @pytest.mark.parametrize(
     ("ddl", "named"),
     [
-        (f"CREATE VIEW public.legacy_results AS SELECT * FROM {TABLE}", "view public.legacy_results"),
         (
-            "CREATE TABLE public.notes (id int, result_id int "
-            f"REFERENCES {TABLE} (id))",
-            "foreign key notes",
+            f"CREATE VIEW public.legacy_results AS SELECT * FROM {TABLE}",
+            "view public.legacy_results",
+        ),
+        (
+            f"CREATE TABLE public.notes (id int, result_id int REFERENCES {TABLE} (id))",
+            "foreign key public.notes notes_result_id_fkey",
         ),
         (
             "CREATE FUNCTION public.count_results() RETURNS bigint LANGUAGE plpgsql AS "
@@ -162,7 +166,7 @@ def test_a_move_not_cut_over_holds_the_freeze(instance, database_from, tmp_path)
             "CREATE TABLE public.guarded (id int); ALTER TABLE public.guarded ENABLE ROW LEVEL "
             "SECURITY; CREATE POLICY p ON public.guarded USING "
             f"(EXISTS (SELECT FROM {TABLE} i WHERE i.id = guarded.id))",
-            "policy guarded p",
+            "policy public.guarded p",
         ),
     ],
     ids=["view", "foreign-key", "plpgsql-function", "sql-function", "policy"],
@@ -179,7 +183,12 @@ def test_a_dependant_blocks_the_freeze_and_is_named(db, tmp_path, ddl, named):
 
 def _login(instance: LocalInstance, db, user: str, password: str) -> pg8000.native.Connection:
     return pg8000.native.Connection(
-        user, host=instance.host, port=instance.port, database=db.name, password=password, timeout=30
+        user,
+        host=instance.host,
+        port=instance.port,
+        database=db.name,
+        password=password,
+        timeout=30,
     )
 
 
@@ -206,13 +215,18 @@ def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restore
         "CREATE ROLE retire_direct LOGIN PASSWORD 'direct-secret-1'; END IF; END$$"
     )
     grants = (
-        f"GRANT USAGE ON SCHEMA results_schema TO nucleus_app, \"{sa}\", retire_direct; "
-        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO nucleus_app, \"{sa}\"; "
+        f'GRANT USAGE ON SCHEMA results_schema TO nucleus_app, "{sa}", retire_direct; '
+        f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO nucleus_app, "{sa}"; '
         f"GRANT UPDATE (score) ON {TABLE} TO retire_direct; "
         f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO retire_direct; "
-        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA results_schema TO nucleus_app, \"{sa}\", retire_direct"
+        f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA results_schema TO nucleus_app, "{sa}", retire_direct'
     )
     db.query(grants, user="postgres")
+    # A grant by another grantor than the admin: nucleus, holding INSERT WITH GRANT OPTION,
+    # passes it on. postgres cannot act for nucleus: the freeze keeps both and says so.
+    db.query(f"GRANT INSERT ON {TABLE} TO nucleus WITH GRANT OPTION", user="postgres")
+    db.query(f"GRANT INSERT ON {TABLE} TO retire_direct", user="nucleus")
+    acts = db.query("SELECT pg_has_role('postgres', 'nucleus', 'USAGE')")[0][0]
     acl = (
         "SELECT coalesce(a.attname, '-'), x.grantee::regrole::text, x.grantor::regrole::text, "
         "x.privilege_type, x.is_grantable FROM (SELECT NULL::name AS attname, "
@@ -227,6 +241,12 @@ def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restore
     frozen = retire(db, "apply", moves)
     assert frozen.code == 0, frozen.out + frozen.err
     rows_before = db.query(f"SELECT count(*) FROM {TABLE}")
+    kept = db.query(
+        "SELECT jsonb_path_query_array(evidence, '$.kept[*].grantor') FROM nucleus_retire.events "
+        "WHERE name = :n AND step = 'freeze'",
+        n=TABLE,
+    )
+    assert kept == [[[] if acts else ["postgres", "nucleus"]]], kept
 
     logins = {
         "postgres (owner, cloudsqlsuperuser)": ("postgres", instance.passwords["postgres"]),
@@ -255,7 +275,29 @@ def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restore
                     assert "legacy-writer" in fields["M"], fields
         finally:
             conn.close()
-    # The owner's writes are refused by the trigger (a REVOKE alone never stops an owner).
+    # A REVOKE alone never stops an owner (it grants itself back) nor a superuser: the
+    # trigger does, naming the table, the role and the application.
+    for user in ("postgres", "cloudsqladmin"):
+        conn = db.connect(user)
+        try:
+            conn.run("SET application_name = 'owner-shell'")
+            if user == "postgres":
+                conn.run(f"GRANT INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} TO postgres")
+            for verb, sql in WRITES.items():
+                with pytest.raises(pg8000.native.DatabaseError) as refused:
+                    if verb == "COPY":
+                        import io
+
+                        conn.run(sql, stream=io.StringIO("1\t{}\n"))
+                    else:
+                        conn.run(sql)
+                message = refused.value.args[0]["M"]
+                assert "frozen for retirement" in message, (user, verb, message)
+                assert f"current_user {user}" in message and "'owner-shell'" in message
+            if user == "postgres":
+                conn.run(f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {TABLE} FROM postgres")
+        finally:
+            conn.close()
     assert db.query(f"SELECT count(*) FROM {TABLE}") == rows_before
     status = retire(db, "status", moves)
     assert "frozen" in status.out
@@ -288,10 +330,19 @@ def test_verify_names_a_frozen_table_whose_trigger_was_disabled_and_apply_restor
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ('[[table]]\nname = "dna_schema.interests"\nobserve = "soon"\n', "observe must be a duration"),
+        (
+            '[[table]]\nname = "dna_schema.interests"\nobserve = "soon"\n',
+            "observe must be a duration",
+        ),
         ('[[table]]\nname = "dna_schema.capabilities"\nobserve = "1d"\n', "not-moved.toml"),
-        ('[[table]]\nname = "dna_schema.interests"\nobserve = "1d"\ncolour = 1\n', "unknown key 'colour'"),
-        ('[[table]]\nname = "results_schema.results"\nmove = "agents"\nobserve = "1d"\n', "move agents reads"),
+        (
+            '[[table]]\nname = "dna_schema.interests"\nobserve = "1d"\ncolour = 1\n',
+            "unknown key 'colour'",
+        ),
+        (
+            '[[table]]\nname = "results_schema.results"\nmove = "agents"\nobserve = "1d"\n',
+            "move agents reads",
+        ),
         ("[[table]\n", "not valid TOML"),
     ],
     ids=["duration", "not-moved", "unknown-key", "wrong-move", "toml"],

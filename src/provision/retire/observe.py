@@ -381,6 +381,9 @@ def read_facts(
 
     names = list(names)
     params = {"names": names}
+    # regclass and regprocedure print names qualified only outside the search path: with
+    # pg_catalog alone on it, every name in the evidence is schema-qualified.
+    conn.execute(text("SELECT set_config('search_path', 'pg_catalog', true)"))
     now = conn.execute(text("SELECT now()")).scalar_one()
     acl_rows = {r.name: r for r in conn.execute(text(ACL_SQL), {**params, "trigger": trigger})}
     usage = {
