@@ -8,7 +8,9 @@ interval between two snapshots, i.e. two `apply` runs with no use in between.
 
 from __future__ import annotations
 
+import io
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,16 +65,39 @@ def retire(db, verb: str, moves: Path, *args: str):
     return cli("retire", verb, "--dsn", db.admin_dsn, "--moves", str(moves), *args, timeout=180)
 
 
-def use(db, sql: str, user: str = "cloudsqladmin") -> None:
-    """Run `sql` as `user`, then make that backend publish its statistics before returning
-    (a backend flushes its counters when it goes idle, at most once a second otherwise)."""
-    conn = db.connect(user)
+def use(db, sql: str, user: str = "cloudsqladmin", password: str | None = None) -> None:
+    """Run `sql` as `user` and disconnect, then wait until that backend is gone: a backend
+    publishes its statistics on exit, before it leaves pg_stat_activity (while idle it does
+    so only every second or so). A wait for a fact, not a timed assertion."""
+    conn = (
+        db.connect(user)
+        if password is None
+        else pg8000.native.Connection(
+            user,
+            host=db.instance.host,
+            port=db.instance.port,
+            database=db.name,
+            password=password,
+            timeout=30,
+        )
+    )
+    pid = conn.run("SELECT pg_backend_pid()")[0][0]
     try:
-        conn.run(sql)
-        conn.run("SELECT pg_stat_force_next_flush()")
-        conn.run("SELECT 1")
+        if "TO STDOUT" in sql:
+            conn.run(sql, stream=io.StringIO())
+        else:
+            conn.run(sql)
     finally:
         conn.close()
+    watcher = db.connect()
+    try:
+        for _ in range(600):
+            if not watcher.run("SELECT 1 FROM pg_stat_activity WHERE pid = :p", p=pid):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"backend {pid} did not exit")
+    finally:
+        watcher.close()
 
 
 def phase(db, name: str):
@@ -263,8 +288,6 @@ def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restore
             for verb, sql in WRITES.items():
                 with pytest.raises(pg8000.native.DatabaseError) as refused:
                     if verb == "COPY":
-                        import io
-
                         conn.run(sql, stream=io.StringIO("1\t{}\n"))
                     else:
                         conn.run(sql)
@@ -286,8 +309,6 @@ def test_every_role_and_every_write_fails_on_a_frozen_table_and_unfreeze_restore
             for verb, sql in WRITES.items():
                 with pytest.raises(pg8000.native.DatabaseError) as refused:
                     if verb == "COPY":
-                        import io
-
                         conn.run(sql, stream=io.StringIO("1\t{}\n"))
                     else:
                         conn.run(sql)
@@ -352,3 +373,77 @@ def test_a_bad_retire_file_is_a_clear_error_and_changes_nothing(db, tmp_path, bo
     run = retire(db, "apply", moves)
     assert_clean_error(run, "retire.toml", fragment)
     assert db.query("SELECT to_regnamespace('nucleus_retire') IS NULL") == [[True]]
+
+
+HIDDEN_USES = {
+    # name: (setup as postgres, the use, as whom)
+    "read-through-a-view": (
+        f"CREATE VIEW public.v_results AS SELECT * FROM {TABLE}",
+        "SELECT count(*) FROM public.v_results",
+    ),
+    "security-definer-function": (
+        "CREATE FUNCTION public.result_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = results_schema AS $$BEGIN RETURN (SELECT count(*) FROM results); END$$",
+        "SELECT public.result_count()",
+    ),
+    "copy-to": ("", f"COPY {TABLE} TO STDOUT"),
+    "index-lookup": ("", f"SELECT output FROM {TABLE} WHERE id = 7"),
+    "trigger-on-another-table": (
+        "CREATE TABLE public.audit (id int); "
+        "CREATE FUNCTION public.audit_touch() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN PERFORM 1 FROM results WHERE id = NEW.id; RETURN NEW; END$$ "
+        "SET search_path = results_schema; "
+        "CREATE TRIGGER t AFTER INSERT ON public.audit FOR EACH ROW "
+        "EXECUTE FUNCTION public.audit_touch()",
+        "INSERT INTO public.audit VALUES (3)",
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(HIDDEN_USES))
+def test_a_hidden_use_between_two_snapshots_holds_the_freeze_with_its_evidence(
+    db, tmp_path, scenario
+):
+    setup, sql = HIDDEN_USES[scenario]
+    if setup:
+        db.query(setup, user="postgres")
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    use(db, sql)
+    second = retire(db, "apply", moves)
+    assert second.code in (2, 3), second.out + second.err
+    assert phase(db, TABLE) == [["observing"]]
+    status = retire(db, "status", moves, "--format", "json")
+    (table,) = status.json
+    assert table["window_reason"].startswith("used: "), table
+    assert "scan" in table["last_use"], table
+
+
+def test_an_iam_login_reading_the_table_counts_as_use(db, instance, tmp_path):
+    sa = "retire-reader@nucleus-test.iam"
+    cloudsql_api.create_iam_service_account_user(instance, sa, "iam-secret-2")
+    db.query(
+        f'GRANT USAGE ON SCHEMA results_schema TO "{sa}"; GRANT SELECT ON {TABLE} TO "{sa}"',
+        user="postgres",
+    )
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    use(db, f"SELECT count(*) FROM {TABLE}", user=sa, password="iam-secret-2")
+    assert retire(db, "apply", moves).code == 2
+    assert phase(db, TABLE) == [["observing"]]
+
+
+def test_a_session_holding_the_table_now_holds_the_freeze_and_is_named(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    conn = db.connect("nucleus")
+    try:
+        conn.run("SET application_name = 'monthly-report'")
+        conn.run("BEGIN")
+        conn.run(f"SELECT 1 FROM {TABLE} LIMIT 0")  # no row read: the lock is the evidence
+        second = retire(db, "apply", moves)
+    finally:
+        conn.close()
+    assert second.code == 2, second.out
+    assert "monthly-report" in second.out and "[wait] not in use now" in second.out
+    assert phase(db, TABLE) == [["observing"]]
