@@ -447,3 +447,23 @@ def test_a_session_holding_the_table_now_holds_the_freeze_and_is_named(db, tmp_p
     assert second.code == 2, second.out
     assert "monthly-report" in second.out and "[wait] not in use now" in second.out
     assert phase(db, TABLE) == [["observing"]]
+
+
+def test_the_repository_declaration_on_the_legacy_scenario_names_what_blocks(db):
+    plan = retire(db, "plan", MOVES, "--format", "json")
+    assert plan.code == 3, plan.out + plan.err
+    blocks = {
+        t["table"]: sorted(d["what"] for d in t["dependants"] if d["blocks"]) for t in plan.json
+    }
+    assert blocks == {
+        "dna_schema.entities": [
+            "dna_schema.capabilities capabilities_entity_id_fkey",
+            "dna_schema.dna_profiles dna_profiles_entity_id_fkey",
+            "dna_schema.entity_summary",
+        ],
+        "dna_schema.interests": ["dna_schema.entity_summary"],
+        "agents_schema.agents": [],
+        "tasks_schema.tasks": [],
+        "results_schema.results": [],
+    }
+    assert db.query("SELECT to_regnamespace('nucleus_retire') IS NULL") == [[True]]  # read-only
