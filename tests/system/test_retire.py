@@ -8,7 +8,9 @@ interval between two snapshots, i.e. two `apply` runs with no use in between.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -467,3 +469,47 @@ def test_the_repository_declaration_on_the_legacy_scenario_names_what_blocks(db)
         "results_schema.results": [],
     }
     assert db.query("SELECT to_regnamespace('nucleus_retire') IS NULL") == [[True]]  # read-only
+
+
+def frozen(db, tmp_path: Path) -> Path:
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    assert retire(db, "apply", moves).code == 0
+    return moves
+
+
+def test_an_archive_of_a_frozen_table_is_checked_and_a_tampered_one_refused(db, tmp_path):
+    moves = moves_with(tmp_path, entry(TABLE))
+    bucket = tmp_path / "bucket"
+    early = retire(db, "archive", moves, TABLE, "--bucket", str(bucket))
+    assert_clean_error(early, "is not frozen")
+    frozen(db, tmp_path / "f")
+    made = retire(db, "archive", moves, TABLE, "--bucket", str(bucket), "--format", "json")
+    assert made.code == 0, made.out + made.err
+    archive = made.json
+    rows = db.query(f"SELECT count(*) FROM {TABLE}")[0][0]
+    assert (
+        archive["rows"] == rows and archive["sha256"] and archive["ddl"].startswith("CREATE TABLE")
+    )
+    directory = Path(archive["directory"])
+    assert retire(db, "check-archive", moves, str(directory)).code == 0
+    steps = db.query("SELECT step FROM nucleus_retire.events WHERE name = :n ORDER BY id", n=TABLE)
+    assert steps == [["freeze"], ["archive"], ["archive-check"]]
+
+    data = (directory / "rows.copy").read_bytes()
+    manifest = (directory / "manifest.json").read_text()
+    # Truncated: refused before anything is restored.
+    (directory / "rows.copy").write_bytes(data[: len(data) // 2])
+    truncated = retire(db, "check-archive", moves, str(directory))
+    assert_clean_error(truncated, "truncated or changed")
+    # One value changed, and the manifest's sha256 and size made to match: the restore's
+    # per-range hashes refuse it, naming the range.
+    first, rest = data.split(b"\n", 1)
+    assert b"2025" in first
+    changed = first.replace(b"2025", b"2024", 1) + b"\n" + rest
+    doc = json.loads(manifest)
+    doc["sha256"], doc["bytes"] = hashlib.sha256(changed).hexdigest(), len(changed)
+    (directory / "rows.copy").write_bytes(changed)
+    (directory / "manifest.json").write_text(json.dumps(doc))
+    tampered = retire(db, "check-archive", moves, str(directory))
+    assert_clean_error(tampered, "refused", "key range(s) 0..8191")

@@ -67,8 +67,14 @@ class _Session:
 
         return self._attempts().run(what, lambda: [self.pid], step)
 
-    def proven(self, what: str, statements: Sequence[Statement], allowed: set[str]) -> None:
-        """`statements` in one transaction, committed only if everything outside
+    def proven(
+        self,
+        what: str,
+        statements: Sequence[Statement],
+        allowed: set[str],
+        work: Callable[[Connection], None] = lambda conn: None,
+    ) -> None:
+        """`work`, then `statements`, in one transaction, committed only if everything outside
         `nucleus_retire` that changed is in `allowed` (lines of `safety.violations`)."""
         found: list[str] = []
 
@@ -77,6 +83,7 @@ class _Session:
             try:
                 self._limits()
                 before = safety.snapshot(self.conn, [SCHEMA])
+                work(self.conn)
                 for sql, params in statements:
                     self.conn.execute(text(sql), params)
                 after = safety.snapshot(self.conn, [SCHEMA])
@@ -391,3 +398,77 @@ def unfreeze(
             "retire unfreeze", lambda c: _plans(c, retire, [table.name], True)
         )
         return after[0]
+
+
+def archive(
+    target: db.Target,
+    desired: DesiredState,
+    name: str,
+    bucket: Path,
+    moves_dir: Path | None = None,
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> dict[str, Any]:
+    """Export frozen table `name` into `bucket` (a manifest beside the rows), then check the
+    archive: restored into a scratch table, per-range counts and hashes against the manifest
+    and the live table. Recorded as an `archive` event with the manifest's facts."""
+    from provision.retire import archive as archiving
+
+    declaration = move_declare.load(moves_dir, desired.layout)
+    retire = declare.load(declaration)
+    (table,) = retire.only(name)
+    (move,) = declaration.only(table.move)
+    with commands.session(target, desired), ExitStack() as stack:
+        session = _Session(stack, target, policy, lambda m: None)
+        session.lock()
+        plans: list[TablePlan] = session.read(
+            "retire archive", lambda c: _plans(c, retire, [table.name], True)
+        )
+        if plans[0].phase != "frozen":
+            raise ManualActionRequired(
+                f"{table.name} is not frozen (phase {plans[0].phase}): its rows could change "
+                "under the export",
+                hint="freeze it first: nucleus-provision retire apply (retire plan shows its gates)",
+            )
+        written: archiving.Archive = session.read(
+            f"{table.name}: export",
+            lambda c: archiving.write(c, bucket, table.table, move.name, move.key),
+        )
+        return _check(session, archiving, written, "archive")
+
+
+def _check(session: _Session, archiving: Any, archived: Any, step: str) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+
+    def work(conn: Connection) -> None:
+        checked.update(archiving.check(conn, archived))
+
+    table = str(archived.manifest["table"])
+    session.proven(
+        f"{table}: archive check",
+        [
+            _event(
+                table,
+                step,
+                {**archived.to_dict(), "checked": True},
+            )
+        ],
+        set(),
+        work,
+    )
+    return {**archived.to_dict(), **checked}
+
+
+def check_archive(
+    target: db.Target,
+    desired: DesiredState,
+    directory: Path,
+    policy: LockPolicy = DEFAULT_POLICY,
+) -> dict[str, Any]:
+    """Check an existing archive: object against manifest (before any connection), then a
+    restore into a scratch table compared per range with the manifest and the live table."""
+    from provision.retire import archive as archiving
+
+    archived = archiving.load(directory)  # a truncated or changed file opens nothing
+    with commands.session(target, desired), ExitStack() as stack:
+        session = _Session(stack, target, policy, lambda m: None)
+        return _check(session, archiving, archived, "archive-check")
