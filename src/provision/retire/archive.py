@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from provision.errors import ProvisionError
 from provision.move.plan import RANGE_BITS, summary
@@ -59,9 +60,25 @@ class Archive:
         }
 
 
-def _ranges(conn: Connection, table: tuple[str, str], key: str) -> list[list[int]]:
-    rows = conn.execute(text(summary(table, key, hashed=False) + " ORDER BY 1")).all()
+def _ranges(conn: Connection, table: tuple[str, str], key: str, hashed: bool) -> list[list[int]]:
+    rows = conn.execute(text(summary(table, key, hashed=hashed) + " ORDER BY 1")).all()
     return [[int(r.bucket), int(r.rows), int(r.hash)] for r in rows]
+
+
+def _hashable(conn: Connection, table: tuple[str, str]) -> bool:
+    """Whether the rows hash with `hash_record_extended` (fast; every column's type needs a
+    hash function), tried on one row under a savepoint; else rows are hashed through their
+    text (slower, any type)."""
+    conn.execute(text("SAVEPOINT nucleus_retire_hashable"))
+    try:
+        conn.execute(
+            text(f"SELECT hash_record_extended(t, 0) FROM {ident(*table)} t LIMIT 1")
+        ).all()
+    except DBAPIError:
+        conn.execute(text("ROLLBACK TO SAVEPOINT nucleus_retire_hashable"))
+        return False
+    conn.execute(text("RELEASE SAVEPOINT nucleus_retire_hashable"))
+    return True
 
 
 def _sha256(path: Path) -> tuple[str, int]:
@@ -92,7 +109,8 @@ def write(conn: Connection, bucket: Path, table: tuple[str, str], move: str, key
     cursor: Any = raw.cursor()  # pg8000's: COPY streams
     with (directory / OBJECT).open("wb") as out:
         cursor.execute(f"COPY {ident(*table)} ({_column_list(columns)}) TO STDOUT", stream=out)
-    rows = conn.execute(text(f"SELECT count(*) FROM {ident(*table)}")).scalar_one()
+    hashed = _hashable(conn, table)
+    ranges = _ranges(conn, table, key, hashed)
     sha, size = _sha256(directory / OBJECT)
     ddl = (
         f"CREATE TABLE {ident(*table)} ("
@@ -110,10 +128,11 @@ def write(conn: Connection, bucket: Path, table: tuple[str, str], move: str, key
         "object": OBJECT,
         "sha256": sha,
         "bytes": size,
-        "rows": int(rows),
+        "rows": sum(r[1] for r in ranges),
         "columns": columns,
         "ddl": ddl,
-        "ranges": _ranges(conn, table, key),
+        "hashed": "hash_record_extended" if hashed else "hashtextextended(row text)",
+        "ranges": ranges,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Archive(directory, manifest)
@@ -150,10 +169,12 @@ def load(directory: Path) -> Archive:
     return Archive(directory, manifest)
 
 
-def check(conn: Connection, archive: Archive) -> dict[str, Any]:
+def check(conn: Connection, archive: Archive, live: bool = True) -> dict[str, Any]:
     """Restore into a scratch temporary table (inside the caller's transaction, which must
     roll back or commit: it is created ON COMMIT DROP) and compare per range with the
-    manifest and with the live table. Raises ArchiveRefused naming the ranges that differ."""
+    manifest and (`live`) with the live table: left out right after `write`, whose manifest
+    was computed from the live, frozen table in the same run. Raises ArchiveRefused naming
+    the ranges that differ."""
     m = archive.manifest
     table = tuple(str(m["table"]).split(".", 1))
     assert len(table) == 2
@@ -171,14 +192,16 @@ def check(conn: Connection, archive: Archive) -> dict[str, Any]:
     with (archive.directory / str(m["object"])).open("rb") as data:
         cursor.execute(f"COPY {SCRATCH} ({_column_list(columns)}) FROM STDIN", stream=data)
     restored_rows = conn.execute(text(f"SELECT count(*) FROM pg_temp.{SCRATCH}")).scalar_one()
-    restored = _ranges(conn, ("pg_temp", SCRATCH), str(m["key"]))
-    live = _ranges(conn, (table[0], table[1]), str(m["key"]))
+    hashed = m.get("hashed") == "hash_record_extended"
+    compared = [("restored archive", _ranges(conn, ("pg_temp", SCRATCH), str(m["key"]), hashed))]
+    if live:
+        compared.append(("live table", _ranges(conn, (table[0], table[1]), str(m["key"]), hashed)))
     conn.execute(text(f"DROP TABLE pg_temp.{SCRATCH}"))
     recorded = [list(r) for r in m["ranges"]]
     problems = []
     if restored_rows != m["rows"]:
         problems.append(f"{restored_rows} rows restored, the manifest records {m['rows']}")
-    for what, ranges in (("restored archive", restored), ("live table", live)):
+    for what, ranges in compared:
         differ = sorted(
             {r[0] for r in ranges} ^ {r[0] for r in recorded}
             | {a[0] for a, b in zip(ranges, recorded, strict=False) if a != b}
