@@ -1063,7 +1063,12 @@ def _retire_command(verb: str, doc: str) -> None:
         from provision.retire import render as retire_render
 
         target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
-        listener = (lambda m: click.echo(m, err=True)) if fmt == "text" else (lambda m: None)
+        # Progress to stdout before the plan; lock waits ("waiting: ...") to stderr.
+        listener = (
+            (lambda m: click.echo(m, err=m.startswith("waiting: ")))
+            if fmt == "text"
+            else (lambda m: click.echo(m, err=True) if m.startswith("waiting: ") else None)
+        )
         if verb == "apply":
             plans = retiring.apply(target, desired, moves_dir, only, ctx.policy, listener)
         else:

@@ -513,3 +513,36 @@ def test_an_archive_of_a_frozen_table_is_checked_and_a_tampered_one_refused(db, 
     (directory / "manifest.json").write_text(json.dumps(doc))
     tampered = retire(db, "check-archive", moves, str(directory))
     assert_clean_error(tampered, "refused", "key range(s) 0..8191")
+
+
+@pytest.mark.parametrize(
+    ("side_effect", "named"),
+    [
+        # The table's name built at run time: no text search of function bodies finds it.
+        (
+            "EXECUTE 'ALTER TABLE results_' || 'schema.results SET (fillfactor = 90)'",
+            "more than its privileges and its trigger",
+        ),
+        ("INSERT INTO public.ddl_log VALUES (1)", "rows of public.ddl_log: 1 inserted"),
+    ],
+    ids=["table-option", "row-elsewhere"],
+)
+def test_a_freeze_that_changes_more_than_it_declares_is_rolled_back_and_named(
+    db, tmp_path, side_effect, named
+):
+    # An event trigger (only Cloud SQL's superuser could make one) fires on CREATE TRIGGER.
+    db.query(
+        "CREATE TABLE public.ddl_log (n int); "
+        "CREATE FUNCTION public.on_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS "
+        f"$$BEGIN IF tg_tag = 'CREATE TRIGGER' THEN {side_effect}; END IF; END$$; "
+        "CREATE EVENT TRIGGER on_ddl ON ddl_command_end EXECUTE FUNCTION public.on_ddl()"
+    )
+    moves = moves_with(tmp_path, entry(TABLE))
+    retire(db, "apply", moves)
+    refused = retire(db, "apply", moves)
+    assert_clean_error(refused, "freeze: rolled back", named)
+    assert phase(db, TABLE) == [["observing"]]
+    assert db.query("SELECT count(*) FROM pg_trigger WHERE tgname = 'nucleus_retire_frozen'") == [
+        [0]
+    ]
+    assert db.query("SELECT count(*) FROM public.ddl_log") == [[0]]

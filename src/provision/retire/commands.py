@@ -27,6 +27,7 @@ from provision.move.plan import SCHEMA as MOVE_SCHEMA
 from provision.retire import declare, freeze, observe, state
 from provision.retire.plan import Recorded, TablePlan, plan_table
 from provision.retire.state import FREEZE_TRIGGER, SCHEMA
+from provision.sql import ident
 
 Statement = tuple[str, dict[str, Any]]
 Listener = Callable[[str], None]
@@ -73,6 +74,7 @@ class _Session:
         statements: Sequence[Statement],
         allowed: set[str],
         work: Callable[[Connection], None] = lambda conn: None,
+        table: tuple[str, str] | None = None,
     ) -> None:
         """`work`, then `statements`, in one transaction, committed only if everything outside
         `nucleus_retire` that changed is in `allowed` (lines of `safety.violations`)."""
@@ -83,11 +85,17 @@ class _Session:
             try:
                 self._limits()
                 before = safety.snapshot(self.conn, [SCHEMA])
+                shape = _shape(self.conn, table) if table else ()
                 work(self.conn)
                 for sql, params in statements:
                     self.conn.execute(text(sql), params)
                 after = safety.snapshot(self.conn, [SCHEMA])
                 found.extend(v for v in safety.violations(before, after) if v not in allowed)
+                if table and _shape(self.conn, table) != shape:
+                    found.append(
+                        f"{'.'.join(table)}: more than its privileges and its trigger changed "
+                        "(storage, columns, options or another trigger)"
+                    )
                 if found:
                     self.conn.rollback()
                 else:
@@ -115,6 +123,29 @@ class _Session:
                 hint="wait for it to finish, then run again",
             )
         self.conn.commit()
+
+
+# What a freeze or unfreeze may change of its table is its ACL (table and columns) and its
+# trigger: `safety` reports both as "relation ... altered", which would also cover a rewrite
+# (new storage) or a changed column. So the rest of the table's shape is compared too.
+_SHAPE_SQL = """
+SELECT c.relfilenode, c.relkind, pg_get_userbyid(c.relowner) AS owner,
+       CAST(c.reloptions AS text) AS options, c.relrowsecurity, c.relpersistence,
+       (SELECT string_agg(concat_ws(':', a.attname, format_type(a.atttypid, a.atttypmod),
+                                    a.attnotnull, pg_get_expr(d.adbin, d.adrelid)), ','
+                          ORDER BY a.attnum)
+          FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid
+                                                 AND d.adnum = a.attnum
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       (SELECT string_agg(t.tgname || '=' || CAST(t.tgenabled AS text), ',' ORDER BY t.tgname)
+          FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname <> :trigger) AS other_triggers
+FROM pg_class c WHERE c.oid = CAST(:table AS regclass)
+"""
+
+
+def _shape(conn: Connection, table: tuple[str, str]) -> tuple[Any, ...]:
+    row = conn.execute(text(_SHAPE_SQL), {"table": ident(*table), "trigger": FREEZE_TRIGGER}).one()
+    return tuple(row)
 
 
 def _allowed(table: str, *trigger_changes: str) -> set[str]:
@@ -331,7 +362,10 @@ def apply(
             if freeze_step is not None and freeze_step.runnable and p.phase != "frozen":
                 listener(f"{p.name}: freezing")
                 session.proven(
-                    f"{p.name}: freeze", _freeze_statements(p), _allowed(p.name, "created")
+                    f"{p.name}: freeze",
+                    _freeze_statements(p),
+                    _allowed(p.name, "created"),
+                    table=p.retirement.table,
                 )
             elif p.step("refreeze") is not None:
                 listener(f"{p.name}: re-creating the freeze trigger")
@@ -339,7 +373,12 @@ def apply(
                     (sql, {}) for sql in state.freeze_trigger(p.retirement.table)
                 ]
                 again.append(_event(p.name, "refreeze", {"drift": p.drift}))
-                session.proven(f"{p.name}: refreeze", again, _allowed(p.name, "created", "altered"))
+                session.proven(
+                    f"{p.name}: refreeze",
+                    again,
+                    _allowed(p.name, "created", "altered"),
+                    table=p.retirement.table,
+                )
         result: list[TablePlan] = session.read(
             "retire apply", lambda c: _plans(c, retire, names, False)
         )
@@ -393,7 +432,12 @@ def unfreeze(
             ),
             _event(table.name, "unfreeze", {"restored": [g.to_dict() for g in restore]}),
         ]
-        session.proven(f"{table.name}: unfreeze", statements, _allowed(table.name, "dropped"))
+        session.proven(
+            f"{table.name}: unfreeze",
+            statements,
+            _allowed(table.name, "dropped"),
+            table=table.table,
+        )
         after: list[TablePlan] = session.read(
             "retire unfreeze", lambda c: _plans(c, retire, [table.name], True)
         )
