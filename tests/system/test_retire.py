@@ -483,11 +483,11 @@ def test_an_archive_of_a_frozen_table_is_checked_and_a_tampered_one_refused(db, 
     bucket = tmp_path / "bucket"
     early = retire(db, "archive", moves, TABLE, "--bucket", str(bucket))
     assert_clean_error(early, "is not frozen")
+    rows = db.query(f"SELECT count(*) FROM {TABLE}")[0][0]  # before the window starts
     frozen(db, tmp_path / "f")
     made = retire(db, "archive", moves, TABLE, "--bucket", str(bucket), "--format", "json")
     assert made.code == 0, made.out + made.err
     archive = made.json
-    rows = db.query(f"SELECT count(*) FROM {TABLE}")[0][0]
     assert (
         archive["rows"] == rows and archive["sha256"] and archive["ddl"].startswith("CREATE TABLE")
     )
@@ -495,6 +495,18 @@ def test_an_archive_of_a_frozen_table_is_checked_and_a_tampered_one_refused(db, 
     assert retire(db, "check-archive", moves, str(directory)).code == 0
     steps = db.query("SELECT step FROM nucleus_retire.events WHERE name = :n ORDER BY id", n=TABLE)
     assert steps == [["freeze"], ["archive"], ["archive-check"]]
+    # The archive's own scans (COPY, hashes, the check's read of the live table) are recorded
+    # and discounted: the next snapshot does not take them for a use.
+    assert db.query(
+        "SELECT sum(seq_scan) > 0 FROM nucleus_retire.own_reads WHERE name = :n", n=TABLE
+    ) == [[True]]
+    assert retire(db, "apply", moves).code == 0
+    (table,) = retire(db, "status", moves, "--format", "json").json
+    assert not table["window_reason"].startswith("used"), table
+    use(db, f"SELECT count(*) FROM {TABLE}")  # a real read still counts
+    retire(db, "apply", moves)
+    (table,) = retire(db, "status", moves, "--format", "json").json
+    assert table["window_reason"] == "used: 1 sequential scan(s)", table
 
     data = (directory / "rows.copy").read_bytes()
     manifest = (directory / "manifest.json").read_text()

@@ -12,7 +12,7 @@ import pytest
 from provision.errors import MoveFileError
 from provision.move import declare as move_declare
 from provision.retire import declare, freeze
-from provision.retire.observe import Grant, Usage, judge
+from provision.retire.observe import Grant, OwnRead, Usage, judge
 
 MOVES = Path(__file__).resolve().parents[2] / "moves"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,6 +72,18 @@ def test_a_use_restarts_the_window_at_the_reading_that_showed_it():
     assert j.window_reason == "used: 3 sequential scan(s)"
     assert j.intervals == 1
     assert "3 sequential scan(s)" in (j.last_use or "")
+
+
+def test_the_tools_own_reads_are_discounted_and_nothing_more():
+    own = (OwnRead(T0 + timedelta(minutes=90), 2, 0),)
+    mine = judge(T0, "observation started", [reading(0), reading(1)], reading(2, seq=2), own)
+    assert mine.window_started_at == T0 and mine.intervals == 2
+    more = judge(T0, "observation started", [reading(0), reading(1)], reading(2, seq=3), own)
+    assert more.window_reason == "used: 1 sequential scan(s)"
+    # An own read recorded outside the interval discounts nothing.
+    later = (OwnRead(T0 + timedelta(hours=3), 2, 0),)
+    other = judge(T0, "observation started", [reading(0), reading(1)], reading(2, seq=2), later)
+    assert other.window_reason == "used: 2 sequential scan(s)"
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from provision.errors import ProvisionError
 from provision.move.plan import RANGE_BITS, summary
+from provision.retire.state import OWN_READ_SQL, XACT_SCANS_SQL
 from provision.sql import ident
 
 FORMAT = "nucleus-retire-archive/1"
@@ -52,6 +53,9 @@ class ArchiveRefused(ProvisionError):
 class Archive:
     directory: Path
     manifest: dict[str, Any]
+    # The scans of the live table the export itself made (sequential, index): the tool's own
+    # reads, recorded so that they are not taken for a service's use.
+    own_scans: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,7 @@ def write(conn: Connection, bucket: Path, table: tuple[str, str], move: str, key
         {"name": r.attname, "type": r.type, "not_null": bool(r.attnotnull)}
         for r in conn.execute(text(COLUMNS_SQL), {"table": ident(*table)})
     ]
+    before = xact_scans(conn, table)
     raw = conn.connection.dbapi_connection
     assert raw is not None
     cursor: Any = raw.cursor()  # pg8000's: COPY streams
@@ -134,8 +139,17 @@ def write(conn: Connection, bucket: Path, table: tuple[str, str], move: str, key
         "hashed": "hash_record_extended" if hashed else "hashtextextended(row text)",
         "ranges": ranges,
     }
+    after = xact_scans(conn, table)
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return Archive(directory, manifest)
+    return Archive(directory, manifest, (after[0] - before[0], after[1] - before[1]))
+
+
+def xact_scans(conn: Connection, table: tuple[str, str]) -> tuple[int, int]:
+    """This backend's scans of `table` not yet published (its transaction's, and since
+    PostgreSQL 15 maybe earlier ones'): read before and after a step, the difference is the
+    step's own."""
+    row = conn.execute(text(XACT_SCANS_SQL), {"table": ident(*table)}).one()
+    return int(row.seq_scan), int(row.idx_scan)
 
 
 def load(directory: Path) -> Archive:
@@ -192,11 +206,20 @@ def check(conn: Connection, archive: Archive, live: bool = True) -> dict[str, An
     with (archive.directory / str(m["object"])).open("rb") as data:
         cursor.execute(f"COPY {SCRATCH} ({_column_list(columns)}) FROM STDIN", stream=data)
     restored_rows = conn.execute(text(f"SELECT count(*) FROM pg_temp.{SCRATCH}")).scalar_one()
+    live_before = xact_scans(conn, (table[0], table[1]))
     hashed = m.get("hashed") == "hash_record_extended"
     compared = [("restored archive", _ranges(conn, ("pg_temp", SCRATCH), str(m["key"]), hashed))]
     if live:
         compared.append(("live table", _ranges(conn, (table[0], table[1]), str(m["key"]), hashed)))
     conn.execute(text(f"DROP TABLE pg_temp.{SCRATCH}"))
+    live_after = xact_scans(conn, (table[0], table[1]))
+    seq = archive.own_scans[0] + live_after[0] - live_before[0]
+    idx = archive.own_scans[1] + live_after[1] - live_before[1]
+    if seq or idx:
+        conn.execute(
+            text(OWN_READ_SQL),
+            {"name": m["table"], "seq_scan": seq, "idx_scan": idx, "what": "archive"},
+        )
     recorded = [list(r) for r in m["ranges"]]
     problems = []
     if restored_rows != m["rows"]:

@@ -205,6 +205,17 @@ def _recorded(conn: Connection) -> tuple[dict[str, Recorded], dict[str, list[obs
     return recorded, history
 
 
+def _own_reads(conn: Connection) -> dict[str, tuple[observe.OwnRead, ...]]:
+    if not _exists(conn, f"{SCHEMA}.own_reads"):
+        return {}
+    own: dict[str, list[observe.OwnRead]] = {}
+    for r in conn.execute(
+        text(f"SELECT name, at, seq_scan, idx_scan FROM {SCHEMA}.own_reads ORDER BY at")
+    ):
+        own.setdefault(r.name, []).append(observe.OwnRead(r.at, int(r.seq_scan), int(r.idx_scan)))
+    return {name: tuple(reads) for name, reads in own.items()}
+
+
 def _cutovers(conn: Connection) -> dict[str, datetime | None]:
     if not _exists(conn, f"{MOVE_SCHEMA}.state"):
         return {}
@@ -219,6 +230,7 @@ def _plans(
 ) -> list[TablePlan]:
     facts = observe.read_facts(conn, names, SCHEMA, FREEZE_TRIGGER)
     recorded, history = _recorded(conn)
+    own = _own_reads(conn)
     cutovers = _cutovers(conn)
     return [
         plan_table(
@@ -228,6 +240,7 @@ def _plans(
             history.get(t.name, []),
             cutovers.get(t.move),
             include_now,
+            own.get(t.name, ()),
         )
         for t in retire.tables
         if t.name in names
@@ -487,6 +500,8 @@ def _check(
     checked: dict[str, Any] = {}
 
     def work(conn: Connection) -> None:
+        for sql in state.BOOKKEEPING:  # own_reads, for a schema made by an older version
+            conn.execute(text(sql))
         checked.update(archiving.check(conn, archived, live))
 
     table = str(archived.manifest["table"])

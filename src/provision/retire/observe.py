@@ -148,13 +148,32 @@ def reset_reason(before: Usage, after: Usage) -> str | None:
     return None
 
 
-def used_between(before: Usage, after: Usage) -> list[str]:
-    """The use between two comparable readings, in words (empty: none)."""
+@dataclass(frozen=True)
+class OwnRead:
+    """Scans of the table by the tool itself (the archive's COPY, its check of the live table),
+    counted in the tool's own transaction (`pg_stat_xact_user_tables`) and recorded beside
+    it: discounted from the evidence, so that archiving a frozen table is not a use."""
+
+    at: datetime
+    seq_scan: int
+    idx_scan: int
+
+
+def used_between(before: Usage, after: Usage, own: Sequence[OwnRead] = ()) -> list[str]:
+    """The use between two comparable readings, in words (empty: none), less the tool's own
+    reads recorded between them."""
+    mine = [o for o in own if before.taken_at < o.at <= after.taken_at]
+    discount = {
+        "seq_scan": sum(o.seq_scan for o in mine),
+        "idx_scan": sum(o.idx_scan for o in mine),
+    }
     found = [
-        f"{a - b} {_COUNTER_WORDS[c]}"
+        f"{a - b - discount.get(c, 0)} {_COUNTER_WORDS[c]}"
         for c, b, a in zip(COUNTERS, before.counters(), after.counters(), strict=True)
-        if a > b
+        if a - b > discount.get(c, 0)
     ]
+    if mine:
+        return found  # the last scan's time is then most likely the tool's own
     for what, at in (("sequential scan", after.last_seq_scan), ("index scan", after.last_idx_scan)):
         if at is not None and at > before.taken_at and not any(what in f for f in found):
             found.append(f"{what} at {at:%Y-%m-%d %H:%M:%S%z}")
@@ -166,6 +185,7 @@ def judge(
     window_reason: str,
     history: Sequence[Usage],
     now: Usage | None,
+    own: Sequence[OwnRead] = (),
 ) -> Judgement:
     """Walk the readings since the window started (stored ones, then `now`): a reset or a
     use restarts the window at the reading that showed it."""
@@ -185,7 +205,7 @@ def judge(
             judgement.uses = []
             judgement.intervals = 0
             continue
-        uses = used_between(before, after)
+        uses = used_between(before, after, own)
         judgement.intervals += 1
         judgement.uses = uses
         if uses:

@@ -15,7 +15,15 @@ from typing import Any
 
 from provision.retire import freeze
 from provision.retire.declare import Retirement
-from provision.retire.observe import Grant, Judgement, TableFacts, Usage, judge, window_left
+from provision.retire.observe import (
+    Grant,
+    Judgement,
+    OwnRead,
+    TableFacts,
+    Usage,
+    judge,
+    window_left,
+)
 from provision.retire.state import FREEZE_TRIGGER
 
 
@@ -140,6 +148,7 @@ def plan_table(
     history: list[Usage],
     cutover_at: datetime | None,
     include_now: bool = True,
+    own: tuple[OwnRead, ...] = (),
 ) -> TablePlan:
     """`history`: the snapshots since the recorded window start; `include_now`: judge the
     reading in `facts` too (plan: not recorded yet; apply: already the last of `history`)."""
@@ -149,6 +158,7 @@ def plan_table(
         recorded.window_reason if recorded else "observation starts with the first apply",
         history,
         now_reading,
+        own,
     )
     phase = recorded.phase if recorded else "new"
     result = TablePlan(retirement, facts, phase, judgement, cutover_at)

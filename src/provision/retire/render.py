@@ -75,6 +75,7 @@ def status_text(plans: Sequence[TablePlan]) -> str:
             lines.append(f"  DRIFT: {line}")
         if p.phase == "frozen" and not p.drift:
             lines.append(
-                "  frozen: every write refused; next: archive (not built yet, docs/retire.md)"
+                "  frozen: every write refused; next: nucleus-provision retire archive "
+                f"{p.name} --bucket DIR (soft delete and drop: not built, docs/retire.md)"
             )
     return "\n".join(lines)

@@ -55,6 +55,14 @@ BOOKKEEPING = (
     application_name text NOT NULL DEFAULT current_setting('application_name'),
     evidence         jsonb NOT NULL
 )""",
+    # The tool's own scans of a table (archive), discounted from the evidence of use.
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.own_reads (
+    name     text NOT NULL,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    seq_scan bigint NOT NULL,
+    idx_scan bigint NOT NULL,
+    what     text NOT NULL
+)""",
     # SECURITY INVOKER (the default): it only raises, with the writer's own identity.
     f"""CREATE OR REPLACE FUNCTION {SCHEMA}.refuse_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -94,3 +102,9 @@ def unfreeze_trigger(table: tuple[str, str]) -> list[str]:
 
 
 EVENT_SQL = f"INSERT INTO {SCHEMA}.events (name, step, evidence) VALUES (:name, :step, CAST(:evidence AS jsonb))"
+
+OWN_READ_SQL = f"""INSERT INTO {SCHEMA}.own_reads (name, seq_scan, idx_scan, what)
+VALUES (:name, :seq_scan, :idx_scan, :what)"""
+# This transaction's scans of a table, not yet in pg_stat_user_tables.
+XACT_SCANS_SQL = """SELECT coalesce(sum(seq_scan), 0) AS seq_scan, coalesce(sum(idx_scan), 0) AS idx_scan
+FROM pg_stat_xact_user_tables WHERE relid = CAST(:table AS regclass)"""
