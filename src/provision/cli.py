@@ -1004,7 +1004,7 @@ EXIT_MANUAL = 3  # only a person can fix it (issue 19's exit-code table)
 
 @cli.group()
 def retire() -> None:
-    """Retire the legacy tables on evidence: observe, then freeze (docs/retire.md).
+    """Retire the legacy tables on evidence: observe, freeze, archive (docs/retire.md).
 
     \b
     Declared in moves/retire.toml (per table: its move, the observe window). Each step is
@@ -1014,6 +1014,8 @@ def retire() -> None:
       nucleus-provision retire status --env prod   # per table: last use, by what, what blocks
       nucleus-provision retire verify --env prod   # exit 1 when a frozen table drifted
       nucleus-provision retire unfreeze dna_schema.entities --env prod
+      nucleus-provision retire archive dna_schema.entities --bucket DIR --env prod
+      nucleus-provision retire check-archive DIR/dna_schema.entities/TIME --env prod
     \b
     Exit codes: 0 done, 2 pending (a window to wait out, a step to run), 3 only a person
     can unblock (a view, a foreign key, a function reaching the table), 1 error or drift.
