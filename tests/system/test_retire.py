@@ -348,6 +348,22 @@ def test_verify_names_a_frozen_table_whose_trigger_was_disabled_and_apply_restor
     assert "DRIFT" in verify.out and "nucleus_retire_frozen" in verify.out
     assert retire(db, "apply", moves).code == 0
     assert retire(db, "verify", moves).code == 0
+    db.query(f"GRANT INSERT ON {TABLE} TO nucleus", user="postgres")
+    regranted = retire(db, "verify", moves)
+    assert regranted.code == 1, regranted.out
+    assert "INSERT for nucleus (by postgres) was granted again" in regranted.out
+    assert f"REVOKE INSERT ON {TABLE} FROM nucleus GRANTED BY postgres" in regranted.out
+    db.query(f"REVOKE INSERT ON {TABLE} FROM nucleus GRANTED BY postgres", user="postgres")
+    assert retire(db, "verify", moves).code == 0
+
+
+def test_a_declared_table_that_does_not_exist_needs_a_person(db, tmp_path):
+    db.query(f"DROP TABLE {TABLE}", user="postgres")  # the test's copy only
+    moves = moves_with(tmp_path, entry(TABLE))
+    plan = retire(db, "plan", moves)
+    assert plan.code == 3, plan.out + plan.err
+    assert f"{TABLE} does not exist" in plan.out
+    assert retire(db, "apply", moves).code == 3
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,9 @@ def plan_table(
         for g in facts.grants:
             if g.key() in revoked:
                 result.drift.append(
-                    f"{g.privilege} for {g.grantee} (by {g.grantor}) was granted again after the freeze"
+                    f"{g.privilege} for {g.grantee} (by {g.grantor}) was granted again after the "
+                    f"freeze (the trigger still refuses its writes; as {g.grantor}: "
+                    f"{freeze.revoke_sql(g, retirement.table)})"
                 )
         return result
     left = window_left(judgement, retirement.observe, facts.now)
