@@ -86,6 +86,7 @@ bench: setup $(STAMPS)/bench
 	$(PY) bench/stall_bench.py
 	$(PY) bench/diff_bench.py
 	$(PY) bench/move_bench.py
+	$(PY) bench/retire_bench.py
 
 # Phase 4's move alone, on 1M entities + 2M interests (several minutes; docs/benchmarks.md).
 bench-move: setup

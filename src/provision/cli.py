@@ -1288,6 +1288,208 @@ def move_verify(
     )
 
 
+# -- retire (Phase 4, last step: the legacy tables, on evidence) -----------------------------
+
+@cli.group()
+def retire() -> None:
+    """Retire the legacy tables on evidence: observe, freeze, archive (docs/retire.md).
+
+    \b
+    Declared in moves/retire.toml (per table: its move, the observe window). Each step is
+    gated, recorded in schema nucleus_retire (who, when, evidence) and reversible:
+      nucleus-provision retire plan --env prod     # steps, gates; exit 2 pending, 3 blocked
+      nucleus-provision retire apply --env prod    # snapshot usage; freeze what may be frozen
+      nucleus-provision retire status --env prod   # per table: last use, by what, what blocks
+      nucleus-provision retire verify --env prod   # exit 1 when a frozen table drifted
+      nucleus-provision retire unfreeze dna_schema.entities --env prod
+      nucleus-provision retire archive dna_schema.entities --bucket DIR --env prod
+      nucleus-provision retire check-archive DIR/dna_schema.entities/TIME --env prod
+    \b
+    Exit codes: 0 done, 2 pending (a window to wait out, a step to run), 3 only a person
+    can unblock (a view, a foreign key, a function reaching the table), 1 error or drift.
+    """
+
+
+def _retire_options(func: F) -> F:
+    func = click.option("--format", "fmt", type=ENGINE_FORMATS, default="text", show_default=True)(
+        func
+    )
+    func = click.option(
+        "--moves",
+        "moves_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Directory of the move files and retire.toml [default: ./moves or $NUCLEUS_MOVES].",
+    )(func)
+    return target_options(func)
+
+
+def _retire_exit(plans: list[Any]) -> None:
+    from provision.retire.plan import outcome
+
+    sys.exit(
+        {"done": EXIT_OK, "pending": EXIT_CHANGES, "manual": ExitCode.MANUAL, "drift": EXIT_ERROR}[
+            outcome(plans)
+        ]
+    )
+
+
+def _retire_command(verb: str, doc: str) -> None:
+    @retire.command(verb, help=doc)
+    @_retire_options
+    @click.option("--only", metavar="SCHEMA.TABLE", help="Only this declared table.")
+    @click.pass_obj
+    def command(
+        ctx: Context,
+        dsn: str | None,
+        owner_dsn: str | None,
+        env_name: str | None,
+        moves_dir: Path | None,
+        fmt: str,
+        only: str | None,
+    ) -> None:
+        # Imported here (issue 21: `--help` loads nothing heavier than click).
+        from provision import render
+        from provision.retire import commands as retiring
+        from provision.retire import render as retire_render
+
+        target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+        # Progress to stdout before the plan; lock waits ("waiting: ...") to stderr.
+        listener = (
+            (lambda m: click.echo(m, err=m.startswith("waiting: ")))
+            if fmt == "text"
+            else (lambda m: click.echo(m, err=True) if m.startswith("waiting: ") else None)
+        )
+        if verb == "apply":
+            plans = retiring.apply(target, desired, moves_dir, only, ctx.policy, listener)
+        else:
+            plans = getattr(retiring, verb)(target, desired, moves_dir, only, ctx.policy)
+        if fmt == "json":
+            click.echo(render.to_json([p.to_dict() for p in plans]))
+        elif verb == "status":
+            click.echo(retire_render.status_text(plans))
+        else:
+            click.echo(retire_render.plan_text(plans, f"retire {verb}"))
+        if verb != "status":
+            _retire_exit(plans)
+
+
+_retire_command(
+    "plan",
+    "Per declared table: the evidence (usage since its window started, counter resets, "
+    "sessions using it now, dependants) and the steps apply would run, each with its gates. "
+    "Read-only. Exit 0 all frozen, 2 pending, 3 blocked until a person acts.",
+)
+_retire_command(
+    "apply",
+    "Record a usage snapshot of every declared table (a counter reset or a use restarts its "
+    "window), then run each step whose gates all hold: freeze (a trigger refusing every "
+    "write, for every role, plus REVOKEs of the write grants this login may revoke).",
+)
+_retire_command(
+    "status",
+    "Per declared table: phase, last use and by what, what still blocks (read-only, exit 0).",
+)
+_retire_command(
+    "verify",
+    "Check the recorded state against the database: every frozen table still carries its "
+    "trigger (enabled always) and none of the grants its freeze revoked is back. Exit 1 on "
+    "drift (retire apply re-creates a missing trigger), 2 pending, 3 blocked, 0 done.",
+)
+
+
+@retire.command("unfreeze")
+@click.argument("table", metavar="SCHEMA.TABLE")
+@_retire_options
+@click.pass_obj
+def retire_unfreeze(
+    ctx: Context,
+    table: str,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Undo the freeze of TABLE: drop its trigger, give back exactly the grants the freeze
+    revoked (each by its original grantor), and restart its observe window."""
+    from provision import render
+    from provision.retire import commands as retiring
+    from provision.retire import render as retire_render
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    after = retiring.unfreeze(target, desired, table, moves_dir, ctx.policy)
+    if fmt == "json":
+        click.echo(render.to_json(after.to_dict()))
+    else:
+        click.echo(retire_render.status_text([after]))
+
+
+@retire.command("archive")
+@click.argument("table", metavar="SCHEMA.TABLE")
+@click.option(
+    "--bucket",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory standing for the archive bucket (the emulation's Cloud Storage).",
+)
+@_retire_options
+@click.pass_obj
+def retire_archive(
+    ctx: Context,
+    table: str,
+    bucket: Path,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,
+    fmt: str,
+) -> None:
+    """Archive frozen TABLE into --bucket (rows as COPY text, a manifest with sha256, rows,
+    DDL and per-range hashes), then check it: restored into a scratch table and compared per
+    key range with the manifest and the live table. Prints the archive's directory."""
+    from provision import render
+    from provision.retire import commands as retiring
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    result = retiring.archive(target, desired, table, bucket, moves_dir, ctx.policy)
+    if fmt == "json":
+        click.echo(render.to_json(result))
+    else:
+        click.echo(
+            f"{result['table']}: archived and checked: {result['rows']} rows, "
+            f"{result['ranges']} key ranges, sha256 {result['sha256']}\n{result['directory']}"
+        )
+
+
+@retire.command("check-archive")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_retire_options
+@click.pass_obj
+def retire_check_archive(
+    ctx: Context,
+    directory: Path,
+    dsn: str | None,
+    owner_dsn: str | None,
+    env_name: str | None,
+    moves_dir: Path | None,  # noqa: ARG001 - the common options of retire
+    fmt: str,
+) -> None:
+    """Check the archive in DIRECTORY: its object against its manifest (a truncated or
+    changed file is refused), then restored and compared per key range with the manifest
+    and the live table. Exit 0 sound, 1 refused."""
+    from provision import render
+    from provision.retire import commands as retiring
+
+    target, desired = _inputs(ctx, dsn, owner_dsn, env_name)
+    result = retiring.check_archive(target, desired, directory, ctx.policy)
+    if fmt == "json":
+        click.echo(render.to_json(result))
+    else:
+        click.echo(
+            f"{result['table']}: archive sound: {result['rows']} rows, sha256 {result['sha256']}"
+        )
+
+
 @cli.command("diff", epilog=EXIT_TABLE)
 @click.option(
     "--env",

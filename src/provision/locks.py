@@ -44,6 +44,8 @@ WRITER_KEY = 0x6E756377
 # Held by `rotate` for the whole of one rotation ("nucr"): two at once could each set a password
 # and store the other's.
 ROTATE_KEY = 0x6E756372
+# Held by `retire apply|unfreeze` for their whole run ("nret"): one retirement run at a time.
+RETIRE_KEY = 0x6E726574
 LOCK_NOT_AVAILABLE = "55P03"
 T = TypeVar("T")
 

@@ -33,6 +33,8 @@ from provision.errors import ConfigError, MoveFileError
 
 MOVES_ENV_VAR = "NUCLEUS_MOVES"
 NOT_MOVED_FILE = "not-moved.toml"
+# The retirement of the legacy tables (provision.retire.declare) is declared beside the moves.
+RETIRE_FILE = "retire.toml"
 FILE_PATTERN = re.compile(r"^(\d+)_([a-z][a-z0-9_]*)\.toml$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _QUALIFIED = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
@@ -148,7 +150,11 @@ def load(directory: Path | None = None, layout: Layout | None = None) -> Declara
         )
     moves: list[Move] = []
     for path in sorted(directory.iterdir(), key=lambda p: p.name):
-        if not path.is_file() or path.name == NOT_MOVED_FILE or path.suffix != ".toml":
+        if (
+            not path.is_file()
+            or path.name in (NOT_MOVED_FILE, RETIRE_FILE)
+            or path.suffix != ".toml"
+        ):
             continue
         match = FILE_PATTERN.match(path.name)
         if match is None:
