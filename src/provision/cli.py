@@ -458,9 +458,7 @@ def local_seed(rows: int, state_dir: Path | None) -> None:
 
     instance = server.Server(state_dir).status()
     if instance is None or not instance.is_running():
-        raise LocalInstanceError(
-            "no local instance runs", hint=_start_one(state_dir)
-        )
+        raise LocalInstanceError("no local instance runs", hint=_start_one(state_dir))
     conn = connect_as(instance, ADMIN_USER, timeout=600)
     try:
         click.echo(json.dumps({"rows": rows, "seconds": seed(conn, rows)}))
@@ -1289,6 +1287,7 @@ def move_verify(
 
 
 # -- retire (Phase 4, last step: the legacy tables, on evidence) -----------------------------
+
 
 @cli.group()
 def retire() -> None:

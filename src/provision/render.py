@@ -17,8 +17,8 @@ from provision import planfile
 from provision.actions import Session
 from provision.executor import ApplyResult, Event, EventKind
 from provision.findings import Finding, Severity, Verdict
-from provision.planfile import display_sql
 from provision.hints import command
+from provision.planfile import display_sql
 from provision.planner import Plan
 from provision.report import Report, SchemaStatus
 

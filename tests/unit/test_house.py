@@ -80,7 +80,13 @@ def test_the_engine_core_does_no_io() -> None:
 
 # What `nucleus-provision --help` and a usage error may load: click, the standard library and
 # the flat list of errors. Everything else is imported inside the command that needs it.
-CLI_LIGHT_IMPORTS = {"click", "provision.errors", "provision.exitcodes", "provision.hints", "__future__"}
+CLI_LIGHT_IMPORTS = {
+    "click",
+    "provision.errors",
+    "provision.exitcodes",
+    "provision.hints",
+    "__future__",
+}
 
 
 def test_the_cli_imports_nothing_heavy_at_its_top() -> None:

@@ -307,7 +307,15 @@ def test_a_lock_released_within_the_budget_lets_apply_converge(legacy_db, tmp_pa
         tmp_path, {"900_note.sql": "ALTER TABLE dna.entity ADD COLUMN IF NOT EXISTS note text;\n"}
     )
     holder = _hold(legacy_db, "SELECT * FROM dna.entity LIMIT 1", 60, user="nucleus")
-    proc = start("--lock-budget", "30", "apply", "--auto-approve", *legacy_db.targets, "--migrations", str(extra))
+    proc = start(
+        "--lock-budget",
+        "30",
+        "apply",
+        "--auto-approve",
+        *legacy_db.targets,
+        "--migrations",
+        str(extra),
+    )
     # The lock is released once apply says it retries (not after a fixed time, which a slow
     # start-up could outlast): apply must then converge within its budget.
     assert proc.stderr is not None
