@@ -645,7 +645,8 @@ def plan(
     "plan_file",
     metavar="[PLAN_FILE]",
     required=False,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    # Existence is checked by planfile.load (a clear error with its hint), not by click.
+    type=click.Path(dir_okay=False, path_type=Path),
 )
 @target_options
 @migrations_option

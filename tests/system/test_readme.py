@@ -253,9 +253,7 @@ def test_links_between_the_readme_and_the_docs_resolve() -> None:
             file, _, anchor = target.partition("#")
             linked = (path.parent / file).resolve() if file else path
             if file and not linked.exists():
-                # docs/plans.md comes with the exit-code table of issue 19 (another branch).
-                if linked != ROOT / "docs" / "plans.md":
-                    broken.append(f"{path.name}: {target}")
+                broken.append(f"{path.name}: {target}")
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{path.name}: {target}")
     assert not broken, broken
