@@ -68,6 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))
 
 
+# optionalhook: `pytest -p no:xdist` (one process) still loads this conftest.
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadfile`, with the directories of _ONE_WORKER_DIRS as one unit each. (xdist's
     own `loadgroup` marks do not group under pytest 9: it renames `item._nodeid`, which pytest
