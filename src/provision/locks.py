@@ -175,7 +175,7 @@ class Attempts:
         retrying = Retrying(
             reraise=True,
             stop=stop_after_delay(self.policy.budget),
-            wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.1),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             retry=retry_if_exception(is_lock_timeout),
             before_sleep=lambda state: self.on_retry(
                 f"{what}: lock not granted within {self.policy.timeout:g}s "

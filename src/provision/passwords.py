@@ -45,7 +45,7 @@ def problems(password: str, policy: PasswordValidationPolicy, username: str) -> 
             ("a digit", any(c.isdigit() for c in password)),
             ("a symbol", any(c in punctuation for c in password)),
         )
-        found += [f"has no {what}" for what, present in checks if not present]
+        found += [f"lacks {what}" for what, present in checks if not present]
     if policy.disallow_username_substring and username.lower() in password.lower():
         found.append("contains the user name")
     return found

@@ -31,8 +31,8 @@ def test_the_policy_check_names_each_reason_without_the_password() -> None:
     found = passwords.problems("nucleus_app", POLICY, "nucleus_app")
     assert found == [
         "shorter than 16 characters",
-        "has no an upper-case letter",
-        "has no a digit",
+        "lacks an upper-case letter",
+        "lacks a digit",
         "contains the user name",
     ]
     assert passwords.problems("x", PasswordValidationPolicy(enabled=False), "x") == []
