@@ -6,11 +6,13 @@ them into a message, a hint and an exit code. Messages never contain passwords.
 
 from __future__ import annotations
 
+from provision.exitcodes import ExitCode
+
 
 class ProvisionError(Exception):
     """Base class: every error the CLI reports as a clear message with exit code 1."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
 
     def __init__(
         self, message: str, *, hint: str | None = None, rolled_back: str | None = None
@@ -86,7 +88,7 @@ class ManualActionRequired(ProvisionError):
     """Raised when the database differs from the desired state in a way `apply` cannot fix;
     the message says what a person must do. Exit 3 (`provision.exitcodes.ExitCode.MANUAL`)."""
 
-    exit_code = 3
+    exit_code = ExitCode.MANUAL
 
 
 class PlanRefused(ProvisionError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
 from provision.desired import DesiredState
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.sql import ident
 
 _IMPACT = {
@@ -42,6 +42,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     remedy=_UNAVAILABLE_HINT.get(
                         name, "use a Cloud SQL for PostgreSQL version that ships it"
                     ),
+                    items=(Item(f"extension {name}", "installed", "not available on the server"),),
                 )
             )
         elif ext.installed_version is None:
@@ -52,6 +53,13 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     f"extension {name} is not installed (version {ext.default_version} is available)",
                     _IMPACT.get(name, "what needs it fails"),
                     (name,),
+                    items=(
+                        Item(
+                            f"extension {name}",
+                            "installed",
+                            f"not installed ({ext.default_version} available)",
+                        ),
+                    ),
                 )
             )
     return found

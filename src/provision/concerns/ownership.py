@@ -29,7 +29,7 @@ from provision.actions import Action, ActionKind, Context, Session, Sql
 from provision.catalog import SUPERUSER_GROUP, Catalog
 from provision.desired import DesiredState
 from provision.errors import PermissionProblem, ProvisionError
-from provision.findings import Finding, Severity
+from provision.findings import Finding, Item, Severity
 from provision.sql import ident
 
 
@@ -102,6 +102,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"role {desired.owner} does not exist",
                 "the new layout has no owner",
                 (desired.owner,),
+                items=(Item(f"role {desired.owner}", "exists", None),),
             )
         )
     wrong = [
@@ -117,6 +118,11 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"{len(wrong)} object(s) of the new layout are not owned by {desired.owner}",
                 f"{desired.owner} cannot alter them; migrations would fail with permission denied",
                 tuple(wrong),
+                items=tuple(
+                    Item(f"{o.kind} {o.qualified}", f"owner {desired.owner}", f"owner {o.owner}")
+                    for o in layout_objects(desired, catalog)
+                    if o.owner != desired.owner
+                ),
             )
         )
     return found

@@ -410,6 +410,9 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"group role(s) {', '.join(missing_groups)} do not exist",
                 "no login can be given the declared privileges",
                 tuple(missing_groups),
+                items=tuple(
+                    Item(f"role {g}", "exists (NOLOGIN group)", None) for g in missing_groups
+                ),
             )
         )
     if p.app_login and not facts.role(p.app_login).exists:
@@ -420,6 +423,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"login {p.app_login} does not exist",
                 "services that log in with its password fail",
                 (p.app_login,),
+                items=(Item(f"role {p.app_login}", "exists (LOGIN)", None),),
             )
         )
     if p.app_alternate and not facts.role(p.app_alternate).exists:
@@ -430,6 +434,7 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                 f"login {p.app_alternate} (the app login's alternate) does not exist",
                 "the app login's password cannot be rotated without downtime",
                 (p.app_alternate,),
+                items=(Item(f"role {p.app_alternate}", "exists (LOGIN)", None),),
             )
         )
     if p.manage_iam:
@@ -446,6 +451,9 @@ def findings(desired: DesiredState, catalog: Catalog) -> list[Finding]:
                     "those identities cannot log in",
                     tuple(absent),
                     remedy=_IAM_USERS_LOCAL if p.iam_users_from_local_up else _IAM_USERS_CDKTF,
+                    items=tuple(
+                        Item(f"role {r}", "exists (IAM database user)", None) for r in absent
+                    ),
                 )
             )
     # The logins services use; the admin and the owner are cloudsqlsuperuser members by design.
