@@ -454,9 +454,7 @@ def local_seed(rows: int, state_dir: Path | None) -> None:
 
     instance = server.Server(state_dir).status()
     if instance is None or not instance.is_running():
-        raise LocalInstanceError(
-            "no local instance runs", hint=_start_one(state_dir)
-        )
+        raise LocalInstanceError("no local instance runs", hint=_start_one(state_dir))
     conn = connect_as(instance, ADMIN_USER, timeout=600)
     try:
         click.echo(json.dumps({"rows": rows, "seconds": seed(conn, rows)}))
