@@ -55,7 +55,8 @@ def app_password(
     """users.app's password for a direct (`--dsn`) run: its variable, then its secret. An
     environment with a connector plug-in (`--env local --dsn ...`, the emulation reached at its
     DSNs) reads it where the plug-in keeps it, as `--env` alone does; the plug-in is asked only
-    when apply must create the login, and when it runs no instance, the variable is read."""
+    when apply must create the login, after the variable (`users.app.password_env`) if it is
+    set, and when it runs no instance, the variable is read."""
     named = env_name or os.environ.get(ENVIRONMENT_ENV_VAR)
     environment = load_environment(named or DEFAULT_ENVIRONMENT, config)
     if environment.connector is None:
@@ -64,6 +65,13 @@ def app_password(
     def read() -> str:
         from provision.connector_plugin import overrides_for
 
+        app = environment.users.app
+        if app is not None and app.password_env and os.environ.get(app.password_env):
+            # Named explicitly for this direct run: the DSN may reach a server the plug-in
+            # does not run (a test's, a tunnel's), whose emulation must not be asked.
+            plain = credentials.app_password_source(environment)
+            assert plain is not None
+            return plain()
         try:
             overrides = overrides_for(environment)
         except LocalInstanceError:

@@ -99,7 +99,9 @@ def test_rotating_the_app_login_before_apply_says_to_apply_and_changes_nothing(
     run = nucleus("rotate", "--env", "local", "--user", "app", env=rotation_emulation.env())
     assert run.code == 1
     assert "login nucleus_app_b, which takes over from nucleus_app at this rotation" in run.err
-    assert "run `nucleus-provision apply`" in run.err and "Traceback" not in run.err
+    assert (
+        "run `nucleus-provision apply --env local` first" in run.err and "Traceback" not in run.err
+    )
     assert _versions(rotation_emulation, APP_SECRET) == before
 
 
