@@ -729,6 +729,7 @@ def _apply_gate(saved: SavedPlan | None, auto_approve: bool, *, show_plan: bool)
     and no --auto-approve is a refusal, with the way out in the hint)."""
     from provision import planfile
     from provision.errors import PlanRefused
+    from provision.hints import command
 
     def gate(reading: Reading, desired: DesiredState) -> None:
         if saved is not None:
@@ -744,8 +745,8 @@ def _apply_gate(saved: SavedPlan | None, auto_approve: bool, *, show_plan: bool)
                 raise PlanRefused(
                     f"the saved plan {saved.path} no longer applies: {'; '.join(reasons)} since "
                     "it was made. Nothing was changed",
-                    hint=f"run `plan --out {saved.path}` again, review it, then `apply "
-                    f"{saved.path}`",
+                    hint=f"run `{command(f'plan --out {saved.path}')}` again, review it, then "
+                    f"`{command(f'apply {saved.path}')}`",
                 )
             return
         if reading.plan.empty or auto_approve:
@@ -754,8 +755,9 @@ def _apply_gate(saved: SavedPlan | None, auto_approve: bool, *, show_plan: bool)
             raise PlanRefused(
                 f"apply would run {len(reading.plan.actions)} action(s) and needs approval, but "
                 "stdin is not a terminal. Nothing was changed",
-                hint="review `plan`, then run apply with --auto-approve (CI, the cdktf hook), or "
-                "save it with `plan --out FILE` and run `apply FILE`",
+                hint=f"review `{command('plan')}`, then run `{command('apply --auto-approve')}` "
+                f"(CI, the cdktf hook), or save it with `{command('plan --out FILE')}` and run "
+                f"`{command('apply FILE')}`",
             )
         if show_plan:
             from provision import render
