@@ -270,7 +270,8 @@ def plan_text(plan: Plan, manual: Sequence[Finding] = ()) -> str:
     known = f", {later} known after apply" if later else ""
     lines += [
         "",
-        f"Plan: {len(plan.actions)} action(s){known}. `{command('apply')}` runs exactly these.",
+        f"Plan: {len(plan.actions)} action(s){known}. `{command('apply')}` runs exactly these "
+        "(it shows them and asks; without a terminal it needs --auto-approve).",
     ]
     if manual:
         lines += ["", manual_text(manual)]

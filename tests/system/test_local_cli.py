@@ -126,6 +126,7 @@ def test_up_says_what_a_dsn_run_needs_and_env_exports_it_without_the_app_passwor
         # The app login's password is in the emulation's Secret Manager, never printed.
         app_secret = cli(
             "apply",
+            "--auto-approve",
             "--env",
             "local",
             "--dsn",

@@ -33,7 +33,7 @@ TABLE = "results_schema.results"
 def cut_over(instance: LocalInstance, database_from) -> Iterator[str]:
     """Template: layout applied, every move run and cut over."""
     janitor, db = database_from(instance, "tmpl_legacy_nucleus_v12")
-    applied = cli("apply", *db.targets)
+    applied = cli("apply", "--auto-approve", *db.targets)
     assert applied.code == 0, applied.err
     run = cli("move", "run", "--dsn", db.admin_dsn, "--moves", str(MOVES), timeout=300)
     assert run.code == 0, run.err

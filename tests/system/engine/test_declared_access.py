@@ -266,7 +266,7 @@ def test_the_version_table_granted_to_public_is_revoked(converged):
     verify = cli("verify", *converged.targets)
     assert verify.code != 0 and "privilege-unexpected" in verify.out
     assert "REVOKE INSERT, SELECT ON TABLE public.migrations FROM PUBLIC" in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 
@@ -277,7 +277,7 @@ def test_a_membership_chain_through_an_iam_role_is_revoked_where_postgres_may(co
     assert verify.code != 0 and "membership-chain" in verify.out
     assert f"{ANALYSTS} is a member of nucleus_readwrite through cloudsqliamgroup" in verify.out
     assert "REVOKE nucleus_readwrite FROM cloudsqliamgroup" in planned_sql(converged)
-    assert cli("apply", *converged.targets).code == 0
+    assert cli("apply", "--auto-approve", *converged.targets).code == 0
     assert cli("verify", *converged.targets).code == 0
 
 

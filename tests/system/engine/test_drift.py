@@ -198,7 +198,7 @@ def converged_template(instance, database_from):
     """One converged database (the seed's production state, applied), copied per case."""
     create_iam_role(instance, ANALYSTS, group=True)
     janitor, db = database_from(instance, "tmpl_legacy_nucleus_v12")
-    assert cli("apply", *db.targets).code == 0
+    assert cli("apply", "--auto-approve", *db.targets).code == 0
     yield db.name
     janitor.drop()
 
@@ -233,7 +233,7 @@ def test_hand_made_drift_fails_verify_naming_it_and_shows_in_plan(converged, kin
         manual = {m["code"] for m in plan.json["manual"]}
         if drift.repaired:
             assert plan.json["actions"] and drift.code not in manual, plan.json
-            assert cli("apply", *converged.targets).code == 0
+            assert cli("apply", "--auto-approve", *converged.targets).code == 0
             run = cli("verify", *converged.targets)
             assert run.code == 0, run.out
         else:

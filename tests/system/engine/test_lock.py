@@ -185,7 +185,7 @@ def test_a_migration_that_adds_a_schema_and_a_table_needs_no_python_edit(converg
     lock_text = (migrations / LOCK_NAME).read_text(encoding="utf-8")
     assert "schema billing " in lock_text and "relation billing.invoice " in lock_text
 
-    applied = cli("apply", *converged.targets, "--migrations", str(migrations))
+    applied = cli("apply", "--auto-approve", *converged.targets, "--migrations", str(migrations))
     assert applied.code == 0, applied.err
     run = cli("verify", *converged.targets, "--migrations", str(migrations))
     assert run.code == 0, run.out
