@@ -237,7 +237,8 @@ def _check_alternate(admin: Engine, login: str, current: str, groups: tuple[str,
     missing = sorted(set(groups) - set(row[1] if row is not None else ()))
     if row is None or missing:
         what = "does not exist" if row is None else f"is not a member of {', '.join(missing)}"
-        raise ManualActionRequired(
+        # An error (exit 1), not "only a person can fix this" (3): the hint's apply fixes it.
+        raise ProvisionError(
             f"login {login}, which takes over from {current} at this rotation, {what}",
             hint=f"run `{command('apply')}` first (it creates both "
             "logins of users.app and their memberships); nothing was changed",

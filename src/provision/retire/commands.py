@@ -20,7 +20,8 @@ from sqlalchemy import Connection, text
 
 from provision import commands, db, safety
 from provision.desired import DesiredState
-from provision.errors import ManualActionRequired, MoveFailed, ScopeViolation
+from provision.errors import MoveFailed, ProvisionError, ScopeViolation
+from provision.hints import command
 from provision.locks import DEFAULT_POLICY, RETIRE_KEY, Attempts, BlockerWatch, LockPolicy, holders
 from provision.move import declare as move_declare
 from provision.move.plan import SCHEMA as MOVE_SCHEMA
@@ -429,9 +430,9 @@ def unfreeze(
         )
         (p,) = plans
         if p.phase != "frozen":
-            raise ManualActionRequired(
+            raise ProvisionError(
                 f"{table.name} is not frozen (phase {p.phase}): there is nothing to unfreeze",
-                hint="nucleus-provision retire status shows each table's phase",
+                hint=f"{command('retire status')} shows each table's phase",
             )
         restore = freeze.restore_order(p.revoked)
         statements: list[Statement] = [(sql, {}) for sql in state.unfreeze_trigger(table.table)]
@@ -481,10 +482,11 @@ def archive(
             "retire archive", lambda c: _plans(c, retire, [table.name], True)
         )
         if plans[0].phase != "frozen":
-            raise ManualActionRequired(
+            raise ProvisionError(
                 f"{table.name} is not frozen (phase {plans[0].phase}): its rows could change "
                 "under the export",
-                hint="freeze it first: nucleus-provision retire apply (retire plan shows its gates)",
+                hint=f"freeze it first: {command('retire apply')} ({command('retire plan')} "
+                "shows its gates)",
             )
         written: archiving.Archive = session.read(
             f"{table.name}: export",

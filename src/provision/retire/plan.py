@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from provision.hints import command
 from provision.retire import freeze
 from provision.retire.declare import Retirement
 from provision.retire.observe import (
@@ -214,7 +215,7 @@ def plan_table(
             f"move {retirement.move} cut over at {cutover_at:%Y-%m-%d %H:%M:%S%z}"
             if cutover_at
             else f"move {retirement.move} is not cut over: services may still need the table "
-            f"(nucleus-provision move cutover {retirement.move})",
+            f"({command(f'move cutover {retirement.move}')})",
         ),
         window,
         Gate(

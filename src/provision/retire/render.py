@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from provision.hints import command
 from provision.retire import freeze
 from provision.retire.observe import Grant
 from provision.retire.plan import TablePlan
@@ -75,7 +76,8 @@ def status_text(plans: Sequence[TablePlan]) -> str:
             lines.append(f"  DRIFT: {line}")
         if p.phase == "frozen" and not p.drift:
             lines.append(
-                "  frozen: every write refused; next: nucleus-provision retire archive "
-                f"{p.name} --bucket DIR (soft delete and drop: not built, docs/retire.md)"
+                "  frozen: every write refused; next: "
+                f"{command(f'retire archive {p.name} --bucket DIR')} "
+                "(soft delete and drop: not built, docs/retire.md)"
             )
     return "\n".join(lines)

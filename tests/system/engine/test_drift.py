@@ -10,6 +10,7 @@ asserted non-zero here.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +216,9 @@ def test_a_converged_copy_verifies_clean(converged):
     assert run.code == 0, run.out
 
 
-def _named_in(differences: list[str], code: str, named: str) -> bool:
-    return any(d.startswith(f"{code}:") and named in d for d in differences)
+def _named_in(differences: list[dict[str, str]], code: str, named: str) -> bool:
+    """verify's JSON lists each difference (code, object, expected, actual)."""
+    return any(d["code"] == code and named in json.dumps(d) for d in differences)
 
 
 @pytest.mark.parametrize("kind", list(DRIFTS), ids=list(DRIFTS))
