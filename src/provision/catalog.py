@@ -217,7 +217,7 @@ class Beyond:
     declaration never gives it (see catalog._BEYOND_SQL)."""
 
     role: str
-    object: str  # "table dna_schema.entities", "sequence ...", "schema ...", "database ..."
+    object: str  # "table dna_schema.entities", "sequence ...", "function ...", "schema ...", "database ..."
     privilege: str
     via: tuple[AccessPath, ...] = ()
 
@@ -827,6 +827,26 @@ FROM found f
 -- stand with their extension (LIMIT 1: looked up per row found, not an anti-join of pg_depend)
 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                     AND d.objid = f.oid AND d.deptype = 'e' LIMIT 1)
+UNION ALL
+-- a SECURITY DEFINER function the role may call runs with its owner's rights: a way to do
+-- whatever the owner may (`DELETE FROM dna_schema.entities` in a function of postgres). Every
+-- function is executable by PUBLIC unless revoked, so EXECUTE alone is no finding: only one
+-- whose owner's rights the role does not already have. The new schemas' functions are judged
+-- by the code concern, an extension's stand with their extension.
+SELECT rc.name, 'function ' || quote_ident(rc.nspname) || '.' || quote_ident(p.proname) || '('
+           || pg_get_function_identity_arguments(p.oid) || ')', 'EXECUTE',
+       ARRAY(SELECT DISTINCT json_build_array(
+                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                    pg_get_userbyid(a.grantor), NULL)::text
+             FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+             JOIN heirs h ON h.name = rc.name AND h.oid = a.grantee
+             WHERE a.privilege_type = 'EXECUTE' ORDER BY 1)
+FROM reach rc JOIN pg_proc p ON p.pronamespace = rc.nsp
+WHERE p.prosecdef
+  AND NOT pg_has_role(rc.oid, p.proowner, 'USAGE')
+  AND has_function_privilege(rc.oid, p.oid, 'EXECUTE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                    AND d.objid = p.oid AND d.deptype = 'e' LIMIT 1)
 UNION ALL
 SELECT r.name, 'schema ' || quote_ident(n.nspname), 'CREATE', ARRAY[]::text[]
 FROM r CROSS JOIN pg_namespace n
