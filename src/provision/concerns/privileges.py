@@ -283,6 +283,8 @@ def _access_remedy(desired: DesiredState, role: str, rows: list[Beyond]) -> str:
     other: list[str] = []
     for b in rows:
         kind, _, name = b.object.partition(" ")
+        if b.object.startswith("large object "):
+            kind, name = "large object", b.object.removeprefix("large object ")
         paths = [p for p in b.via if not p.owner and p.grantor]
         for path in paths:
             column = f" ({ident(path.column)})" if path.column else ""

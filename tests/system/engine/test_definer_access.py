@@ -1,10 +1,13 @@
-"""Effective access through a SECURITY DEFINER function outside the new schemas: a function any
-runtime role may call that runs with another role's rights is a way to do what that role may
-(here: delete legacy rows as postgres), so verify names it and apply gives the remedy."""
+"""Effective access outside tables and schemas: a SECURITY DEFINER function outside the new
+schemas that a runtime role may call runs with another role's rights (here: delete legacy rows
+as postgres); a large object whose ACL names PUBLIC or cloudsqliamgroup. verify names each, apply
+changes no grant outside the new schemas and prints the remedy, which ends the finding."""
 
 from __future__ import annotations
 
-from helpers import cli
+import pg8000.native
+
+from helpers import APP_PASSWORD, cli
 
 APP = "nucleus_app"
 WIPE = "public.wipe_entities()"
@@ -12,9 +15,15 @@ WIPE = "public.wipe_entities()"
 
 def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revoked(legacy_db):
     assert cli("apply", *legacy_db.targets).code == 0
-    # A plain function runs with the caller's rights: executable by PUBLIC, no finding.
+    # A plain function runs with the caller's rights: executable by PUBLIC, no finding; nor
+    # a definer trigger function, which no one can call.
     legacy_db.query(
         "CREATE FUNCTION public.harmless() RETURNS int LANGUAGE sql AS 'SELECT 1'", user="postgres"
+    )
+    legacy_db.query(
+        "CREATE FUNCTION public.fired() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "AS 'BEGIN RETURN NEW; END'",
+        user="postgres",
     )
     legacy_db.query(
         "CREATE FUNCTION public.wipe_entities() RETURNS void LANGUAGE sql SECURITY DEFINER "
@@ -34,7 +43,7 @@ def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revo
     assert f"{APP} can do what the declaration never gives it: EXECUTE on function {WIPE}" in (
         verify.out
     ), verify.out
-    assert "harmless" not in verify.out
+    assert "harmless" not in verify.out and "fired" not in verify.out
 
     apply = cli("apply", *legacy_db.targets)
     assert apply.code == 1
@@ -49,4 +58,44 @@ def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revo
 
     # The hint, followed as printed, ends the finding.
     legacy_db.query(hint, user="postgres")
+    assert cli("verify", *legacy_db.targets).code == 0
+
+
+def test_a_large_object_public_may_write_is_a_finding_until_revoked(legacy_db):
+    assert cli("apply", *legacy_db.targets).code == 0
+    legacy_db.query("SELECT lo_create(424242)", user="postgres")
+    legacy_db.query("GRANT UPDATE ON LARGE OBJECT 424242 TO PUBLIC", user="postgres")
+    legacy_db.query("SELECT lo_create(424243)", user="postgres")
+    legacy_db.query("GRANT SELECT ON LARGE OBJECT 424243 TO cloudsqliamgroup", user="postgres")
+    # One the app creates itself is its own: no finding.
+    app = pg8000.native.Connection(
+        APP,
+        host=legacy_db.instance.host,
+        port=legacy_db.instance.port,
+        database=legacy_db.name,
+        password=APP_PASSWORD,
+    )
+    try:
+        app.run("SELECT lo_create(424244)")
+    finally:
+        app.close()
+
+    verify = cli("verify", *legacy_db.targets)
+    assert verify.code == 1, verify.out
+    assert f"{APP} can do what the declaration never gives it: UPDATE on large object 424242" in (
+        verify.out
+    ), verify.out
+    assert "SELECT on large object 424243" in verify.out  # the analysts, an IAM group
+    assert "424244" not in verify.out
+
+    apply = cli("apply", *legacy_db.targets)
+    assert apply.code == 1
+    hints = [
+        "REVOKE UPDATE ON LARGE OBJECT 424242 FROM PUBLIC",
+        "REVOKE SELECT ON LARGE OBJECT 424243 FROM cloudsqliamgroup",
+    ]
+    for hint in hints:
+        assert hint in apply.err, apply.err
+    for hint in hints:
+        legacy_db.query(hint, user="postgres")
     assert cli("verify", *legacy_db.targets).code == 0
