@@ -218,7 +218,8 @@ class Beyond:
 
     role: str
     object: str  # "table dna_schema.entities", "sequence ...", "function ...",
-    # "large object 16401", "schema ...", "database ..."
+    # "large object 16401", "future tables of postgres in schema dna_schema", "schema ...",
+    # "database ..."
     privilege: str
     via: tuple[AccessPath, ...] = ()
 
@@ -871,6 +872,26 @@ WHERE l.lomowner <> r.oid
                   JOIN heirs h ON h.name = r.name AND h.oid = a.grantee
                   WHERE a.privilege_type = p.privilege))
 UNION ALL
+-- default privileges outside the new schemas, and any role's but the owner's for every schema
+-- (the owner's the privileges concern judges): what the next table or sequence that role
+-- creates there will grant, e.g. a legacy service's next table, writable by PUBLIC
+SELECT h.name, 'future ' || CASE d.defaclobjtype WHEN 'r' THEN 'tables' ELSE 'sequences' END
+           || ' of ' || quote_ident(pg_get_userbyid(d.defaclrole))
+           || CASE WHEN d.defaclnamespace = 0 THEN ' in every schema'
+                   ELSE ' in schema ' || quote_ident(n.nspname) END,
+       a.privilege_type,
+       array_agg(DISTINCT json_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                ELSE pg_get_userbyid(a.grantee) END,
+                                           pg_get_userbyid(a.grantor), NULL)::text)
+FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+JOIN heirs h ON h.oid = a.grantee
+WHERE d.defaclobjtype IN ('r', 'S')
+  AND CASE WHEN d.defaclnamespace = 0 THEN pg_get_userbyid(d.defaclrole) <> :owner
+           ELSE NOT n.nspname = ANY(CAST(:managed AS text[])) END
+  AND NOT pg_has_role(h.name, d.defaclrole, 'USAGE')
+GROUP BY 1, 2, 3
+UNION ALL
 SELECT r.name, 'schema ' || quote_ident(n.nspname), 'CREATE', ARRAY[]::text[]
 FROM r CROSS JOIN pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
@@ -960,6 +981,7 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
                 "managed": list(desired.schema_names),
                 "mschema": mt.schema,
                 "mtable": mt.name,
+                "owner": desired.owner,
             },
         )
     )

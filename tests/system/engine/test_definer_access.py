@@ -99,3 +99,39 @@ def test_a_large_object_public_may_write_is_a_finding_until_revoked(legacy_db):
     for hint in hints:
         legacy_db.query(hint, user="postgres")
     assert cli("verify", *legacy_db.targets).code == 0
+
+
+def test_default_privileges_outside_the_new_schemas_granting_a_runtime_role_are_findings(
+    legacy_db,
+):
+    # What the next legacy table postgres creates would grant: every runtime login could
+    # insert into it (PUBLIC), the IAM groups' members update every sequence postgres makes.
+    assert cli("apply", *legacy_db.targets).code == 0
+    legacy_db.query(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA dna_schema GRANT INSERT ON TABLES TO PUBLIC",
+        user="postgres",
+    )
+    legacy_db.query(
+        "ALTER DEFAULT PRIVILEGES GRANT UPDATE ON SEQUENCES TO cloudsqliamgroup", user="postgres"
+    )
+    verify = cli("verify", *legacy_db.targets)
+    assert verify.code == 1, verify.out
+    assert (
+        f"{APP} can do what the declaration never gives it: INSERT on future tables of postgres "
+        "in schema dna_schema"
+    ) in verify.out, verify.out
+    assert "UPDATE on future sequences of postgres in every schema" in verify.out, verify.out
+
+    apply = cli("apply", *legacy_db.targets)
+    assert apply.code == 1
+    hints = [
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA dna_schema REVOKE INSERT ON TABLES "
+        "FROM PUBLIC",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE postgres REVOKE UPDATE ON SEQUENCES FROM "
+        "cloudsqliamgroup",
+    ]
+    for hint in hints:
+        assert hint in apply.err, apply.err
+    for hint in hints:
+        legacy_db.query(hint, user="postgres")
+    assert cli("verify", *legacy_db.targets).code == 0
