@@ -724,7 +724,14 @@ def _by_statement(keys: set[Key]) -> dict[tuple[str, str, str], list[tuple[str, 
 
 def _object_sql(verb: str, keys: set[Key]) -> list[Sql]:
     statements = []
-    for (kind, grantee, privileges), objects in sorted(_by_statement(keys).items()):
+    batches = sorted(_by_statement(keys).items())
+    if verb == "REVOKE":
+        # Grant options first: `REVOKE DELETE ... FROM postgres` fails while postgres still
+        # holds the option and has granted DELETE on with it (dependent privileges exist);
+        # taken back with CASCADE first, the option takes those grants with it (whatever their
+        # grantor: all come from the owner's grant) and the privilege itself goes next.
+        batches.sort(key=lambda batch: not batch[0][2].startswith(GRANT_OPTION))
+    for (kind, grantee, privileges), objects in batches:
         on = "SCHEMA" if kind == "schema" else "SEQUENCE" if kind == "sequence" else "TABLE"
         names = ", ".join(ident(s) if n is None else ident(s, n) for s, n in objects)
         to = "TO" if verb == "GRANT" else "FROM"
