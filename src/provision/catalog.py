@@ -217,7 +217,9 @@ class Beyond:
     declaration never gives it (see catalog._BEYOND_SQL)."""
 
     role: str
-    object: str  # "table dna_schema.entities", "sequence ...", "schema ...", "database ..."
+    object: str  # "table dna_schema.entities", "sequence ...", "function ...",
+    # "large object 16401", "future tables of postgres in schema dna_schema", "schema ...",
+    # "database ..."
     privilege: str
     via: tuple[AccessPath, ...] = ()
 
@@ -828,6 +830,68 @@ FROM found f
 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                     AND d.objid = f.oid AND d.deptype = 'e' LIMIT 1)
 UNION ALL
+-- a SECURITY DEFINER function the role may call runs with its owner's rights: a way to do
+-- whatever the owner may (`DELETE FROM dna_schema.entities` in a function of postgres). Every
+-- function is executable by PUBLIC unless revoked, so EXECUTE alone is no finding: only one
+-- whose owner's rights the role does not already have. The new schemas' functions are judged
+-- by the code concern, an extension's stand with their extension; a trigger or event trigger
+-- function cannot be called, only fired.
+SELECT rc.name, 'function ' || quote_ident(rc.nspname) || '.' || quote_ident(p.proname) || '('
+           || pg_get_function_identity_arguments(p.oid) || ')', 'EXECUTE',
+       ARRAY(SELECT DISTINCT json_build_array(
+                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                    pg_get_userbyid(a.grantor), NULL)::text
+             FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+             JOIN heirs h ON h.name = rc.name AND h.oid = a.grantee
+             WHERE a.privilege_type = 'EXECUTE' ORDER BY 1)
+FROM reach rc JOIN pg_proc p ON p.pronamespace = rc.nsp
+WHERE p.prosecdef
+  AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
+  AND NOT pg_has_role(rc.oid, p.proowner, 'USAGE')
+  AND has_function_privilege(rc.oid, p.oid, 'EXECUTE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                    AND d.objid = p.oid AND d.deptype = 'e' LIMIT 1)
+UNION ALL
+-- a large object (no schema, no has_*_privilege before PostgreSQL 17): read or written by
+-- whom its ACL names (PUBLIC, a role the login inherits) or by a group owning it; one the
+-- login itself created (lo_create needs no privilege) is its own
+SELECT r.name, 'large object ' || l.oid, p.privilege,
+       ARRAY(SELECT DISTINCT x FROM (
+           SELECT 'owner:' || pg_get_userbyid(l.lomowner) AS x
+           WHERE l.lomowner IN (SELECT h.oid FROM heirs h WHERE h.name = r.name)
+           UNION ALL
+           SELECT json_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                        ELSE pg_get_userbyid(a.grantee) END,
+                                   pg_get_userbyid(a.grantor), NULL)::text
+           FROM aclexplode(l.lomacl) a JOIN heirs h ON h.name = r.name AND h.oid = a.grantee
+           WHERE a.privilege_type = p.privilege) v ORDER BY 1)
+FROM r CROSS JOIN pg_largeobject_metadata l CROSS JOIN unnest(ARRAY['SELECT', 'UPDATE']) AS p(privilege)
+WHERE l.lomowner <> r.oid
+  AND (l.lomowner IN (SELECT h.oid FROM heirs h WHERE h.name = r.name)
+       OR EXISTS (SELECT 1 FROM aclexplode(l.lomacl) a
+                  JOIN heirs h ON h.name = r.name AND h.oid = a.grantee
+                  WHERE a.privilege_type = p.privilege))
+UNION ALL
+-- default privileges outside the new schemas, and any role's but the owner's for every schema
+-- (the owner's the privileges concern judges): what the next table or sequence that role
+-- creates there will grant, e.g. a legacy service's next table, writable by PUBLIC
+SELECT h.name, 'future ' || CASE d.defaclobjtype WHEN 'r' THEN 'tables' ELSE 'sequences' END
+           || ' of ' || quote_ident(pg_get_userbyid(d.defaclrole))
+           || CASE WHEN d.defaclnamespace = 0 THEN ' in every schema'
+                   ELSE ' in schema ' || quote_ident(n.nspname) END,
+       a.privilege_type,
+       array_agg(DISTINCT json_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                ELSE pg_get_userbyid(a.grantee) END,
+                                           pg_get_userbyid(a.grantor), NULL)::text)
+FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+JOIN heirs h ON h.oid = a.grantee
+WHERE d.defaclobjtype IN ('r', 'S')
+  AND CASE WHEN d.defaclnamespace = 0 THEN pg_get_userbyid(d.defaclrole) <> :owner
+           ELSE NOT n.nspname = ANY(CAST(:managed AS text[])) END
+  AND NOT pg_has_role(h.name, d.defaclrole, 'USAGE')
+GROUP BY 1, 2, 3
+UNION ALL
 SELECT r.name, 'schema ' || quote_ident(n.nspname), 'CREATE', ARRAY[]::text[]
 FROM r CROSS JOIN pg_namespace n
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
@@ -917,6 +981,7 @@ def read_privileges(conn: Connection, desired: DesiredState) -> PrivilegeFacts:
                 "managed": list(desired.schema_names),
                 "mschema": mt.schema,
                 "mtable": mt.name,
+                "owner": desired.owner,
             },
         )
     )

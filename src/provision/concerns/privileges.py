@@ -29,6 +29,7 @@ Cloud SQL's own roles (`cloudsql*`, `pg_*`) and the legacy schemas are never cha
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -276,6 +277,13 @@ def _beyond_text(beyond: Beyond) -> str:
     return text
 
 
+# catalog._BEYOND_SQL's name for default privileges: "future tables of ROLE in schema S" or
+# "... in every schema" (ROLE and S quoted identifiers)
+_FUTURE = re.compile(
+    r'^future (tables|sequences) of ("(?:[^"]|"")*"|\S+) in (?:every schema|schema (.+))$'
+)
+
+
 def _access_remedy(desired: DesiredState, role: str, rows: list[Beyond]) -> str:
     """The statements that take each path away, each run by the grantor that made the grant
     (a REVOKE by anyone else does nothing): this tool never changes a grant outside the new
@@ -284,6 +292,9 @@ def _access_remedy(desired: DesiredState, role: str, rows: list[Beyond]) -> str:
     other: list[str] = []
     for b in rows:
         kind, _, name = b.object.partition(" ")
+        if b.object.startswith("large object "):
+            kind, name = "large object", b.object.removeprefix("large object ")
+        future = _FUTURE.match(b.object)
         paths = [p for p in b.via if not p.owner and p.grantor]
         for path in paths:
             column = f" ({ident(path.column)})" if path.column else ""
@@ -291,6 +302,13 @@ def _access_remedy(desired: DesiredState, role: str, rows: list[Beyond]) -> str:
                 f"REVOKE {b.privilege}{column} ON {kind.upper()} {name} FROM "
                 f"{_grantee(path.grantee)}"
             )
+            if future:
+                objects, role, schema = future.group(1, 2, 3)
+                where = f" IN SCHEMA {schema}" if schema else ""
+                statement = (
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {role}{where} REVOKE {b.privilege} "
+                    f"ON {objects.upper()} FROM {_grantee(path.grantee)}"
+                )
             if statement not in by_grantor[path.grantor or ""]:
                 by_grantor[path.grantor or ""].append(statement)
         if not paths:
@@ -751,7 +769,14 @@ def _by_statement(keys: set[Key]) -> dict[tuple[str, str, str], list[tuple[str, 
 
 def _object_sql(verb: str, keys: set[Key]) -> list[Sql]:
     statements = []
-    for (kind, grantee, privileges), objects in sorted(_by_statement(keys).items()):
+    batches = sorted(_by_statement(keys).items())
+    if verb == "REVOKE":
+        # Grant options first: `REVOKE DELETE ... FROM postgres` fails while postgres still
+        # holds the option and has granted DELETE on with it (dependent privileges exist);
+        # taken back with CASCADE first, the option takes those grants with it (whatever their
+        # grantor: all come from the owner's grant) and the privilege itself goes next.
+        batches.sort(key=lambda batch: not batch[0][2].startswith(GRANT_OPTION))
+    for (kind, grantee, privileges), objects in batches:
         on = "SCHEMA" if kind == "schema" else "SEQUENCE" if kind == "sequence" else "TABLE"
         names = ", ".join(ident(s) if n is None else ident(s, n) for s, n in objects)
         to = "TO" if verb == "GRANT" else "FROM"
