@@ -14,7 +14,7 @@ WIPE = "public.wipe_entities()"
 
 
 def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revoked(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     # A plain function runs with the caller's rights: executable by PUBLIC, no finding; nor
     # a definer trigger function, which no one can call.
     legacy_db.query(
@@ -39,14 +39,14 @@ def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revo
     ) == [[True, False]]
 
     verify = cli("verify", *legacy_db.targets)
-    assert verify.code == 1, verify.out
+    assert verify.code == 3, verify.out  # only a person (the grantor) can revoke it
     assert f"{APP} can do what the declaration never gives it: EXECUTE on function {WIPE}" in (
         verify.out
     ), verify.out
     assert "harmless" not in verify.out and "fired" not in verify.out
 
-    apply = cli("apply", *legacy_db.targets)
-    assert apply.code == 1
+    apply = cli("apply", "--auto-approve", *legacy_db.targets)
+    assert apply.code == 3
     hint = f"REVOKE EXECUTE ON FUNCTION {WIPE} FROM PUBLIC"
     assert f"as postgres (or a role that may act for it): {hint}" in apply.err, apply.err
     # apply changed no grant outside the new schemas: the function is still PUBLIC's
@@ -62,7 +62,7 @@ def test_a_definer_function_of_postgres_the_app_may_call_is_a_finding_until_revo
 
 
 def test_a_large_object_public_may_write_is_a_finding_until_revoked(legacy_db):
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query("SELECT lo_create(424242)", user="postgres")
     legacy_db.query("GRANT UPDATE ON LARGE OBJECT 424242 TO PUBLIC", user="postgres")
     legacy_db.query("SELECT lo_create(424243)", user="postgres")
@@ -81,15 +81,15 @@ def test_a_large_object_public_may_write_is_a_finding_until_revoked(legacy_db):
         app.close()
 
     verify = cli("verify", *legacy_db.targets)
-    assert verify.code == 1, verify.out
+    assert verify.code == 3, verify.out  # only a person (the grantor) can revoke it
     assert f"{APP} can do what the declaration never gives it: UPDATE on large object 424242" in (
         verify.out
     ), verify.out
     assert "SELECT on large object 424243" in verify.out  # the analysts, an IAM group
     assert "424244" not in verify.out
 
-    apply = cli("apply", *legacy_db.targets)
-    assert apply.code == 1
+    apply = cli("apply", "--auto-approve", *legacy_db.targets)
+    assert apply.code == 3
     hints = [
         "REVOKE UPDATE ON LARGE OBJECT 424242 FROM PUBLIC",
         "REVOKE SELECT ON LARGE OBJECT 424243 FROM cloudsqliamgroup",
@@ -106,7 +106,7 @@ def test_default_privileges_outside_the_new_schemas_granting_a_runtime_role_are_
 ):
     # What the next legacy table postgres creates would grant: every runtime login could
     # insert into it (PUBLIC), the IAM groups' members update every sequence postgres makes.
-    assert cli("apply", *legacy_db.targets).code == 0
+    assert cli("apply", "--auto-approve", *legacy_db.targets).code == 0
     legacy_db.query(
         "ALTER DEFAULT PRIVILEGES IN SCHEMA dna_schema GRANT INSERT ON TABLES TO PUBLIC",
         user="postgres",
@@ -115,15 +115,15 @@ def test_default_privileges_outside_the_new_schemas_granting_a_runtime_role_are_
         "ALTER DEFAULT PRIVILEGES GRANT UPDATE ON SEQUENCES TO cloudsqliamgroup", user="postgres"
     )
     verify = cli("verify", *legacy_db.targets)
-    assert verify.code == 1, verify.out
+    assert verify.code == 3, verify.out  # only a person (the grantor) can revoke it
     assert (
         f"{APP} can do what the declaration never gives it: INSERT on future tables of postgres "
         "in schema dna_schema"
     ) in verify.out, verify.out
     assert "UPDATE on future sequences of postgres in every schema" in verify.out, verify.out
 
-    apply = cli("apply", *legacy_db.targets)
-    assert apply.code == 1
+    apply = cli("apply", "--auto-approve", *legacy_db.targets)
+    assert apply.code == 3
     hints = [
         "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA dna_schema REVOKE INSERT ON TABLES "
         "FROM PUBLIC",
