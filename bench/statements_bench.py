@@ -1,6 +1,6 @@
 """Issue 21: the statements a no-op `apply`, `plan` and `verify` send, counted by the server.
 
-    .venv/bin/python bench/statements_bench.py
+    .venv/bin/python bench/statements_bench.py [--show]
 
 Starts its own emulation (legacy-nucleus-v12) with `nucleus-provision local up`, converges it
 with prod's declaration as users run it (`--dsn .. --owner-dsn ..`; prod declares pgaudit,
@@ -34,6 +34,8 @@ PEER = ROOT / "bench" / "alembic_peer"
 # prod declares pgaudit, which the emulated server cannot load: our runs end with that finding.
 MANUAL = ExitCode.MANUAL
 PEER_APPLICATION = "alembic-peer"
+# `--show`: each statement's first line on stderr, to see where a count comes from.
+SHOW = "--show" in sys.argv[1:]
 # With log_line_prefix '%m [%p] %a ': the application, then what the server logged.
 LOGGED = re.compile(
     r"^\S+ \S+ \S+ \[\d+\] (?P<app>\S+) LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$"
@@ -55,6 +57,8 @@ def counted(log: Path, start: int, application: str) -> Counter[str]:
         match = LOGGED.match(line)
         if match and match["app"] == application:
             found[kind(match["sql"])] += 1
+            if SHOW:
+                print(f"  {application}: {' '.join(match['sql'].split())[:150]}", file=sys.stderr)
     return found
 
 
