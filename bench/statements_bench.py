@@ -1,10 +1,10 @@
 """Issue 21: the statements a no-op `apply`, `plan` and `verify` send, counted by the server.
 
-    .venv/bin/python bench/statements_bench.py
+    .venv/bin/python bench/statements_bench.py [--show]
 
 Starts its own emulation (legacy-nucleus-v12) with `nucleus-provision local up`, converges it
 with prod's declaration as users run it (`--dsn .. --owner-dsn ..`; prod declares pgaudit,
-which the emulated server cannot load, so every run ends with exit 1 for that one finding),
+which the emulated server cannot load, so every run ends with exit 3 for that one finding),
 brings the alembic peer (bench/alembic_peer) to head on the same database, then turns on
 `log_statement = all` for that database and runs each command once. The server's log is the
 count: every BEGIN, COMMIT and ROLLBACK, every query, the driver's and SQLAlchemy's own
@@ -26,11 +26,16 @@ from issue9_support import ALEMBIC, CLI, ROOT, Emulation, check, child_env, mach
 
 sys.path.insert(0, str(ROOT / "src"))
 
+from provision.exitcodes import ExitCode  # noqa: E402
 from provision.local.instance import superuser_connection  # noqa: E402
 from provision.local.server import Server  # noqa: E402
 
 PEER = ROOT / "bench" / "alembic_peer"
+# prod declares pgaudit, which the emulated server cannot load: our runs end with that finding.
+MANUAL = ExitCode.MANUAL
 PEER_APPLICATION = "alembic-peer"
+# `--show`: each statement's first line on stderr, to see where a count comes from.
+SHOW = "--show" in sys.argv[1:]
 # With log_line_prefix '%m [%p] %a ': the application, then what the server logged.
 LOGGED = re.compile(
     r"^\S+ \S+ \S+ \[\d+\] (?P<app>\S+) LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$"
@@ -52,6 +57,8 @@ def counted(log: Path, start: int, application: str) -> Counter[str]:
         match = LOGGED.match(line)
         if match and match["app"] == application:
             found[kind(match["sql"])] += 1
+            if SHOW:
+                print(f"  {application}: {' '.join(match['sql'].split())[:150]}", file=sys.stderr)
     return found
 
 
@@ -68,7 +75,7 @@ def main() -> None:
             target = ["--dsn", emu.admin_dsn, "--owner-dsn", emu.owner_dsn]
             check(
                 run([CLI, "apply", "--auto-approve", *target], env, stderr=errors),
-                1,
+                MANUAL,
                 "first apply",
                 errors,
             )
@@ -91,10 +98,10 @@ def main() -> None:
                     "no-op `apply`",
                     [CLI, "apply", "--auto-approve", *target],
                     "nucleus-provision",
-                    1,
+                    MANUAL,
                 ),
-                ("no-op `plan`", [CLI, "plan", *target], "nucleus-provision", 1),
-                ("`verify`", [CLI, "verify", *target], "nucleus-provision", 1),
+                ("no-op `plan`", [CLI, "plan", *target], "nucleus-provision", MANUAL),
+                ("`verify`", [CLI, "verify", *target], "nucleus-provision", MANUAL),
                 (
                     "`alembic upgrade head` (no-op)",
                     [*alembic, "upgrade", "head"],

@@ -11,8 +11,12 @@ A pure function renders the text; only `main` reads or writes a file.
 
 from __future__ import annotations
 
+import ast
 import enum
+import functools
+import inspect
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -123,6 +127,34 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+@functools.cache
+def _attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
+    """The string literal under each `name: T` of the model's class body and of its bases
+    (PEP 257's attribute docstrings), cleaned as pydantic's use_attribute_docstrings does."""
+    found: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not issubclass(cls, BaseModel) or cls.__module__.startswith("pydantic"):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for node, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                found[node.target.id] = inspect.cleandoc(following.value.value)
+    return found
+
+
+def description(model: type[BaseModel], name: str) -> str:
+    """A field's meaning: its Field(description=...), else its attribute docstring."""
+    field = model.model_fields[name]
+    return field.description or _attribute_docstrings(model).get(name, "")
+
+
 def _table(model: type[BaseModel]) -> list[str]:
     hints = typing.get_type_hints(model)
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
@@ -131,7 +163,7 @@ def _table(model: type[BaseModel]) -> list[str]:
             continue
         kind, default = _FILE_SPELLING.get((model, name), (_type(hints[name]), _default(field)))
         rows.append(
-            f"| `{name}` | {_cell(kind)} | `{_cell(default)}` | {_cell(field.description or '')} |"
+            f"| `{name}` | {_cell(kind)} | `{_cell(default)}` | {_cell(description(model, name))} |"
         )
     return rows
 
