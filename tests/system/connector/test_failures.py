@@ -113,7 +113,9 @@ def test_a_hung_proxy_does_not_keep_a_library_caller_waiting(fragile_emulation):
         elapsed = time.monotonic() - started
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert elapsed < 3, f"took {elapsed:.1f}s"
+    # Not a speed check: a hung proxy would keep the caller waiting for ever; the error above
+    # says the 1 s bound fired. The generous limit only tells "returned" from "hung" under load.
+    assert elapsed < 60, f"took {elapsed:.1f}s"
 
 
 def test_no_running_emulation_is_one_line(tmp_path):

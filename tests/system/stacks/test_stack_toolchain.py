@@ -10,15 +10,11 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from stack_support import EOL_MARKERS, NODE_BIN, REAL_STACKS, REPO_ROOT, toolchain_env
-
-# The synth must stay well inside this; the figure is printed for the benchmark notes.
-CLI_SYNTH_BUDGET_SECONDS = 60
 
 
 def _without_hook_dir(stack: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +39,8 @@ def test_cdktf_synth_cli_writes_every_stack_on_a_supported_node_without_eol_bann
     tmp_path: Path, stacks: dict[str, Any]
 ) -> None:
     outdir = tmp_path / "cdktf.out"
-    started = time.perf_counter()
+    # No timed assertion (the project's rule): how long synth takes is measured in
+    # docs/benchmarks.md ("cdktf synth"); the timeout only guards against a hang.
     result = subprocess.run(
         [str(NODE_BIN / "cdktf"), "synth", "--output", str(outdir)],
         cwd=REPO_ROOT,
@@ -52,11 +49,8 @@ def test_cdktf_synth_cli_writes_every_stack_on_a_supported_node_without_eol_bann
         text=True,
         timeout=300,
     )
-    elapsed = time.perf_counter() - started
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    print(f"cdktf synth took {elapsed:.1f} s")
-    assert elapsed < CLI_SYNTH_BUDGET_SECONDS, f"cdktf synth took {elapsed:.1f} s"
     assert "Generated Terraform code for the stacks: prod, staging" in output
     _assert_no_eol_banner(output)
     assert sorted(path.name for path in (outdir / "stacks").iterdir()) == sorted(REAL_STACKS)
